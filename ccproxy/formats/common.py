@@ -1,0 +1,300 @@
+"""Helpers shared by the translation modules: stop-reason tables, usage mapping, image and content
+helpers, reasoning effort ⇄ thinking budget, ids, and the lossless encoding of Anthropic thinking blocks.
+
+Pure functions and constant tables only (no I/O). Sources for every table: ``shared/conformance/NOTES.md``
+§4.6 (stop reasons), §4.7 (usage), §4.10 (images), §4.11 (thinking).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from ccproxy.formats.base import JSON, TranslationError
+
+# --- stop reasons (NOTES §4.6) -------------------------------------------------------------------------
+
+ANTHROPIC_TO_CHAT_FINISH: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+CHAT_FINISH_TO_ANTHROPIC: dict[str, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+# Anthropic stop_reason → Responses incomplete_details.reason; a stop reason not listed completes.
+ANTHROPIC_TO_RESPONSES_INCOMPLETE: dict[str, str] = {
+    "max_tokens": "max_output_tokens",
+    "model_context_window_exceeded": "max_output_tokens",
+    "refusal": "content_filter",
+}
+RESPONSES_INCOMPLETE_TO_ANTHROPIC: dict[str, str] = {
+    "max_output_tokens": "max_tokens",
+    "content_filter": "refusal",
+}
+
+
+def chat_finish_reason(stop_reason: str | None) -> str:
+    """Chat ``finish_reason`` for an Anthropic ``stop_reason`` (unknown or missing → ``stop``)."""
+    return ANTHROPIC_TO_CHAT_FINISH.get(stop_reason or "", "stop")
+
+
+def responses_status(stop_reason: str | None) -> tuple[str, JSON | None]:
+    """Responses ``(status, incomplete_details)`` for an Anthropic ``stop_reason``."""
+    reason = ANTHROPIC_TO_RESPONSES_INCOMPLETE.get(stop_reason or "")
+    if reason is None:
+        return "completed", None
+    return "incomplete", {"reason": reason}
+
+
+# --- usage (NOTES §4.7: Anthropic input buckets are disjoint, OpenAI prompt totals include cache) -------
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def anthropic_usage_parts(usage: JSON | None) -> tuple[int, int, int, int, int]:
+    """``(uncached_input, cache_read, cache_write, output, thinking)`` from an Anthropic usage object."""
+    if not usage:
+        return 0, 0, 0, 0, 0
+    details = usage.get("output_tokens_details")
+    thinking = _int(details.get("thinking_tokens")) if isinstance(details, dict) else 0
+    return (
+        _int(usage.get("input_tokens")),
+        _int(usage.get("cache_read_input_tokens")),
+        _int(usage.get("cache_creation_input_tokens")),
+        _int(usage.get("output_tokens")),
+        thinking,
+    )
+
+
+def anthropic_usage_to_chat(usage: JSON | None) -> JSON:
+    """Chat ``usage``: ``prompt_tokens`` is the total input (uncached + cache read + cache write)."""
+    uncached, read, write, output, thinking = anthropic_usage_parts(usage)
+    prompt = uncached + read + write
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": output,
+        "total_tokens": prompt + output,
+        "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": write},
+        "completion_tokens_details": {"reasoning_tokens": thinking},
+    }
+
+
+def anthropic_usage_to_responses(usage: JSON | None) -> JSON:
+    """Responses ``usage``: ``input_tokens`` is the total input, ``cached_tokens`` a subset of it."""
+    uncached, read, write, output, thinking = anthropic_usage_parts(usage)
+    total_input = uncached + read + write
+    return {
+        "input_tokens": total_input,
+        "input_tokens_details": {"cached_tokens": read, "cache_write_tokens": write},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": thinking},
+        "total_tokens": total_input + output,
+    }
+
+
+def openai_usage_to_anthropic(
+    input_total: int, cached: int, output: int, cache_write: int = 0
+) -> JSON:
+    """Anthropic ``usage`` from OpenAI totals (reverse of the two functions above)."""
+    return {
+        "input_tokens": max(input_total - cached - cache_write, 0),
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": cache_write,
+        "output_tokens": output,
+    }
+
+
+# --- ids and timestamps -----------------------------------------------------------------------------------
+
+_TOOL_ID_INVALID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def new_id(prefix: str) -> str:
+    """A fresh opaque id such as ``chatcmpl-…``, ``resp_…``, ``msg_…``, ``fc_…``, ``rs_…``, ``toolu_…``."""
+    return prefix + secrets.token_hex(12)
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def anthropic_tool_id(call_id: str) -> str:
+    """A client tool call id made acceptable to Anthropic (``^[a-zA-Z0-9_-]+$``), deterministically, so the
+    tool_use and its tool_result still match; ids that already fit pass through unchanged (NOTES §4.8)."""
+    if not call_id:
+        raise TranslationError("tool call id must be a non-empty string", param="tool_call_id")
+    return _TOOL_ID_INVALID.sub("_", call_id)
+
+
+# --- images and documents (NOTES §4.10) ------------------------------------------------------------------
+
+_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(;[^,;]*)*?;base64,(?P<data>.*)$", re.S)
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``(media_type, base64_data)`` of a base64 ``data:`` URL, or ``None`` when ``url`` is not one."""
+    match = _DATA_URL.match(url)
+    if match is None:
+        return None
+    return match.group("type") or "application/octet-stream", match.group("data")
+
+
+def anthropic_source_from_url(url: str, param: str) -> JSON:
+    """Anthropic image/document ``source`` for a data URL (→ base64) or an http(s) URL (→ url)."""
+    parsed = parse_data_url(url)
+    if parsed is not None:
+        return {"type": "base64", "media_type": parsed[0], "data": parsed[1]}
+    if url.startswith(("https://", "http://")):
+        return {"type": "url", "url": url}
+    raise TranslationError("expected an http(s) URL or a base64 data URL", param=param)
+
+
+def anthropic_image_block(url: str, param: str) -> JSON:
+    source = anthropic_source_from_url(url, param)
+    if source["type"] == "base64" and not str(source["media_type"]).startswith("image/"):
+        raise TranslationError(f"unsupported image media type {source['media_type']!r}", param=param)
+    return {"type": "image", "source": source}
+
+
+def anthropic_document_block(file_data: str | None, file_url: str | None, param: str) -> JSON:
+    """Anthropic ``document`` block for an OpenAI file part (PDF or plain text as a data URL, or a URL)."""
+    if file_data:
+        url = file_data if file_data.startswith("data:") else f"data:application/pdf;base64,{file_data}"
+        source = anthropic_source_from_url(url, param)
+        if source["media_type"] == "text/plain":
+            text = _b64_text(source["data"], param)
+            return {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": text}}
+        if source["media_type"] != "application/pdf":
+            raise TranslationError(f"unsupported file type {source['media_type']!r}", param=param)
+        return {"type": "document", "source": source}
+    if file_url:
+        return {"type": "document", "source": anthropic_source_from_url(file_url, param)}
+    raise TranslationError("file parts need file_data or a URL; file ids cannot be resolved", param=param)
+
+
+def _b64_text(data: str, param: str) -> str:
+    try:
+        return base64.b64decode(data, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise TranslationError("file_data is not valid base64 text", param=param) from exc
+
+
+def image_url_from_anthropic(source: JSON) -> str:
+    """An OpenAI image URL (data URL or plain URL) for an Anthropic image ``source``."""
+    if source.get("type") == "base64":
+        return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+    return str(source.get("url", ""))
+
+
+# --- reasoning effort ⇄ thinking budget (NOTES §4.11) ----------------------------------------------------
+
+MIN_THINKING_BUDGET = 1024  # Anthropic: budget_tokens ≥ 1024 and < max_tokens
+EFFORT_TO_BUDGET: dict[str, int] = {
+    "minimal": 1024,
+    "low": 4096,
+    "medium": 10240,
+    "high": 24576,
+    "xhigh": 32768,
+}
+DEFAULT_MAX_TOKENS = 8192  # Anthropic requires max_tokens; OpenAI clients often omit it
+
+
+def budget_for_effort(effort: str | None, param: str) -> int | None:
+    """Thinking budget for an OpenAI reasoning effort; ``None`` for no thinking (absent or ``none``)."""
+    if effort is None or effort == "none":
+        return None
+    budget = EFFORT_TO_BUDGET.get(effort)
+    if budget is None:
+        raise TranslationError(f"unsupported reasoning effort {effort!r}", param=param)
+    return budget
+
+
+def effort_for_budget(budget: int) -> str:
+    """The smallest OpenAI effort whose budget covers ``budget`` (reverse of ``budget_for_effort``)."""
+    for effort, limit in EFFORT_TO_BUDGET.items():
+        if budget <= limit:
+            return effort
+    return "xhigh"
+
+
+def fit_thinking(budget: int | None, max_tokens: int) -> JSON | None:
+    """Anthropic ``thinking`` config for ``budget`` within ``max_tokens``, or ``None`` when no budget of at
+    least 1024 fits below ``max_tokens`` (OpenAI's token cap includes reasoning, like Anthropic's)."""
+    if budget is None:
+        return None
+    budget = min(budget, max_tokens - 1)
+    if budget < MIN_THINKING_BUDGET:
+        return None
+    return {"type": "enabled", "budget_tokens": budget}
+
+
+# --- thinking blocks carried through OpenAI formats ------------------------------------------------------
+# Signatures and redacted data are only valid back at Anthropic (NOTES §4.11), and Anthropic wants them
+# back unmodified, text included. A Responses ``reasoning`` item's ``encrypted_content`` therefore carries the
+# whole block: ``"ccp1." + base64url(json(block))``. Anything else in that field came from another provider.
+
+_THINKING_PREFIX = "ccp1."
+
+
+def encode_thinking_block(block: JSON) -> str:
+    kept = {k: block[k] for k in ("type", "thinking", "signature", "data") if k in block}
+    return _THINKING_PREFIX + base64.urlsafe_b64encode(orjson.dumps(kept)).decode("ascii")
+
+
+def decode_thinking_block(encoded: Any) -> JSON | None:
+    """The Anthropic thinking/redacted_thinking block inside ``encoded``, or ``None`` if it is not ours."""
+    if not isinstance(encoded, str) or not encoded.startswith(_THINKING_PREFIX):
+        return None
+    try:
+        block = orjson.loads(base64.urlsafe_b64decode(encoded[len(_THINKING_PREFIX) :]))
+    except (binascii.Error, ValueError):
+        return None
+    if isinstance(block, dict) and block.get("type") in {"thinking", "redacted_thinking"}:
+        return block
+    return None
+
+
+# --- request fields ----------------------------------------------------------------------------------------
+
+
+def clamp_temperature(value: Any, param: str = "temperature") -> float:
+    """OpenAI temperature (0–2) → Anthropic (0–1): values above 1 are capped, as Anthropic's own
+    OpenAI-compatibility layer does; out-of-range values are refused like OpenAI refuses them."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TranslationError("temperature must be a number", param=param)
+    if value < 0 or value > 2:
+        raise TranslationError("temperature must be between 0 and 2", param=param)
+    return min(float(value), 1.0)
+
+
+def stop_sequences(value: Any, param: str = "stop") -> list[str]:
+    """Chat ``stop`` (string or list) → Anthropic ``stop_sequences``; whitespace-only sequences are refused
+    because Anthropic rejects them."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise TranslationError("stop must be a string or a list of strings", param=param)
+    for item in items:
+        if not item.strip():
+            raise TranslationError("Anthropic does not accept whitespace-only stop sequences", param=param)
+    return list(items)
+
+
+def json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
