@@ -298,3 +298,229 @@ def stop_sequences(value: Any, param: str = "stop") -> list[str]:
 
 def json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+# --- Responses upstream: reasoning items carried through Anthropic thinking blocks -------------------------
+# The reverse of the encoding above. An Anthropic client must send thinking blocks back unmodified, so
+# the block's ``signature`` carries the upstream ``reasoning`` item losslessly:
+# ``"ccpr1." + base64url(json(item))`` with the item's ``id``, ``encrypted_content``, ``summary`` and
+# ``content`` (the visible thinking text is derived from the summaries and not trusted on the way back).
+# Other signatures are Anthropic's own.
+
+_REASONING_PREFIX = "ccpr1."
+_REASONING_FIELDS = ("id", "encrypted_content", "summary", "content")
+
+
+def encode_reasoning_item(item: JSON) -> str:
+    kept = {k: item[k] for k in _REASONING_FIELDS if item.get(k) is not None}
+    return _REASONING_PREFIX + base64.urlsafe_b64encode(orjson.dumps(kept)).decode("ascii")
+
+
+def decode_reasoning_item(signature: Any) -> JSON | None:
+    """The Responses ``reasoning`` input item inside a thinking ``signature``; ``None`` if it is not ours."""
+    if not isinstance(signature, str) or not signature.startswith(_REASONING_PREFIX):
+        return None
+    try:
+        kept = orjson.loads(base64.urlsafe_b64decode(signature[len(_REASONING_PREFIX) :]))
+    except (binascii.Error, ValueError):
+        return None
+    if not isinstance(kept, dict):
+        return None
+    item: JSON = {"type": "reasoning"}
+    item.update({k: kept[k] for k in _REASONING_FIELDS if k in kept})
+    item.setdefault("summary", [])
+    return item
+
+
+def reasoning_text(item: JSON) -> str:
+    """The visible text of a Responses reasoning item: its summaries (else its raw reasoning text)."""
+    parts = item.get("summary") or item.get("content") or []
+    return "\n\n".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+
+
+# --- Responses usage and status → the other formats (NOTES §4.6, §4.7) -------------------------------------
+
+
+def responses_usage_parts(usage: JSON | None) -> tuple[int, int, int, int, int]:
+    """``(input_total, cached, cache_write, output, reasoning)`` from a Responses usage object."""
+    if not usage:
+        return 0, 0, 0, 0, 0
+    inp = usage.get("input_tokens_details")
+    out = usage.get("output_tokens_details")
+    inp = inp if isinstance(inp, dict) else {}
+    out = out if isinstance(out, dict) else {}
+    return (
+        _int(usage.get("input_tokens")),
+        _int(inp.get("cached_tokens")),
+        _int(inp.get("cache_write_tokens")),
+        _int(usage.get("output_tokens")),
+        _int(out.get("reasoning_tokens")),
+    )
+
+
+def responses_usage_to_anthropic(usage: JSON | None) -> JSON:
+    total, cached, write, output, _ = responses_usage_parts(usage)
+    return openai_usage_to_anthropic(total, cached, output, write)
+
+
+def responses_usage_to_chat(usage: JSON | None) -> JSON:
+    total, cached, write, output, reasoning = responses_usage_parts(usage)
+    return {
+        "prompt_tokens": total,
+        "completion_tokens": output,
+        "total_tokens": total + output,
+        "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": write},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def responses_stop_reason(response: JSON, has_tool_calls: bool) -> str:
+    """Anthropic ``stop_reason`` for a terminal Responses object (Responses has no finish reason: tool calls
+    are output items, truncation is ``status: incomplete`` with a reason)."""
+    if response.get("status") == "incomplete":
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        return RESPONSES_INCOMPLETE_TO_ANTHROPIC.get(str(reason), "max_tokens")
+    return "tool_use" if has_tool_calls else "end_turn"
+
+
+# --- Responses request pieces ----------------------------------------------------------------------------
+
+# Responses function tools default to ``strict: true``, which rejects ordinary schemas (optional properties,
+# no additionalProperties:false); neither Anthropic nor Chat tools are strict unless asked.
+def responses_function_tool(name: Any, description: Any, parameters: Any, strict: Any, param: str) -> JSON:
+    if not isinstance(name, str) or not name:
+        raise TranslationError("tool name must be a non-empty string", param=f"{param}.name")
+    tool: JSON = {"type": "function", "name": name, "strict": bool(strict)}
+    if description:
+        tool["description"] = description
+    if parameters is not None:
+        if not isinstance(parameters, dict):
+            raise TranslationError("tool parameters must be a JSON schema object", param=param)
+        tool["parameters"] = parameters
+    return tool
+
+
+def responses_message(role: str, parts: list[JSON]) -> JSON:
+    return {"type": "message", "role": role, "content": parts}
+
+
+# --- Anthropic request assembly (shared by the Chat and Responses clients) --------------------------------
+
+
+class MessagesBuilder:
+    """Collects system text and role/blocks turns into Anthropic ``system`` and ``messages``.
+
+    System and developer text from anywhere in the conversation is hoisted into ``system`` in order (one
+    text block each), as Anthropic's own compatibility layer does (NOTES §4.8). Consecutive turns of one role
+    are merged, so parallel tool results land in one user message (NOTES §4.8) and the roles alternate.
+    """
+
+    __slots__ = ("messages", "system")
+
+    def __init__(self) -> None:
+        self.system: list[JSON] = []
+        self.messages: list[JSON] = []
+
+    def add_system(self, text: str) -> None:
+        if text:
+            self.system.append({"type": "text", "text": text})
+
+    def add(self, role: str, blocks: list[JSON]) -> None:
+        # Anthropic rejects empty text blocks ("" is common in assistant tool-call turns).
+        blocks = [b for b in blocks if not (b.get("type") == "text" and not b.get("text"))]
+        if not blocks:
+            return
+        if self.messages and self.messages[-1]["role"] == role:
+            content: list[JSON] = self.messages[-1]["content"]
+            if role == "user" and blocks[0].get("type") == "tool_result":
+                # tool_result blocks must come before any other user content.
+                split = sum(1 for b in content if b.get("type") == "tool_result")
+                content[split:split] = [b for b in blocks if b.get("type") == "tool_result"]
+                content.extend(b for b in blocks if b.get("type") != "tool_result")
+            else:
+                content.extend(blocks)
+            return
+        self.messages.append({"role": role, "content": blocks})
+
+
+def anthropic_tool(name: Any, description: Any, parameters: Any, param: str) -> JSON:
+    """Anthropic tool definition from an OpenAI function tool (``strict`` has no counterpart; ignored)."""
+    if not isinstance(name, str) or not name:
+        raise TranslationError("function tools need a name", param=param)
+    schema = parameters if isinstance(parameters, dict) else {}
+    # Anthropic requires an object schema with a ``type``; an absent one means "no arguments".
+    tool: JSON = {"name": name, "input_schema": schema if "type" in schema else {"type": "object", **schema}}
+    if isinstance(description, str) and description:
+        tool["description"] = description
+    return tool
+
+
+def anthropic_tool_choice(mode: str, name: str | None = None) -> JSON:
+    """Anthropic ``tool_choice`` for an OpenAI intent: ``auto``, ``none``, ``required`` or a tool ``name``."""
+    if name is not None:
+        return {"type": "tool", "name": name}
+    return {"type": {"auto": "auto", "none": "none", "required": "any"}[mode]}
+
+
+def output_config_format(schema: Any, param: str) -> JSON:
+    """Anthropic ``output_config.format`` for an OpenAI JSON-schema response format (NOTES §4.8)."""
+    if not isinstance(schema, dict):
+        raise TranslationError("json_schema response formats need a schema object", param=param)
+    return {"type": "json_schema", "schema": schema}
+
+
+def finalize_request(
+    body: JSON,
+    *,
+    budget: int | None,
+    explicit_thinking: JSON | None = None,
+) -> JSON:
+    """Settle the interplay of thinking with tool_choice and sampling, then return ``body``.
+
+    - A forced tool (``any``/``tool``) wins over reasoning: Anthropic rejects forced tool use with thinking
+      (NOTES §4.9), and the forced call is a hard requirement while the effort is a quality hint.
+    - A turn that continues a tool loop must start the last assistant message with its thinking block when
+      thinking is on; if the client did not send the blocks back, thinking is left off for this turn.
+    - With thinking on, Anthropic accepts neither a modified temperature nor top_k; those are dropped.
+    """
+    thinking = explicit_thinking or fit_thinking(budget, int(body["max_tokens"]))
+    choice = body.get("tool_choice")
+    if thinking and isinstance(choice, dict) and choice.get("type") in {"any", "tool"}:
+        thinking = None
+    if thinking and not _tool_loop_keeps_thinking(body["messages"]):
+        thinking = None
+    if thinking:
+        body["thinking"] = thinking
+        body.pop("temperature", None)
+        body.pop("top_k", None)
+        if "top_p" in body and body["top_p"] < 0.95:
+            body.pop("top_p")
+    return body
+
+
+def _tool_loop_keeps_thinking(messages: list[JSON]) -> bool:
+    for message in reversed(messages):
+        if message["role"] != "assistant":
+            continue
+        content = message["content"]
+        if not any(b.get("type") == "tool_use" for b in content):
+            return True
+        return content[0].get("type") in {"thinking", "redacted_thinking"}
+    return True
+
+
+def user_id(request: JSON) -> JSON | None:
+    """Anthropic ``metadata`` from OpenAI ``user`` / ``safety_identifier`` (OpenAI ``metadata`` is a
+    store-side tagging map with no Anthropic counterpart and is ignored)."""
+    value = request.get("user") or request.get("safety_identifier")
+    return {"user_id": str(value)} if value else None
+
+
+def refuse_if_set(request: JSON, params: dict[str, str]) -> None:
+    """Raise ``TranslationError`` for the first parameter of ``params`` (name → reason) the request sets
+    to anything but its neutral value (absent, null, false, empty)."""
+    for name, reason in params.items():
+        value = request.get(name)
+        if value not in (None, False, [], {}, ""):
+            raise TranslationError(f"{name} is not supported on this model: {reason}", param=name)

@@ -98,6 +98,32 @@ def status_for_stream_error(info: ErrorInfo) -> int:
     return _STATUS_BY_ANTHROPIC_TYPE.get(info.type, 500)
 
 
+def parse_stream_error(data: dict[str, Any]) -> ErrorInfo:
+    """An in-band Responses failure as ``ErrorInfo`` with the HTTP status it stands for: an ``error`` event
+    (``{"error": {...}}``, or the older flat ``{"code", "message", "param"}``) or a ``response.failed``
+    event, whose ``response.error`` holds ``{code, message}``."""
+    response = data.get("response")
+    if isinstance(response, dict):
+        error = response.get("error")
+        error = error if isinstance(error, dict) else {}
+        code = _opt_str(error.get("code"))
+        message = str(error.get("message") or "the upstream response failed")
+        info = ErrorInfo(500, code or "server_error", message, code=code)
+    else:
+        nested = data.get("error")
+        source = nested if isinstance(nested, dict) else data
+        code = _opt_str(source.get("code"))
+        info = ErrorInfo(
+            500,
+            str(source.get("type") or code or "server_error"),
+            str(source.get("message") or "the upstream stream failed"),
+            _opt_str(source.get("param")),
+            code,
+        )
+    status = status_for_stream_error(info)
+    return ErrorInfo(status, info.type, info.message, info.param, info.code)
+
+
 def render_error(fmt: Format, info: ErrorInfo, request_id: str | None = None) -> tuple[int, dict[str, Any]]:
     """``(status, body)`` in ``fmt``'s envelope."""
     if fmt is Format.ANTHROPIC:

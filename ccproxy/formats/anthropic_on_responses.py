@@ -1,0 +1,683 @@
+"""Anthropic Messages clients on an OpenAI Responses upstream (Claude Code on a ChatGPT plan).
+
+Request: Anthropic body → Responses body. Response: terminal Responses object → Anthropic message. Stream:
+Responses events → Anthropic events (``event:`` lines, ``message_start`` first, dense block indices).
+
+Reasoning items survive the round trip through the client as ``thinking`` blocks whose ``signature`` is the
+encoded item (``common.encode_reasoning_item``); they come back as ``reasoning`` input items in place.
+Mapping tables and what is refused or ignored: ``docs/formats.md`` ("Clients on a Responses upstream").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, TranslationError, register
+from ccproxy.formats.common import (
+    decode_reasoning_item,
+    effort_for_budget,
+    encode_reasoning_item,
+    image_url_from_anthropic,
+    json_dumps,
+    new_id,
+    reasoning_text,
+    responses_function_tool,
+    responses_message,
+    responses_stop_reason,
+    responses_usage_to_anthropic,
+)
+from ccproxy.formats.errors import ErrorInfo, parse_stream_error, render_stream_error
+from ccproxy.sse import frame
+
+# Everything not read below is ignored (metadata, context_management, cache_control, service_tier, top_k,
+# unknown future fields): none of them changes what the model is asked to do. See docs/formats.md.
+# Fields that would change the answer and cannot be carried: refused with a 400 naming them.
+_REFUSED = {
+    "container": "code-execution containers have no Responses equivalent",
+    "mcp_servers": "remote MCP servers are not supported on this upstream",
+}
+# Anthropic effort → Responses effort; "max" is the top tier on both sides.
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
+_ENCRYPTED = "reasoning.encrypted_content"
+
+
+# --- request --------------------------------------------------------------------------------------------
+
+
+def convert_request(body: JSON) -> JSON:
+    """Anthropic Messages request → Responses request (the input is not mutated)."""
+    for key, why in _REFUSED.items():
+        if body.get(key):
+            raise TranslationError(f"{key}: {why}", param=key)
+    stops = body.get("stop_sequences")
+    if stops:
+        # Responses has no stop parameter; silently ignoring it would let the answer run past the stop.
+        raise TranslationError("stop_sequences are not supported on this upstream", param="stop_sequences")
+    out: JSON = {"model": body.get("model")}
+    instructions = _system_text(body.get("system"), "system")
+    if instructions:
+        out["instructions"] = instructions
+    out["input"] = _input_items(body.get("messages"))
+    if isinstance(body.get("max_tokens"), int):
+        out["max_output_tokens"] = max(body["max_tokens"], 16)  # Responses' minimum is 16
+    for key in ("temperature", "top_p", "stream"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    _apply_tools(body, out)
+    _apply_reasoning(body, out)
+    _apply_output_format(body, out)
+    return out
+
+
+def _system_text(system: Any, param: str) -> str:
+    if system is None or isinstance(system, str):
+        return system or ""
+    if not isinstance(system, list):
+        raise TranslationError("system must be a string or a list of text blocks", param=param)
+    texts = []
+    for i, block in enumerate(system):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            raise TranslationError("system blocks must be text blocks", param=f"{param}[{i}]")
+        texts.append(str(block.get("text", "")))
+    return "\n\n".join(t for t in texts if t)
+
+
+def _input_items(messages: Any) -> list[JSON]:
+    if not isinstance(messages, list):
+        raise TranslationError("messages must be a list", param="messages")
+    items: list[JSON] = []
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise TranslationError("each message must be an object", param=param)
+        role = message.get("role")
+        content = message.get("content")
+        if role == "system":
+            # Claude Code sends mid-conversation system entries; they keep their place as system input.
+            text = _system_text(content, f"{param}.content")
+            if text:
+                items.append(responses_message("system", [{"type": "input_text", "text": text}]))
+        elif role == "user":
+            _user_items(content, param, items)
+        elif role == "assistant":
+            _assistant_items(content, param, items)
+        else:
+            raise TranslationError(f"unsupported role {role!r}", param=f"{param}.role")
+    return items
+
+
+def _blocks(content: Any, param: str) -> list[Any]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise TranslationError("content must be a string or a list of blocks", param=f"{param}.content")
+    return content
+
+
+def _user_items(content: Any, param: str, items: list[JSON]) -> None:
+    parts: list[JSON] = []  # consecutive user parts become one message item, in order with tool outputs
+    for j, block in enumerate(_blocks(content, param)):
+        bparam = f"{param}.content[{j}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "tool_result":
+            if parts:
+                items.append(responses_message("user", parts))
+                parts = []
+            items.append(_tool_output(block, bparam))
+        else:
+            part = _user_part(block, kind, bparam)
+            if part is not None:
+                parts.append(part)
+    if parts:
+        items.append(responses_message("user", parts))
+
+
+def _user_part(block: Any, kind: Any, param: str) -> JSON | None:
+    if kind == "text":
+        text = block.get("text")
+        return {"type": "input_text", "text": text} if text else None
+    if kind == "image":
+        return {"type": "input_image", "image_url": _source_url(block.get("source"), param)}
+    if kind == "document":
+        return _file_part(block, param)
+    if kind == "tool_reference":
+        # Claude Code's ToolSearch result: the tool itself arrives in `tools`; tell the model by name.
+        return {"type": "input_text", "text": f"Tool loaded: {block.get('tool_name', '')}"}
+    raise TranslationError(f"unsupported content block type {kind!r}", param=f"{param}.type")
+
+
+def _source_url(source: Any, param: str) -> str:
+    if not isinstance(source, dict) or source.get("type") not in {"base64", "url"}:
+        raise TranslationError("image source must be base64 or url", param=f"{param}.source")
+    return image_url_from_anthropic(source)
+
+
+def _file_part(block: JSON, param: str) -> JSON:
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "text":
+        return {"type": "input_text", "text": str(source.get("data", "")) if source else ""}
+    if kind == "base64" and source is not None:
+        media = source.get("media_type", "application/pdf")
+        name = block.get("title") or "document.pdf"
+        return {"type": "input_file", "filename": name, "file_data": f"data:{media};base64,{source['data']}"}
+    if kind == "url" and source is not None:
+        return {"type": "input_file", "file_url": source.get("url")}
+    raise TranslationError("unsupported document source", param=f"{param}.source")
+
+
+def _tool_output(block: JSON, param: str) -> JSON:
+    call_id = block.get("tool_use_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise TranslationError("tool_result needs a tool_use_id", param=f"{param}.tool_use_id")
+    content = block.get("content")
+    output: str | list[JSON]
+    if content is None or isinstance(content, str):
+        output = content or ""
+    else:
+        parts = [
+            p
+            for j, b in enumerate(_blocks(content, param))
+            if (p := _user_part(b, _kind(b), f"{param}.content[{j}]"))
+        ]
+        if all(p["type"] == "input_text" for p in parts):
+            output = "\n".join(p["text"] for p in parts)  # plain text is the form every backend accepts
+        else:
+            output = parts
+    return {"type": "function_call_output", "call_id": call_id, "output": output}
+
+
+def _kind(block: Any) -> Any:
+    return block.get("type") if isinstance(block, dict) else None
+
+
+def _assistant_items(content: Any, param: str, items: list[JSON]) -> None:
+    parts: list[JSON] = []
+
+    def flush() -> None:
+        if parts:
+            items.append(responses_message("assistant", list(parts)))
+            parts.clear()
+
+    for j, block in enumerate(_blocks(content, param)):
+        bparam = f"{param}.content[{j}]"
+        kind = _kind(block)
+        if kind == "text":
+            if block.get("text"):
+                parts.append({"type": "output_text", "text": block["text"]})
+        elif kind == "tool_use":
+            flush()
+            items.append(_function_call(block, bparam))
+        elif kind == "thinking":
+            flush()
+            item = decode_reasoning_item(block.get("signature"))
+            # Only our own signatures can go back, and only with encrypted_content: the upstream keeps no
+            # state (store:false), so a bare reasoning id could not be resolved and would fail the request.
+            if item is not None and item.get("encrypted_content"):
+                items.append(item)
+        elif kind in {"redacted_thinking", "server_tool_use", "web_search_tool_result"}:
+            continue  # Anthropic-side state from an earlier Anthropic turn; meaningless to this upstream
+        else:
+            raise TranslationError(f"unsupported content block type {kind!r}", param=f"{bparam}.type")
+    flush()
+
+
+def _function_call(block: JSON, param: str) -> JSON:
+    call_id, name = block.get("id"), block.get("name")
+    if not isinstance(call_id, str) or not call_id or not isinstance(name, str):
+        raise TranslationError("tool_use needs an id and a name", param=param)
+    tool_input = block.get("input")
+    return {
+        "type": "function_call",
+        "call_id": call_id,
+        "name": name,
+        "arguments": json_dumps(tool_input if isinstance(tool_input, dict) else {}),
+    }
+
+
+def _apply_tools(body: JSON, out: JSON) -> None:
+    tools = body.get("tools")
+    if tools:
+        if not isinstance(tools, list):
+            raise TranslationError("tools must be a list", param="tools")
+        out["tools"] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "auto":
+            out["tool_choice"] = "auto"
+        elif kind == "any":
+            out["tool_choice"] = "required"
+        elif kind == "none":
+            out["tool_choice"] = "none"
+        elif kind == "tool":
+            out["tool_choice"] = {"type": "function", "name": choice.get("name")}
+        else:
+            raise TranslationError(f"unsupported tool_choice type {kind!r}", param="tool_choice.type")
+        if choice.get("disable_parallel_tool_use"):
+            out["parallel_tool_calls"] = False
+
+
+def _tool(tool: Any, param: str) -> JSON:
+    if not isinstance(tool, dict):
+        raise TranslationError("each tool must be an object", param=param)
+    kind = tool.get("type")
+    if kind in (None, "custom"):
+        # defer_loading / cache_control / input_examples only steer Anthropic's tool loading: dropped.
+        return responses_function_tool(
+            tool.get("name"), tool.get("description"), tool.get("input_schema"), tool.get("strict"), param
+        )
+    if isinstance(kind, str) and kind.startswith("web_search_"):
+        web: JSON = {"type": "web_search"}
+        if tool.get("allowed_domains"):
+            web["filters"] = {"allowed_domains": tool["allowed_domains"]}
+        return web
+    raise TranslationError(f"server tool {kind!r} is not supported on this upstream", param=f"{param}.type")
+
+
+def _apply_reasoning(body: JSON, out: JSON) -> None:
+    thinking = body.get("thinking")
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if effort is not None and effort not in _EFFORTS:
+        raise TranslationError(f"unsupported effort {effort!r}", param="output_config.effort")
+    reasoning: JSON = {}
+    if effort is not None:
+        reasoning["effort"] = _EFFORTS[effort]
+    elif kind == "enabled" and isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int):
+        # A budget is not a request for the extreme tier some models lack: budgets map up to "high".
+        budget_effort = effort_for_budget(thinking["budget_tokens"])
+        reasoning["effort"] = "high" if budget_effort == "xhigh" else budget_effort
+    if (
+        kind in {"enabled", "adaptive"}
+        and isinstance(thinking, dict)
+        and thinking.get("display") != "omitted"
+    ):
+        reasoning["summary"] = "auto"  # summaries are what the client sees as thinking text
+    if reasoning or kind in {"enabled", "adaptive"} or _replays_reasoning(out["input"]):
+        if reasoning:
+            out["reasoning"] = reasoning
+        # Without encrypted content a reasoning item cannot round-trip through the client (store:false).
+        out["include"] = [_ENCRYPTED]
+
+
+def _replays_reasoning(items: list[JSON]) -> bool:
+    return any(item.get("type") == "reasoning" for item in items)
+
+
+def _apply_output_format(body: JSON, out: JSON) -> None:
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise TranslationError("only json_schema output formats are supported", param="output_config.format")
+    # Anthropic structured outputs are always enforced; the equivalent is a strict schema.
+    out["text"] = {
+        "format": {"type": "json_schema", "name": "output", "schema": fmt.get("schema"), "strict": True}
+    }
+
+
+# --- non-streaming response -------------------------------------------------------------------------------
+
+
+def convert_response(response: JSON, ctx: TranslationContext) -> JSON:
+    """Terminal Responses object → Anthropic message."""
+    content: list[JSON] = []
+    has_tools = refusal = False
+    output = response.get("output")
+    for item in output if isinstance(output, list) else []:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "reasoning":
+            content.append(_thinking_block(item))
+        elif kind == "message":
+            for part in item.get("content") or []:
+                if part.get("type") == "output_text" and part.get("text"):
+                    content.append({"type": "text", "text": part["text"]})
+                elif part.get("type") == "refusal":
+                    refusal = True
+                    content.append({"type": "text", "text": str(part.get("refusal", ""))})
+        elif kind == "function_call":
+            has_tools = True
+            content.append(_tool_use_block(item, _parse_arguments(item.get("arguments"))))
+    stop = "refusal" if refusal else responses_stop_reason(response, has_tools)
+    return {
+        "id": _message_id(response),
+        "type": "message",
+        "role": "assistant",
+        "model": ctx.model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": responses_usage_to_anthropic(response.get("usage")),
+    }
+
+
+def _thinking_block(item: JSON) -> JSON:
+    return {"type": "thinking", "thinking": reasoning_text(item), "signature": encode_reasoning_item(item)}
+
+
+def _tool_use_block(item: JSON, tool_input: JSON) -> JSON:
+    return {
+        "type": "tool_use",
+        "id": item.get("call_id") or item.get("id"),
+        "name": item.get("name"),
+        "input": tool_input,
+    }
+
+
+def _parse_arguments(arguments: Any) -> JSON:
+    """Tool arguments as the object Anthropic requires ({} when missing or cut off)."""
+    if not arguments:
+        return {}
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _message_id(response: JSON) -> str:
+    rid = response.get("id")
+    return f"msg_{rid}" if isinstance(rid, str) and rid else new_id("msg_")
+
+
+# --- stream -------------------------------------------------------------------------------------------------
+
+_TEXT, _THINKING, _TOOL = 1, 2, 3
+
+
+class AnthropicStream:
+    """Responses events → Anthropic events; one open content block at a time, constant work per event."""
+
+    __slots__ = (
+        "_args_sent",
+        "_block_key",
+        "_block_kind",
+        "_done",
+        "_handlers",
+        "_has_tools",
+        "_index",
+        "_items",
+        "_model",
+        "_refusal",
+        "_started",
+    )
+
+    def __init__(self, ctx: TranslationContext) -> None:
+        self._model = ctx.model
+        self._started = False
+        self._done = False
+        self._index = -1
+        self._block_kind = 0
+        self._block_key: tuple[int, int] = (-1, -1)
+        self._args_sent = False
+        self._has_tools = False
+        self._refusal = False
+        self._items: dict[int, JSON] = {}  # output_index → function_call item (for id and name)
+        self._handlers: dict[str, Callable[[JSON], bytes]] = {
+            "response.created": self._on_created,
+            "response.in_progress": self._on_created,
+            "response.output_item.added": self._on_item_added,
+            "response.output_item.done": self._on_item_done,
+            "response.content_part.added": self._on_part_added,
+            "response.content_part.done": self._on_part_done,
+            "response.output_text.delta": self._on_text_delta,
+            "response.refusal.delta": self._on_refusal_delta,
+            "response.reasoning_summary_part.added": self._on_summary_part,
+            "response.reasoning_summary_text.delta": self._on_thinking_delta,
+            "response.reasoning_text.delta": self._on_thinking_delta,
+            "response.function_call_arguments.delta": self._on_args_delta,
+            "response.function_call_arguments.done": self._on_args_done,
+            "response.completed": self._on_terminal,
+            "response.incomplete": self._on_terminal,
+            "response.failed": self._on_failed,
+            "error": self._on_error,
+        }
+
+    # protocol ---------------------------------------------------------------------------------------------
+
+    def feed(self, event: str | None, data: JSON) -> bytes:
+        kind = data.get("type") or event
+        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            return b""  # unknown and uninteresting events (web_search_call.*, annotations, …) are tolerated
+        if self._done and handler != self._on_error:
+            return b""
+        return handler(data)
+
+    def finish(self) -> bytes:
+        """Upstream ended: after a terminal event nothing is due; an abrupt end still closes the message."""
+        if self._done:
+            return b""
+        self._done = True
+        out = self._start() + self._close()
+        stop = "tool_use" if self._has_tools else "end_turn"
+        return out + self._message_end(stop, {"output_tokens": 0})
+
+    def fail(self, status: int, error_type: str, message: str) -> bytes:
+        if self._done:
+            return b""
+        self._done = True
+        return render_stream_error(Format.ANTHROPIC, ErrorInfo(status, error_type, message))
+
+    # message ----------------------------------------------------------------------------------------------
+
+    def _start(self, response: JSON | None = None) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        message: JSON = {
+            "id": _message_id(response or {}),
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            # Responses reports usage only at the end; the final message_delta carries all of it.
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return frame("message_start", {"type": "message_start", "message": message})
+
+    def _message_end(self, stop: str, usage: JSON) -> bytes:
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": usage,
+        }
+        return frame("message_delta", delta) + frame("message_stop", {"type": "message_stop"})
+
+    def _on_created(self, data: JSON) -> bytes:
+        response = data.get("response")
+        return self._start(response if isinstance(response, dict) else None)
+
+    def _on_terminal(self, data: JSON) -> bytes:
+        response = data.get("response")
+        response = response if isinstance(response, dict) else {}
+        out = self._start(response) + self._close()
+        self._done = True
+        if self._index < 0 and isinstance(response.get("output"), list):
+            out += self._replay_output(response["output"])  # a backend that sent no item events
+        if response.get("output") and not self._has_tools:
+            self._has_tools = any(
+                isinstance(i, dict) and i.get("type") == "function_call" for i in response["output"]
+            )
+        stop = "refusal" if self._refusal else responses_stop_reason(response, self._has_tools)
+        return out + self._message_end(stop, responses_usage_to_anthropic(response.get("usage")))
+
+    def _replay_output(self, output: list[Any]) -> bytes:
+        out = b""
+        for index, item in enumerate(output):
+            if isinstance(item, dict):
+                event = {"output_index": index, "item": item}
+                if item.get("type") == "message":
+                    out += self._replay_message(index, item)
+                else:
+                    out += self._on_item_added(event) + self._on_item_done(event)
+        return out
+
+    def _replay_message(self, index: int, item: JSON) -> bytes:
+        out = b""
+        for content_index, part in enumerate(item.get("content") or []):
+            text = part.get("text") if part.get("type") == "output_text" else part.get("refusal")
+            self._refusal = self._refusal or part.get("type") == "refusal"
+            delta = {"output_index": index, "content_index": content_index, "delta": text}
+            out += self._on_text_delta(delta) + self._close()
+        return out
+
+    def _on_failed(self, data: JSON) -> bytes:
+        self._done = True
+        return render_stream_error(Format.ANTHROPIC, parse_stream_error(data))
+
+    def _on_error(self, data: JSON) -> bytes:
+        # Also after response.completed: the upstream's own SDKs raise on it, so the client's must too.
+        self._done = True
+        return render_stream_error(Format.ANTHROPIC, parse_stream_error(data))
+
+    # blocks -----------------------------------------------------------------------------------------------
+
+    def _open(self, kind: int, key: tuple[int, int], block: JSON) -> bytes:
+        out = self._start() + self._close()
+        self._index += 1
+        self._block_kind, self._block_key, self._args_sent = kind, key, False
+        return out + frame(
+            "content_block_start",
+            {"type": "content_block_start", "index": self._index, "content_block": block},
+        )
+
+    def _close(self) -> bytes:
+        if not self._block_kind:
+            return b""
+        self._block_kind = 0
+        return frame("content_block_stop", {"type": "content_block_stop", "index": self._index})
+
+    def _delta(self, delta: JSON) -> bytes:
+        return frame(
+            "content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta}
+        )
+
+    def _is_open(self, kind: int, key: tuple[int, int]) -> bool:
+        return self._block_kind == kind and self._block_key == key
+
+    def _text_key(self, data: JSON) -> tuple[int, int]:
+        return (_int(data.get("output_index")), _int(data.get("content_index")))
+
+    def _on_part_added(self, data: JSON) -> bytes:
+        part = data.get("part")
+        if isinstance(part, dict) and part.get("type") in {"output_text", "refusal"}:
+            return self._open(_TEXT, self._text_key(data), {"type": "text", "text": ""})
+        return b""
+
+    def _on_part_done(self, data: JSON) -> bytes:
+        return self._close() if self._is_open(_TEXT, self._text_key(data)) else b""
+
+    def _on_text_delta(self, data: JSON) -> bytes:
+        text = data.get("delta")
+        if not text:
+            return b""
+        key = self._text_key(data)
+        out = b"" if self._is_open(_TEXT, key) else self._open(_TEXT, key, {"type": "text", "text": ""})
+        return out + self._delta({"type": "text_delta", "text": text})
+
+    def _on_refusal_delta(self, data: JSON) -> bytes:
+        self._refusal = True
+        return self._on_text_delta(data)
+
+    def _on_item_added(self, data: JSON) -> bytes:
+        item = data.get("item")
+        if not isinstance(item, dict):
+            return b""
+        key = (_int(data.get("output_index")), -1)
+        kind = item.get("type")
+        if kind == "reasoning":
+            return self._open(_THINKING, key, {"type": "thinking", "thinking": "", "signature": ""})
+        if kind == "function_call":
+            self._items[key[0]] = item
+            self._has_tools = True
+            return self._open(_TOOL, key, _tool_use_block(item, {}))
+        return b""
+
+    def _on_item_done(self, data: JSON) -> bytes:
+        item = data.get("item")
+        if not isinstance(item, dict):
+            return b""
+        key = (_int(data.get("output_index")), -1)
+        kind = item.get("type")
+        if kind == "reasoning":
+            out = b"" if self._is_open(_THINKING, key) else self._open(_THINKING, key, _empty_thinking())
+            if not self._args_sent:  # no summary streamed: the whole visible text arrives here
+                text = reasoning_text(item)
+                if text:
+                    out += self._delta({"type": "thinking_delta", "thinking": text})
+            signature = encode_reasoning_item(item)
+            return out + self._delta({"type": "signature_delta", "signature": signature}) + self._close()
+        if kind == "function_call":
+            self._items.setdefault(key[0], item)
+            out = b"" if self._is_open(_TOOL, key) else self._open_tool(key)
+            if not self._args_sent and item.get("arguments"):
+                out += self._delta({"type": "input_json_delta", "partial_json": item["arguments"]})
+            return out + self._close()
+        if kind == "message" and self._block_kind == _TEXT and self._block_key[0] == key[0]:
+            return self._close()
+        return b""
+
+    def _on_summary_part(self, data: JSON) -> bytes:
+        key = (_int(data.get("output_index")), -1)
+        if _int(data.get("summary_index")) > 0 and self._is_open(_THINKING, key) and self._args_sent:
+            return self._delta({"type": "thinking_delta", "thinking": "\n\n"})  # same join as reasoning_text
+        return b""
+
+    def _on_thinking_delta(self, data: JSON) -> bytes:
+        text = data.get("delta")
+        if not text:
+            return b""
+        key = (_int(data.get("output_index")), -1)
+        out = b"" if self._is_open(_THINKING, key) else self._open(_THINKING, key, _empty_thinking())
+        self._args_sent = True  # "text already streamed" for thinking blocks
+        return out + self._delta({"type": "thinking_delta", "thinking": text})
+
+    def _open_tool(self, key: tuple[int, int]) -> bytes:
+        item = self._items.get(key[0]) or {}
+        self._has_tools = True
+        return self._open(_TOOL, key, _tool_use_block(item, {}))
+
+    def _on_args_delta(self, data: JSON) -> bytes:
+        fragment = data.get("delta")
+        if not fragment:
+            return b""
+        key = (_int(data.get("output_index")), -1)
+        out = b"" if self._is_open(_TOOL, key) else self._open_tool(key)
+        self._args_sent = True
+        return out + self._delta({"type": "input_json_delta", "partial_json": fragment})
+
+    def _on_args_done(self, data: JSON) -> bytes:
+        key = (_int(data.get("output_index")), -1)
+        arguments = data.get("arguments")
+        if self._args_sent or not arguments or not self._is_open(_TOOL, key):
+            return b""
+        self._args_sent = True
+        return self._delta({"type": "input_json_delta", "partial_json": arguments})
+
+
+def _empty_thinking() -> JSON:
+    return {"type": "thinking", "thinking": "", "signature": ""}
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+register(
+    Translation(
+        client=Format.ANTHROPIC,
+        upstream=Format.RESPONSES,
+        request=convert_request,
+        response=convert_response,
+        stream=AnthropicStream,
+    )
+)
