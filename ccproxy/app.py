@@ -1,0 +1,153 @@
+"""The application factory: settings + plugins → one Starlette app with every route mounted up front."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from ccproxy import __version__
+from ccproxy.config import LoadedConfig, load_config
+from ccproxy.errors import error_response, format_for
+from ccproxy.formats.errors import ErrorInfo
+from ccproxy.middleware import CoreMiddleware
+from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
+from ccproxy.proxy import Proxy
+from ccproxy.recorder import Recorder
+from ccproxy.upstream import UpstreamClient
+
+log = structlog.get_logger("ccproxy")
+MOCK_PREFIX = "/_mock"
+# How `ccproxy serve` hands its resolved command-line layer to worker processes (--workers, --reload).
+CLI_ENV = "CCPROXY_CLI_LAYER"
+
+
+def mock_base_url(config: LoadedConfig) -> str:
+    server = config.settings.server
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
+    return f"http://{host}:{server.port}{MOCK_PREFIX}"
+
+
+def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet | None = None) -> Starlette:
+    if plugins is None:
+        plugins = load_plugins(config, mock=mock, fake_base_url=mock_base_url(config))
+    settings = config.settings
+    http = UpstreamClient()
+    recorder = Recorder(verbose=settings.logging.verbose_api, directory=settings.logging.request_log_dir)
+    routes: list[BaseRoute] = [Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"])]
+    for entry in plugins.plugins:
+        if entry.plugin is None or entry.ctx is None:
+            continue
+        if not entry.enabled:
+            if entry.plugin.prefix:
+                routes.append(Mount(entry.plugin.prefix, app=_disabled_app(entry)))
+            continue
+        entry.ctx.http = http
+        entry.ctx.proxy = Proxy(http, entry.ctx, recorder)
+        try:
+            routes.extend(entry.plugin.routes(entry.ctx))
+        except Exception as exc:
+            log.error("plugin routes failed; plugin skipped", plugin=entry.name, error=str(exc))
+            entry.error, entry.enabled = str(exc), False
+    if mock:
+        from ccproxy.testing import create_fake_upstreams
+
+        routes.append(Mount(MOCK_PREFIX, app=create_fake_upstreams()))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for entry in plugins.active:
+            assert entry.plugin is not None and entry.ctx is not None
+            try:
+                await entry.plugin.startup(entry.ctx)
+            except Exception as exc:
+                log.error("plugin failed to start", plugin=entry.name, error=f"{type(exc).__name__}: {exc}")
+                entry.error = f"startup failed: {exc}"
+        log.info("ccproxy ready", version=__version__, plugins=[p.name for p in plugins.active], mock=mock)
+        try:
+            yield
+        finally:
+            for entry in plugins.active:
+                assert entry.plugin is not None and entry.ctx is not None
+                try:
+                    await entry.plugin.shutdown(entry.ctx)
+                except Exception as exc:
+                    log.error("plugin failed to stop", plugin=entry.name, error=str(exc))
+            await http.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.config = config
+    app.state.plugins = plugins
+    token = settings.security.auth_token
+    app.add_middleware(CoreMiddleware, auth_token=token.get_secret_value() if token else None)
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for uvicorn's worker processes: re-reads the config with the parent's CLI layer."""
+    from ccproxy.logs import configure
+
+    layer: dict[str, Any] = orjson.loads(os.environ.get(CLI_ENV, "{}"))
+    mock = bool(layer.pop("_mock", False))
+    config_file = layer.pop("_config_file", None)
+    config = load_config(config_file=config_file, cli=layer)
+    configure(config.settings.logging.level, config.settings.logging.format)
+    return create_app(config, mock=mock)
+
+
+def _health_endpoint(plugins: PluginSet) -> Any:
+    async def health(request: Request) -> Response:
+        checks: dict[str, list[dict[str, Any]]] = {}
+        worst = "pass"
+        for entry in plugins.plugins:
+            results: list[HealthCheck] = []
+            if entry.error:
+                results.append(HealthCheck("plugin", "fail", entry.error))
+            elif entry.enabled and entry.plugin is not None and entry.ctx is not None:
+                try:
+                    results = await entry.plugin.health(entry.ctx)
+                except Exception as exc:
+                    results = [HealthCheck("plugin", "fail", f"health check failed: {exc}")]
+            for result in results:
+                item: dict[str, Any] = {"status": result.status}
+                if result.output:
+                    item["output"] = result.output
+                item.update(result.details)
+                checks.setdefault(f"{entry.name}:{result.name}", []).append(item)
+                worst = _worse(worst, result.status)
+        body = {
+            "status": worst,
+            "version": __version__.split(".")[0],
+            "releaseId": __version__,
+            "serviceId": "ccproxy",
+            "checks": checks,
+        }
+        status = 503 if worst == "fail" else 200
+        return Response(orjson.dumps(body), status, media_type="application/health+json")
+
+    return health
+
+
+def _worse(a: str, b: str) -> str:
+    order = {"pass": 0, "warn": 1, "fail": 2}
+    return a if order[a] >= order[b] else b
+
+
+def _disabled_app(entry: LoadedPlugin) -> Any:
+    assert entry.plugin is not None
+    message = f"the {entry.name} provider is disabled; {entry.plugin.enable_hint or 'enable it in the config'}"
+
+    async def disabled(scope: Any, receive: Any, send: Any) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        fmt = format_for(scope.get("path", ""), headers)
+        await error_response(fmt, ErrorInfo(404, "not_found_error", message))(scope, receive, send)
+
+    return disabled

@@ -1,0 +1,254 @@
+"""Layered settings: CLI flags > environment > TOML file > defaults.
+
+Each layer is read into a nested dict; the layers are merged while remembering where every value came
+from (for ``ccproxy config show``), then validated by pydantic. Plugin sections (``plugins.<name>``) are
+validated by each plugin's own model once the plugins are known (see ``ccproxy.plugins``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+Source = Literal["default", "file", "env", "cli"]
+SECTIONS = ("server", "logging", "security", "plugins")
+# Variables users already know from earlier releases, mapped onto the nested keys.
+ENV_ALIASES = {
+    "CCPROXY_VERBOSE_API": ("logging", "verbose_api"),
+    "CCPROXY_REQUEST_LOG_DIR": ("logging", "request_log_dir"),
+    "CCPROXY_AUTH_TOKEN": ("security", "auth_token"),
+}
+
+
+class ConfigError(Exception):
+    """A bad config file, variable or flag; the message is one line meant for the user."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerSettings(StrictModel):
+    host: str = Field("127.0.0.1", description="Address to bind; non-loopback requires an auth token")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes")
+    reload: bool = Field(False, description="Restart on code changes (development)")
+    graceful_shutdown_seconds: float = Field(
+        10.0, ge=0, description="How long streams in flight may finish on shutdown"
+    )
+
+
+class LoggingSettings(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+    format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto: console on a terminal, JSON otherwise"
+    )
+    verbose_api: bool = Field(False, description="Log request and response bodies (secrets redacted)")
+    request_log_dir: Path | None = Field(None, description="Write one JSON file per request here")
+
+
+class SecuritySettings(StrictModel):
+    auth_token: SecretStr | None = Field(
+        None, description="When set, every route but /health requires this token"
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="Allow binding a non-loopback address without an auth token"
+    )
+
+
+class Settings(StrictModel):
+    server: ServerSettings = ServerSettings()  # type: ignore[call-arg]
+    logging: LoggingSettings = LoggingSettings()  # type: ignore[call-arg]
+    security: SecuritySettings = SecuritySettings()  # type: ignore[call-arg]
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class LoadedConfig:
+    """Validated core settings plus the raw plugin sections and where each value came from."""
+
+    def __init__(
+        self, settings: Settings, sources: dict[str, Source], origins: dict[str, str], file: Path | None
+    ) -> None:
+        self.settings = settings
+        self.sources = sources
+        self.origins = origins  # dotted key -> human description of where it was set
+        self.file = file
+
+    def source_of(self, dotted: str) -> Source:
+        return self.sources.get(dotted, "default")
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    if env.get("CCPROXY_CONFIG"):
+        path = Path(env["CCPROXY_CONFIG"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (from CCPROXY_CONFIG)")
+        return path
+    for candidate in (Path(".ccproxy.toml"), Path("ccproxy.toml"), user_config_path(env)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def user_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".config")
+    return Path(base) / "ccproxy" / "config.toml"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Nested values from ``SECTION__KEY__SUB=value`` variables, and the variable behind each key."""
+    layer: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, raw in env.items():
+        if name in ENV_ALIASES:
+            path: tuple[str, ...] = ENV_ALIASES[name]
+        else:
+            parts = name.lower().split("__")
+            if len(parts) < 2 or parts[0] not in SECTIONS or not all(parts):
+                continue
+            path = tuple(parts)
+        _set(layer, path, _env_value(raw))
+        origin[".".join(path)] = name
+    return layer, origin
+
+
+def _env_value(raw: str) -> Any:
+    # Lists and tables can be given as JSON (e.g. scopes); everything else stays a string for pydantic.
+    if raw[:1] in "[{":
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+    return raw
+
+
+def load_config(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """Read, merge and validate every layer. ``cli`` maps dotted keys to values given as flags."""
+    env = os.environ if env is None else env
+    path = find_config_file(config_file, env)
+    file_data = read_toml(path) if path else {}
+    env_data, env_origin = env_layer(env)
+    cli_data: dict[str, Any] = {}
+    for dotted, value in (cli or {}).items():
+        if value is not None:
+            _set(cli_data, tuple(dotted.split(".")), value)
+
+    merged: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
+    origins: dict[str, str] = {}
+    for source, data, where in (
+        ("file", file_data, lambda k: str(path)),
+        ("env", env_data, lambda k: f"environment variable {env_origin.get(k, '?')}"),
+        ("cli", cli_data, lambda k: "command line"),
+    ):
+        for dotted, value in _flatten(data):
+            _set(merged, tuple(dotted.split(".")), value)
+            sources[dotted] = source  # type: ignore[assignment]
+            origins[dotted] = where(dotted)
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, Settings, origins)) from None
+    return LoadedConfig(settings, sources, origins, path)
+
+
+def describe_validation_error(
+    exc: ValidationError, model: type[BaseModel], origins: Mapping[str, str], prefix: str = ""
+) -> str:
+    """One line naming the key, where it came from, and what was expected (with a 'did you mean')."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    dotted = ".".join([prefix, *loc] if prefix else loc)
+    where = _origin_for(dotted, origins)
+    if err["type"] == "extra_forbidden":
+        hint = _did_you_mean(model, loc)
+        return f"unknown setting '{dotted}'{where}{hint}"
+    value = err.get("input")
+    shown = "***" if _looks_secret(dotted) else repr(value)
+    return f"invalid value {shown} for '{dotted}'{where}: {err['msg'].lower()}"
+
+
+def _origin_for(dotted: str, origins: Mapping[str, str]) -> str:
+    key = dotted
+    while key:
+        if key in origins:
+            return f" (in {origins[key]})"
+        key = key.rpartition(".")[0]
+    for known, where in origins.items():
+        if known.startswith(dotted + "."):
+            return f" (in {where})"
+    return ""
+
+
+def _did_you_mean(model: type[BaseModel], loc: list[str]) -> str:
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return ""
+        current = field.annotation
+    names = list(getattr(current, "model_fields", {}))
+    close = difflib.get_close_matches(loc[-1], names, n=1)
+    return f"; did you mean '{'.'.join([*loc[:-1], close[0]])}'?" if close else ""
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _looks_secret(dotted: str) -> bool:
+    leaf = dotted.rsplit(".", 1)[-1].lower()
+    return any(word in leaf for word in ("token", "secret", "password", "key"))
+
+
+def _set(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = target
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            items.extend(_flatten(value, dotted))
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def flatten(data: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    return _flatten(data)

@@ -1,0 +1,157 @@
+"""What ``ccproxy config ...`` and ``ccproxy plugins list`` print; kept out of cli.py so --help stays fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from ccproxy.config import LoadedConfig, Settings, user_config_path
+from ccproxy.plugins import PluginSet, load_plugins
+
+
+def effective(config: LoadedConfig, plugins: PluginSet) -> list[tuple[str, Any, str]]:
+    """Every setting as ``(dotted key, shown value, source)``; secrets masked."""
+    rows: list[tuple[str, Any, str]] = []
+    settings = config.settings
+    for section in ("server", "logging", "security"):
+        rows.extend(_rows(getattr(settings, section), section, config))
+    for entry in plugins.plugins:
+        if entry.ctx is not None:
+            rows.extend(_rows(entry.ctx.settings, f"plugins.{entry.name}", config))
+    return rows
+
+
+def _rows(model: BaseModel, prefix: str, config: LoadedConfig) -> list[tuple[str, Any, str]]:
+    rows: list[tuple[str, Any, str]] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        dotted = f"{prefix}.{name}"
+        if isinstance(value, BaseModel):
+            rows.extend(_rows(value, dotted, config))
+            continue
+        rows.append((dotted, _shown(value), _source(dotted, config)))
+    return rows
+
+
+def _source(dotted: str, config: LoadedConfig) -> str:
+    if dotted in config.sources:
+        return config.sources[dotted]
+    # a whole table (e.g. a list of alias rules) set at a parent key
+    parent = dotted
+    while "." in parent:
+        parent = parent.rpartition(".")[0]
+        if parent in config.sources:
+            return config.sources[parent]
+    child = next((s for k, s in config.sources.items() if k.startswith(dotted + ".")), None)
+    return child or "default"
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else ""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value
+
+
+def show(config: LoadedConfig, *, as_json: bool) -> None:
+    plugins = load_plugins(config)
+    rows = effective(config, plugins)
+    if as_json:
+        print(json.dumps({k: {"value": v, "source": s} for k, v, s in rows}, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ccproxy settings (file: {config.file or 'none'})")
+    for column in ("setting", "value", "source"):
+        table.add_column(column)
+    for key, value, source in rows:
+        table.add_row(key, json.dumps(value, default=str) if not isinstance(value, str) else value, source)
+    Console().print(table)
+
+
+def list_plugins(config: LoadedConfig) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    plugins = load_plugins(config)
+    table = Table(title="ccproxy plugins")
+    for column in ("name", "enabled", "why", "version"):
+        table.add_column(column)
+    for entry in plugins.plugins:
+        table.add_row(entry.name, "yes" if entry.enabled else "no", entry.why, entry.version)
+    Console().print(table)
+
+
+def schema() -> str:
+    from ccproxy.plugins import _entry_points
+
+    doc = Settings.model_json_schema()
+    plugin_props: dict[str, Any] = {}
+    for ep in _entry_points():
+        try:
+            obj = ep.load()
+            plugin = obj() if isinstance(obj, type) else obj
+            plugin_props[ep.name] = plugin.settings_model.model_json_schema()
+        except Exception as exc:  # a broken plugin still leaves the core schema usable
+            plugin_props[ep.name] = {"description": f"failed to load: {exc}"}
+    doc["properties"]["plugins"] = {"type": "object", "properties": plugin_props, "additionalProperties": False}
+    return json.dumps(doc, indent=2)
+
+
+def init(path: Path | None, *, force: bool) -> Path:
+    from ccproxy.plugins import _entry_points
+
+    target = path or user_config_path()
+    if target.exists() and not force:
+        raise FileExistsError(str(target))
+    lines = [
+        "# ccproxy configuration. Precedence: command-line flags > environment > this file > defaults.",
+        "# Environment variables nest with '__', e.g. SERVER__PORT=9000, PLUGINS__CLAUDE_API__BASE_URL=...",
+        "",
+    ]
+    defaults = Settings()
+    for section in ("server", "logging", "security"):
+        lines.extend(_toml_section(section, getattr(defaults, section)))
+    for ep in _entry_points():
+        try:
+            obj = ep.load()
+            plugin = obj() if isinstance(obj, type) else obj
+            lines.extend(_toml_section(f"plugins.{ep.name}", plugin.settings_model()))
+        except Exception:
+            continue
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
+def _toml_section(name: str, model: BaseModel) -> list[str]:
+    import tomlkit
+
+    lines = [f"[{name}]"]
+    nested: list[tuple[str, BaseModel]] = []
+    for field_name, info in type(model).model_fields.items():
+        value = getattr(model, field_name)
+        if isinstance(value, BaseModel):
+            nested.append((f"{name}.{field_name}", value))
+            continue
+        if info.description:
+            lines.append(f"# {info.description}")
+        shown = _shown(value)
+        if shown is None or shown == "" or isinstance(value, SecretStr):
+            lines.append(f"# {field_name} = ...")
+        else:
+            item = tomlkit.item(shown)
+            lines.append(f"{field_name} = {item.as_string()}")
+    lines.append("")
+    for sub_name, sub in nested:
+        lines.extend(_toml_section(sub_name, sub))
+    return lines

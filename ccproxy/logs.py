@@ -1,0 +1,73 @@
+"""Structured logging (structlog) with secrets redacted from every event."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = re.compile(
+    r"(authorization|api[-_]?key|token|secret|password|cookie|code_verifier|^code$)", re.IGNORECASE
+)
+# Bearer values, Anthropic keys/OAuth tokens, OpenAI keys, JWTs.
+SECRET_VALUES = re.compile(
+    r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}|sk-[A-Za-z0-9_-]{8,}|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+)
+
+
+def redact_text(text: str) -> str:
+    return SECRET_VALUES.sub(lambda m: (m.group(1) or "") + "***", text)
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """A copy of ``value`` with secret-looking keys masked and secret-looking strings scrubbed."""
+    if key and SECRET_KEYS.search(key) and value not in (None, "", False):
+        return "***"
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: ("***" if SECRET_KEYS.search(k) else redact_text(v)) for k, v in headers.items()}
+
+
+def _redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event.items()):
+        if key in ("event", "level", "timestamp", "logger"):
+            if isinstance(value, str):
+                event[key] = redact_text(value)
+            continue
+        event[key] = redact(value, key)
+    return event
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=True) if use_console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # Route stdlib loggers (uvicorn, aiohttp) through the same level; their access log is ours instead.
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,95 @@
+"""The single pure-ASGI middleware in front of every route.
+
+One layer does what would otherwise be a stack: request id (accepted or made, always returned), the auth
+token check, one access-log line, and the last-resort error answer in the caller's wire format.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ccproxy.errors import error_response, format_for
+from ccproxy.formats.errors import ErrorInfo
+
+log = structlog.get_logger("ccproxy.access")
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+OPEN_PATHS = frozenset({"/health", "/health/"})
+
+
+class CoreMiddleware:
+    def __init__(self, app: ASGIApp, *, auth_token: str | None, access_log: bool = True) -> None:
+        self.app = app
+        self.auth_token = auth_token.encode() if auth_token else None
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = _headers(scope)
+        request_id = headers.get("x-request-id", "")
+        if not _VALID_REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        rid_header = (b"x-request-id", request_id.encode())
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        path: str = scope["path"]
+        try:
+            if self.auth_token is not None and path not in OPEN_PATHS and not self._authorized(headers):
+                fmt = format_for(path, headers)
+                info = ErrorInfo(401, "authentication_error", "missing or invalid ccproxy auth token")
+                response = error_response(fmt, info, request_id, {"www-authenticate": "Bearer"})
+                await response(scope, receive, send_with_id)
+                return
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error", request_id=request_id, path=path)
+            if status == 0:  # nothing sent yet: answer in the caller's format
+                fmt = format_for(path, headers)
+                info = ErrorInfo(500, "api_error", "internal proxy error; see the server log")
+                await error_response(fmt, info, request_id)(scope, receive, send_with_id)
+        finally:
+            if self.access_log:
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=path,
+                    status=status,
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                    request_id=request_id,
+                )
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        assert self.auth_token is not None
+        token = self.auth_token
+        presented = [headers.get("x-api-key", "")]
+        auth = headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            presented.append(auth[7:].strip())
+        # compare every candidate so timing does not reveal which header matched
+        matches = [hmac.compare_digest(p.encode(), token) for p in presented if p]
+        return any(matches)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def request_id_of(scope: dict[str, Any]) -> str:
+    return str(scope.get("state", {}).get("request_id", ""))

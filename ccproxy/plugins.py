@@ -1,0 +1,261 @@
+"""The plugin runtime.
+
+A plugin is an object found through the ``ccproxy.plugins`` entry-point group; the built-in providers are
+registered there exactly like third-party plugins. It subclasses ``Plugin`` and may declare a settings
+model (``plugins.<name>`` in the config), routes (mounted once, when the app is built), startup and
+shutdown, health checks, credential status, and the settings that point it at the fake upstreams in
+offline mode. Request-lifecycle hooks are pluggy hook implementations (``@hookimpl``) on the same object;
+they run inline, in the request's own task, so they must be cheap: no threads, no queues.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import pluggy
+import structlog
+from pydantic import ValidationError
+
+from ccproxy.config import ConfigError, LoadedConfig, StrictModel, describe_validation_error, did_you_mean
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from ccproxy.proxy import Proxy
+    from ccproxy.upstream import UpstreamClient
+
+log = structlog.get_logger("ccproxy.plugins")
+
+hookspec = pluggy.HookspecMarker("ccproxy")
+hookimpl = pluggy.HookimplMarker("ccproxy")
+ENTRY_POINT_GROUP = "ccproxy.plugins"
+
+
+class PluginSettings(StrictModel):
+    """Base of every plugin's settings model; ``enabled`` is common to all."""
+
+    enabled: bool | None = None  # None: the plugin's own default
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(slots=True)
+class RequestEvent:
+    """One proxied request, handed to ``ccproxy_request_started`` and then ``ccproxy_request_finished``."""
+
+    request_id: str
+    plugin: str
+    path: str
+    client_format: str
+    upstream_format: str
+    model: str | None
+    stream: bool
+    started: float  # time.perf_counter()
+    status: int = 0
+    duration: float = 0.0
+    usage: Usage | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class HookSpecs:
+    @hookspec
+    def ccproxy_request_started(self, event: RequestEvent) -> None:
+        """A proxied request is about to be sent upstream."""
+
+    @hookspec
+    def ccproxy_request_finished(self, event: RequestEvent) -> None:
+        """A proxied request ended (response fully sent, failed, or the client went away)."""
+
+
+@dataclass(slots=True)
+class HealthCheck:
+    name: str
+    status: Literal["pass", "warn", "fail"]
+    output: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PluginContext:
+    """What a plugin gets at every call: its own validated settings and the shared services."""
+
+    name: str
+    settings: Any  # the plugin's settings model instance
+    config: LoadedConfig
+    hooks: Hooks
+    mock: bool = False
+    http: UpstreamClient | None = None  # set when the app is built
+    proxy: Proxy | None = None  # the shared data path, set when the app is built
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Plugin:
+    """Base class for plugins; every method has a do-nothing default."""
+
+    name: ClassVar[str] = ""
+    settings_model: ClassVar[type[PluginSettings]] = PluginSettings
+    default_enabled: ClassVar[bool] = True
+    # URL prefix owned by the plugin: while it is disabled, requests under it get an error that says
+    # how to enable it (instead of a bare 404).
+    prefix: ClassVar[str | None] = None
+    enable_hint: ClassVar[str] = ""
+
+    def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
+        return ()
+
+    async def startup(self, ctx: PluginContext) -> None:
+        return None
+
+    async def shutdown(self, ctx: PluginContext) -> None:
+        return None
+
+    async def health(self, ctx: PluginContext) -> list[HealthCheck]:
+        return []
+
+    def mock_settings(self, fake_base_url: str) -> dict[str, Any]:
+        """Settings overrides that point this plugin at the fake upstreams (offline mode)."""
+        return {}
+
+
+class Hooks:
+    """The pluggy relay, with a cheap "does anybody listen" check for the hot path."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager("ccproxy")
+        self.manager.add_hookspecs(HookSpecs)
+        self.listening = False
+
+    def register(self, plugin: object, name: str) -> None:
+        self.manager.register(plugin, name=name)
+        hook = self.manager.hook
+        self.listening = bool(
+            hook.ccproxy_request_started.get_hookimpls() or hook.ccproxy_request_finished.get_hookimpls()
+        )
+
+    def request_started(self, event: RequestEvent) -> None:
+        if self.listening:
+            self._call(self.manager.hook.ccproxy_request_started, event)
+
+    def request_finished(self, event: RequestEvent) -> None:
+        if self.listening:
+            self._call(self.manager.hook.ccproxy_request_finished, event)
+
+    @staticmethod
+    def _call(hook: Any, event: RequestEvent) -> None:
+        try:
+            hook(event=event)
+        except Exception:  # a broken observer must never break a user's request
+            log.exception("plugin hook failed", hook=hook.name)
+
+
+@dataclass
+class LoadedPlugin:
+    name: str
+    enabled: bool
+    why: str
+    version: str = ""
+    plugin: Plugin | None = None
+    ctx: PluginContext | None = None
+    error: str | None = None
+
+
+@dataclass
+class PluginSet:
+    plugins: list[LoadedPlugin]
+    hooks: Hooks
+
+    @property
+    def active(self) -> list[LoadedPlugin]:
+        return [p for p in self.plugins if p.enabled and p.plugin is not None and p.error is None]
+
+    def get(self, name: str) -> LoadedPlugin | None:
+        return next((p for p in self.plugins if p.name == name), None)
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def load_plugins(config: LoadedConfig, *, mock: bool = False, fake_base_url: str = "") -> PluginSet:
+    """Discover, configure and instantiate every plugin. Broken plugins are logged and skipped."""
+    hooks = Hooks()
+    loaded: list[LoadedPlugin] = []
+    sections: Mapping[str, Any] = config.settings.plugins
+    seen: set[str] = set()
+    for ep in _entry_points():
+        if ep.name in seen:
+            continue
+        seen.add(ep.name)
+        version = ep.dist.version if ep.dist else ""
+        try:
+            obj = ep.load()
+            plugin = obj() if isinstance(obj, type) else obj
+            if not isinstance(plugin, Plugin):
+                raise TypeError(f"{ep.value} is not a ccproxy.plugins.Plugin")
+        except Exception as exc:
+            log.error("plugin failed to load; skipped", plugin=ep.name, error=f"{type(exc).__name__}: {exc}")
+            loaded.append(LoadedPlugin(ep.name, False, f"failed to load: {exc}", version, error=str(exc)))
+            continue
+        section = dict(sections.get(ep.name) or {})
+        if mock:  # offline mode must never reach a real upstream, whatever the user's config says
+            section = _deep_merge(section, plugin.mock_settings(fake_base_url))
+        try:
+            settings = plugin.settings_model.model_validate(section)
+        except ValidationError as exc:
+            raise ConfigError(
+                describe_validation_error(exc, plugin.settings_model, config.origins, f"plugins.{ep.name}")
+            ) from None
+        enabled, why = _enabled(plugin, settings, config, ep.name)
+        ctx = PluginContext(ep.name, settings, config, hooks, mock=mock)
+        entry = LoadedPlugin(ep.name, enabled, why, version, plugin, ctx)
+        if enabled:
+            try:
+                hooks.register(plugin, ep.name)
+            except Exception as exc:
+                log.error("plugin hooks invalid; skipped", plugin=ep.name, error=str(exc))
+                entry.error, entry.enabled, entry.why = str(exc), False, f"invalid hooks: {exc}"
+        loaded.append(entry)
+    unknown = sorted(set(sections) - seen)
+    if unknown:
+        where = config.origins.get(f"plugins.{unknown[0]}") or next(
+            (w for k, w in config.origins.items() if k.startswith(f"plugins.{unknown[0]}.")), "config"
+        )
+        raise ConfigError(
+            f"unknown plugin 'plugins.{unknown[0]}' (in {where})" + did_you_mean(unknown[0], sorted(seen))
+        )
+    return PluginSet(loaded, hooks)
+
+
+def _enabled(plugin: Plugin, settings: PluginSettings, config: LoadedConfig, name: str) -> tuple[bool, str]:
+    if settings.enabled is None:
+        default = plugin.default_enabled
+        return default, "enabled by default" if default else f"disabled by default; {plugin.enable_hint}".rstrip(
+            "; "
+        )
+    source = config.source_of(f"plugins.{name}.enabled")
+    where = {"cli": "on the command line", "env": "by environment", "file": "in the config file"}.get(
+        source, "by settings"
+    )
+    return settings.enabled, f"{'enabled' if settings.enabled else 'disabled'} {where}"
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = _deep_merge(current, value)
+        else:
+            merged[key] = value
+    return merged

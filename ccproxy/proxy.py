@@ -1,0 +1,513 @@
+"""The data path every provider shares.
+
+    client body (client format) → translation.request → provider.prepare (auth, upstream rules)
+        → upstream → passthrough bytes | translation.response | translation.stream → client
+
+Providers only say how to build and authorise the upstream request; everything else (translation,
+streaming, errors in the caller's format, 401 refresh-and-retry, bounded 429/529 retry, disconnects,
+usage for the lifecycle hooks, request logging) happens here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ccproxy.errors import ProxyError, error_response
+from ccproxy.formats.base import Format, StreamTranslator, Translation, TranslationContext, TranslationError
+from ccproxy.formats.base import get_translation
+from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, status_for_stream_error
+from ccproxy.plugins import PluginContext, RequestEvent, Usage
+from ccproxy.recorder import Recorder
+from ccproxy.sse import SSEParser
+from ccproxy.upstream import UpstreamClient
+
+log = structlog.get_logger("ccproxy.proxy")
+
+# Upstream response headers worth handing to the client (rate limits, retry signals, upstream ids).
+_PASS_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "x-codex-", "openai-")
+_PASS_EXACT = frozenset({"request-id", "retry-after", "retry-after-ms", "x-should-retry"})
+_TERMINAL = {
+    Format.ANTHROPIC: (b"message_stop", b"event: error"),
+    Format.RESPONSES: (b"response.completed", b"response.incomplete", b"response.failed"),
+    Format.CHAT: (b"[DONE]",),
+}
+_MAX_ERROR_BODY = 1 << 20
+
+
+@dataclass(slots=True)
+class Call:
+    """One inbound request as a provider sees it. ``body`` is already in the upstream format."""
+
+    request_id: str
+    client_format: Format
+    upstream_path: str
+    query: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    stream: bool
+    client_model: str | None
+    session_id: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Outbound:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    method: str = "POST"
+
+
+class Provider(Protocol):
+    name: str
+    upstream_format: Format
+    retry_attempts: int
+    retry_max_wait: float
+
+    async def prepare(self, call: Call) -> Outbound:
+        """Build the authorised upstream request (raises ``ProxyError`` e.g. without credentials)."""
+        ...
+
+    async def unauthorized(self, call: Call, failed: Outbound) -> Outbound | None:
+        """The upstream said 401: refresh once and rebuild, or ``None`` to give up."""
+        ...
+
+
+class Proxy:
+    """Shared services for the data path; one per app."""
+
+    def __init__(self, http: UpstreamClient, ctx: PluginContext, recorder: Recorder) -> None:
+        self.http = http
+        self.ctx = ctx
+        self.recorder = recorder
+
+    async def handle(
+        self,
+        request: Request,
+        provider: Provider,
+        client_format: Format,
+        upstream_path: str,
+        *,
+        session_id: str | None = None,
+    ) -> Response:
+        request_id = str(request.scope.get("state", {}).get("request_id", ""))
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return _error(client_format, 400, f"request body is not valid JSON: {exc}", request_id)
+        if not isinstance(body, dict):
+            return _error(client_format, 400, "request body must be a JSON object", request_id)
+        model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            return _error(client_format, 400, "'model' must be a string", request_id, param="model")
+        stream = body.get("stream") is True
+        translation = _translation(client_format, provider.upstream_format)
+        try:
+            upstream_body = translation.request(body) if translation else body
+        except TranslationError as exc:
+            return _error(client_format, exc.status, exc.message, request_id, param=exc.param)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        call = Call(
+            request_id,
+            client_format,
+            upstream_path,
+            request.url.query,
+            headers,
+            upstream_body,
+            stream,
+            model,
+            session_id,
+        )
+        event = RequestEvent(
+            request_id, provider.name, request.url.path, client_format.value,
+            provider.upstream_format.value, model, stream, time.perf_counter(),
+        )
+        hooks = self.ctx.hooks
+        hooks.request_started(event)
+        record = self.recorder.start(request_id, request.url.path, headers, body)
+        try:
+            response = await self._forward(call, provider, translation, body, event, record)
+        except ProxyError as exc:
+            event.status, event.error = exc.info.status, exc.info.message
+            response = error_response(client_format, exc.info, request_id, exc.headers)
+        except TranslationError as exc:
+            event.status, event.error = exc.status, exc.message
+            response = _error(client_format, exc.status, exc.message, request_id, param=exc.param)
+        if not isinstance(response, _Stream):
+            event.status = event.status or response.status_code
+            event.duration = time.perf_counter() - event.started
+            hooks.request_finished(event)
+            record.finish(response.status_code, bytes(response.body))
+        return response
+
+    async def _forward(
+        self,
+        call: Call,
+        provider: Provider,
+        translation: Translation | None,
+        client_body: dict[str, Any],
+        event: RequestEvent,
+        record: Any,
+    ) -> Response:
+        outbound = await provider.prepare(call)
+        resp = await self._send(call, provider, outbound)
+        upstream_format = provider.upstream_format
+        passthrough = _pass_headers(resp.headers)
+        if resp.status >= 400:
+            data = await _read_capped(resp)
+            event.status = resp.status
+            return _upstream_error(call.client_format, upstream_format, resp.status, data, call, passthrough)
+        is_sse = resp.content_type == "text/event-stream"
+        ctx = TranslationContext(call.client_model or "", client_body)
+        restore = _restore_model(call)
+        meter = _UsageMeter(upstream_format) if self.ctx.hooks.listening else None
+        if is_sse and call.stream:
+            if translation is None:
+                body_iter = _passthrough(resp, upstream_format, call.client_format, restore, meter)
+            else:
+                body_iter = _translate_stream(resp, translation.stream(ctx), meter)
+            return _Stream(resp, body_iter, passthrough, event, self.ctx, record)
+        try:
+            if is_sse:
+                data = await _collect(resp, upstream_format)
+                body = data if translation is None else translation.response(data, ctx)
+                if translation is None and restore:
+                    body["model"] = call.client_model
+                content = orjson.dumps(body)
+            else:
+                content = await resp.read()
+                if translation is not None or restore:
+                    parsed = orjson.loads(content)
+                    if meter is not None:
+                        meter.observe_body(parsed)
+                    if translation is not None:
+                        parsed = translation.response(parsed, ctx)
+                    elif restore:
+                        parsed["model"] = call.client_model
+                    content = orjson.dumps(parsed)
+                elif meter is not None:
+                    meter.observe_body(orjson.loads(content))
+        finally:
+            resp.release()
+        if meter is not None:
+            event.usage = meter.usage
+        return Response(content, resp.status, headers=passthrough, media_type="application/json")
+
+    async def _send(self, call: Call, provider: Provider, outbound: Outbound) -> aiohttp.ClientResponse:
+        attempts_left = provider.retry_attempts
+        refreshed = False
+        while True:
+            try:
+                resp = await self.http.send(outbound.method, outbound.url, outbound.headers, outbound.body)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise ProxyError(502, f"cannot reach upstream {provider.name}: {type(exc).__name__}") from None
+            if resp.status == 401 and not refreshed:
+                refreshed = True
+                retry = await provider.unauthorized(call, outbound)
+                if retry is not None:
+                    resp.release()
+                    outbound = retry
+                    continue
+            if resp.status in (429, 529) and attempts_left > 0:
+                wait = _retry_wait(resp.headers, provider.retry_attempts - attempts_left, provider.retry_max_wait)
+                if wait is not None:
+                    attempts_left -= 1
+                    resp.release()
+                    await asyncio.sleep(wait)
+                    continue
+            return resp
+
+
+def _translation(client: Format, upstream: Format) -> Translation | None:
+    if client is upstream:
+        return None
+    try:
+        return get_translation(client, upstream)
+    except KeyError:
+        raise ProxyError(400, f"{client.value} requests cannot be served by a {upstream.value} upstream") from None
+
+
+def _error(
+    fmt: Format, status: int, message: str, request_id: str, *, param: str | None = None
+) -> Response:
+    return error_response(fmt, ErrorInfo(status, "", message, param), request_id)
+
+
+def _pass_headers(headers: Any) -> dict[str, str]:
+    return {
+        k: v for k, v in headers.items() if (lk := k.lower()) in _PASS_EXACT or lk.startswith(_PASS_PREFIXES)
+    }
+
+
+def _retry_wait(headers: Any, attempt: int, cap: float) -> float | None:
+    try:
+        wait = float(headers.get("retry-after", "")) if headers.get("retry-after") else 0.5 * 2**attempt
+    except ValueError:
+        wait = 0.5 * 2**attempt
+    return wait if wait <= cap else None
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await resp.content.read(_MAX_ERROR_BODY)
+    finally:
+        resp.release()
+
+
+def _upstream_error(
+    client: Format, upstream: Format, status: int, data: bytes, call: Call, headers: dict[str, str]
+) -> Response:
+    # Same format and the right envelope: hand it over untouched. Anything else is re-rendered.
+    if client is upstream and _is_envelope(client, data):
+        return Response(data, status, headers=headers, media_type="application/json")
+    return error_response(client, parse_error(status, data), call.request_id, headers)
+
+
+def _is_envelope(fmt: Format, data: bytes) -> bool:
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+        return False
+    return body.get("type") == "error" if fmt is Format.ANTHROPIC else True
+
+
+def _restore_model(call: Call) -> str | None:
+    """The client's model name when the provider rewrote it (an alias), else ``None``."""
+    if call.client_model is not None and call.body.get("model") != call.client_model:
+        return call.client_model
+    return None
+
+
+class _UsageMeter:
+    """Reads token usage off upstream events; only built when a plugin listens to the lifecycle hooks."""
+
+    __slots__ = ("fmt", "usage")
+
+    def __init__(self, fmt: Format) -> None:
+        self.fmt = fmt
+        self.usage = Usage()
+
+    def observe(self, name: str | None, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "message_start":
+            self._anthropic(data.get("message", {}).get("usage") or {})
+        elif kind == "message_delta":
+            self._anthropic(data.get("usage") or {})
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            self._responses((data.get("response") or {}).get("usage") or {})
+
+    def observe_body(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            return
+        usage = body.get("usage") or {}
+        if self.fmt is Format.ANTHROPIC:
+            self._anthropic(usage)
+        else:
+            self._responses(usage)
+
+    def _anthropic(self, usage: dict[str, Any]) -> None:
+        u = self.usage
+        u.input_tokens = usage.get("input_tokens") or u.input_tokens
+        u.output_tokens = usage.get("output_tokens") or u.output_tokens
+        u.cache_read_tokens = usage.get("cache_read_input_tokens") or u.cache_read_tokens
+        u.cache_write_tokens = usage.get("cache_creation_input_tokens") or u.cache_write_tokens
+
+    def _responses(self, usage: dict[str, Any]) -> None:
+        u = self.usage
+        cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
+        u.input_tokens = (usage.get("input_tokens") or 0) - cached
+        u.cache_read_tokens = cached
+        u.output_tokens = usage.get("output_tokens") or 0
+        u.reasoning_tokens = (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
+
+
+_STREAM_ERRORS = (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError)
+_LOST = "upstream connection lost mid-stream"
+
+
+async def _passthrough(
+    resp: aiohttp.ClientResponse,
+    upstream: Format,
+    client: Format,
+    restore: str | None,
+    meter: _UsageMeter | None,
+) -> AsyncIterator[bytes]:
+    """Forward upstream bytes as they come, cut at frame boundaries so an abrupt end stays well-formed."""
+    tail = b""
+    last = b""
+    first = True
+    parser = SSEParser() if meter is not None else None
+    try:
+        async for chunk in resp.content.iter_any():
+            data = tail + chunk if tail else chunk
+            cut = data.rfind(b"\n\n")
+            if cut < 0:
+                tail = data
+                continue
+            out, tail = data[: cut + 2], data[cut + 2 :]
+            if first and restore:
+                out = _rewrite_first_model(out, restore)
+            first = False
+            if parser is not None and meter is not None:
+                for ev in parser.feed(out):
+                    _observe(meter, ev.event, ev.data)
+            last = out
+            yield out
+    except _STREAM_ERRORS as exc:
+        log.warning("upstream stream failed", error=type(exc).__name__)
+        yield render_stream_error(client, ErrorInfo(502, "api_error", _LOST))
+        return
+    if tail.strip() or not any(marker in last for marker in _TERMINAL[upstream]):
+        yield render_stream_error(client, ErrorInfo(502, "api_error", "upstream ended the stream early"))
+
+
+def _observe(meter: _UsageMeter, name: str | None, data: str) -> None:
+    if name in ("message_start", "message_delta", "response.completed", "response.incomplete"):
+        try:
+            meter.observe(name, orjson.loads(data))
+        except orjson.JSONDecodeError:
+            pass
+
+
+def _rewrite_first_model(out: bytes, model: str) -> bytes:
+    """Put the client's model name back into the first frame (``message_start``) of a passthrough."""
+    end = out.find(b"\n\n") + 2
+    head, rest = out[:end], out[end:]
+    prefix, sep, payload = head.partition(b"data: ")
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return out
+    message = data.get("message")
+    if isinstance(message, dict) and "model" in message:
+        message["model"] = model
+        return prefix + sep + orjson.dumps(data) + b"\n\n" + rest
+    return out
+
+
+async def _translate_stream(
+    resp: aiohttp.ClientResponse, translator: StreamTranslator, meter: _UsageMeter | None
+) -> AsyncIterator[bytes]:
+    parser = SSEParser()
+    try:
+        async for chunk in resp.content.iter_any():
+            out = b""
+            for ev in parser.feed(chunk):
+                if not ev.data or ev.data == "[DONE]":
+                    continue
+                try:
+                    data = orjson.loads(ev.data)
+                except orjson.JSONDecodeError:
+                    continue  # a garbled frame is skipped rather than failing a whole answer
+                if meter is not None:
+                    meter.observe(ev.event, data)
+                out += translator.feed(ev.event, data)
+            if out:
+                yield out
+    except _STREAM_ERRORS as exc:
+        log.warning("upstream stream failed", error=type(exc).__name__)
+        yield translator.fail(502, "api_error", _LOST)
+        return
+    yield translator.finish()
+
+
+async def _collect(resp: aiohttp.ClientResponse, upstream: Format) -> dict[str, Any]:
+    """Read a Responses stream to its terminal event and return the final ``response`` object."""
+    if upstream is not Format.RESPONSES:
+        raise ProxyError(502, "upstream streamed an answer to a non-streaming request")
+    parser = SSEParser()
+    final: dict[str, Any] | None = None
+    async for chunk in resp.content.iter_any():
+        for ev in parser.feed(chunk):
+            if not ev.data or ev.data == "[DONE]":
+                continue
+            data = orjson.loads(ev.data)
+            kind = data.get("type")
+            if kind in ("response.completed", "response.incomplete"):
+                final = data.get("response")
+            elif kind == "response.failed":
+                error = (data.get("response") or {}).get("error") or {}
+                info = parse_error(500, {"error": error})
+                raise ProxyError(status_for_stream_error(info), info.message, code=info.code)
+            elif kind == "error":
+                info = parse_error(500, {"error": data.get("error") or data})
+                raise ProxyError(status_for_stream_error(info), info.message, code=info.code)
+    if not isinstance(final, dict):
+        raise ProxyError(502, "upstream ended the stream before the response completed")
+    if not isinstance(final.get("output"), list):
+        final["output"] = []
+    return final
+
+
+class _Stream(Response):
+    """A streaming response that notices a client disconnect at once and cancels the upstream call."""
+
+    def __init__(
+        self,
+        upstream: aiohttp.ClientResponse,
+        body: AsyncIterator[bytes],
+        headers: dict[str, str],
+        event: RequestEvent,
+        ctx: PluginContext,
+        record: Any,
+    ) -> None:
+        super().__init__(None, 200, headers=headers, media_type="text/event-stream")
+        self.raw_headers.append((b"cache-control", b"no-cache"))
+        self.upstream = upstream
+        self.body_iter = body
+        self.event = event
+        self.plugin_ctx = ctx
+        self.record = record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        pump = asyncio.ensure_future(self._pump(send))
+        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            disconnected = watch.done() and not pump.done()
+            for task in (pump, watch):
+                task.cancel()
+            await asyncio.gather(pump, watch, return_exceptions=True)
+            self.upstream.close() if disconnected or not pump.done() else self.upstream.release()
+            ev = self.event
+            ev.status = 499 if disconnected else 200
+            ev.error = ev.error or ("client disconnected" if disconnected else None)
+            ev.duration = time.perf_counter() - ev.started
+            self.plugin_ctx.hooks.request_finished(ev)
+            self.record.finish(ev.status, None)
+        if pump.done() and not pump.cancelled() and (exc := pump.exception()) is not None:
+            raise exc
+
+    async def _pump(self, send: Send) -> None:
+        record = self.record
+        async for chunk in self.body_iter:
+            if chunk:
+                record.chunk(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+Handler = Callable[[Request], Awaitable[Response]]

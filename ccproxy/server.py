@@ -1,0 +1,70 @@
+"""Running the app under uvicorn (uvloop + httptools), with the safety checks on the bind address."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ccproxy.config import LoadedConfig
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(config: LoadedConfig) -> None:
+    settings = config.settings
+    if is_loopback(settings.server.host) or settings.security.auth_token is not None:
+        return
+    if settings.security.allow_unauthenticated:
+        return
+    raise ValueError(
+        f"refusing to bind {settings.server.host} without an auth token: anyone on the network could use "
+        "your subscription. Set --auth-token (or security.auth_token), or pass --allow-unauthenticated."
+    )
+
+
+def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: Path | None) -> None:
+    import uvicorn
+
+    from ccproxy.app import CLI_ENV, create_app
+    from ccproxy.logs import configure
+
+    check_bind(config)
+    settings = config.settings
+    configure(settings.logging.level, settings.logging.format)
+    common: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "ws": "none",
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,
+        "log_level": settings.logging.level,
+        "timeout_graceful_shutdown": settings.server.graceful_shutdown_seconds,
+        "server_header": False,
+    }
+    if settings.server.workers > 1 or settings.server.reload:
+        # Worker processes build their own app from the same layers.
+        layer = {**cli, "_mock": mock, "_config_file": str(config_file) if config_file else None}
+        os.environ[CLI_ENV] = orjson.dumps(layer, default=str).decode()
+        uvicorn.run(
+            "ccproxy.app:create_app_from_env",
+            factory=True,
+            workers=None if settings.server.reload else settings.server.workers,
+            reload=settings.server.reload,
+            **common,
+        )
+        return
+    uvicorn.run(create_app(config, mock=mock), **common)
