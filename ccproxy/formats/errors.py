@@ -151,14 +151,19 @@ def render_stream_error(fmt: Format, info: ErrorInfo, sequence_number: int | Non
     from ccproxy.sse import frame
 
     if fmt is Format.ANTHROPIC:
-        return frame("error", {"type": "error", "error": {"type": _anthropic_type(info), "message": info.message}})
+        error = {"type": _anthropic_type(info), "message": info.message}
+        return frame("error", {"type": "error", "error": error})
     if fmt is Format.CHAT:
         return frame(None, render_error(fmt, info)[1])
+    code = info.code or _openai_type(info)
+    # Live captures nest the details under ``error`` (openai-python raises only for a truthy ``error`` key);
+    # the SDK's ResponseErrorEvent type has them at the top level. Both are sent.
     event: dict[str, Any] = {
         "type": "error",
-        "code": info.code or _openai_type(info),
+        "code": code,
         "message": info.message,
         "param": info.param,
+        "error": {"type": _openai_type(info), "code": code, "message": info.message, "param": info.param},
     }
     if sequence_number is not None:
         event["sequence_number"] = sequence_number

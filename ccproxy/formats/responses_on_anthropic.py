@@ -1,0 +1,726 @@
+"""OpenAI Responses clients on an Anthropic Messages upstream.
+
+Request: Responses body → Anthropic body. Response: Anthropic message → ``response`` object. Stream:
+Anthropic events → Responses events with ``sequence_number`` from 0 (NOTES §4.3).
+
+Block mapping: consecutive text blocks → one ``message`` item (one ``output_text`` part each); ``tool_use`` →
+``function_call`` (Anthropic id as ``call_id``); ``thinking`` / ``redacted_thinking`` → one ``reasoning`` item
+each, whose ``encrypted_content`` carries the complete block (``common.encode_thinking_block``) so it replays
+unmodified when the client sends the item back. Server-tool blocks have no item here and are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ccproxy.formats import common
+from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, TranslationError, register
+from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, status_for_stream_error
+from ccproxy.sse import frame
+
+_REFUSED = {
+    "previous_response_id": "this proxy keeps no response state; send the full input",
+    "conversation": "this proxy keeps no conversation state; send the full input",
+    "background": "background responses are not supported",
+    "prompt": "stored prompt templates are not supported",
+    "top_logprobs": "Anthropic returns no token log probabilities",
+    "max_tool_calls": "Anthropic has no tool call limit",
+}
+
+# --- request ------------------------------------------------------------------------------------------
+
+
+def convert_request(body: JSON) -> JSON:
+    """Responses request body → Anthropic request body (``body`` is not modified)."""
+    common.refuse_if_set(body, _REFUSED)
+    builder = common.MessagesBuilder()
+    if isinstance(body.get("instructions"), str):
+        builder.add_system(body["instructions"])
+    items = body.get("input")
+    if isinstance(items, str):
+        builder.add("user", [{"type": "text", "text": items}])
+    elif isinstance(items, list):
+        for i, item in enumerate(items):
+            _add_item(builder, item, f"input[{i}]")
+    else:
+        raise TranslationError("input must be a string or a list of items", param="input")
+    if not builder.messages:
+        raise TranslationError("input contains no user or assistant content", param="input")
+
+    out: JSON = {
+        "model": body.get("model"),
+        "messages": builder.messages,
+        "max_tokens": int(body.get("max_output_tokens") or common.DEFAULT_MAX_TOKENS),
+    }
+    if builder.system:
+        out["system"] = builder.system
+    if body.get("stream"):
+        out["stream"] = True
+    if body.get("temperature") is not None:
+        out["temperature"] = common.clamp_temperature(body["temperature"])
+    if body.get("top_p") is not None:
+        out["top_p"] = body["top_p"]
+    _tools(body, out)
+    _text_format(body.get("text"), out)
+    metadata = common.user_id(body)
+    if metadata:
+        out["metadata"] = metadata
+    reasoning = body["reasoning"] if isinstance(body.get("reasoning"), dict) else {}
+    budget = common.budget_for_effort(reasoning.get("effort"), "reasoning.effort")
+    return common.finalize_request(out, budget=budget)
+
+
+def _add_item(builder: common.MessagesBuilder, item: Any, param: str) -> None:
+    if not isinstance(item, dict):
+        raise TranslationError("each input item must be an object", param=param)
+    kind = item.get("type", "message")
+    if kind == "message":
+        _add_message(builder, item, param)
+    elif kind == "function_call":
+        builder.add("assistant", [_tool_use(item, param)])
+    elif kind == "function_call_output":
+        builder.add("user", [_tool_result(item, param)])
+    elif kind == "reasoning":
+        # Our own items carry the Anthropic block; another provider's encrypted reasoning cannot be replayed
+        # to Anthropic (NOTES §4.11) and is dropped.
+        block = common.decode_thinking_block(item.get("encrypted_content"))
+        if block is not None:
+            builder.add("assistant", [block])
+    else:
+        raise TranslationError(f"unsupported input item type {kind!r}", param=f"{param}.type")
+
+
+def _add_message(builder: common.MessagesBuilder, item: JSON, param: str) -> None:
+    role = item.get("role")
+    content = item.get("content")
+    if role in ("system", "developer"):
+        blocks = _content_blocks(content, f"{param}.content")
+        if any(b["type"] != "text" for b in blocks):
+            raise TranslationError("system and developer messages take text only", param=f"{param}.content")
+        builder.add_system("".join(b["text"] for b in blocks))
+    elif role in ("user", "assistant"):
+        builder.add(str(role), _content_blocks(content, f"{param}.content"))
+    else:
+        raise TranslationError(f"unsupported message role {role!r}", param=f"{param}.role")
+
+
+def _content_blocks(content: Any, param: str) -> list[JSON]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise TranslationError("content must be a string or a list of parts", param=param)
+    return [_part(part, f"{param}[{j}]") for j, part in enumerate(content)]
+
+
+def _part(part: Any, param: str) -> JSON:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in ("input_text", "output_text", "text"):
+        return {"type": "text", "text": str(part.get("text", ""))}
+    if kind == "refusal":
+        return {"type": "text", "text": str(part.get("refusal", ""))}
+    if kind == "input_image":
+        url = part.get("image_url")
+        if not isinstance(url, str):
+            raise TranslationError("input_image needs image_url; file ids cannot be resolved", param=param)
+        return common.anthropic_image_block(url, param)  # ``detail`` has no Anthropic counterpart
+    if kind == "input_file":
+        return common.anthropic_document_block(part.get("file_data"), part.get("file_url"), param)
+    raise TranslationError(f"unsupported content part type {kind!r}", param=param)
+
+
+def _tool_use(item: JSON, param: str) -> JSON:
+    arguments = item.get("arguments") or "{}"
+    try:
+        parsed = orjson.loads(arguments)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        raise TranslationError(
+            "function_call arguments must be a JSON object", param=f"{param}.arguments"
+        ) from exc
+    if not isinstance(parsed, dict):
+        raise TranslationError("function_call arguments must be a JSON object", param=f"{param}.arguments")
+    return {
+        "type": "tool_use",
+        "id": common.anthropic_tool_id(str(item.get("call_id") or "")),
+        "name": str(item.get("name") or ""),
+        "input": parsed,
+    }
+
+
+def _tool_result(item: JSON, param: str) -> JSON:
+    result: JSON = {
+        "type": "tool_result",
+        "tool_use_id": common.anthropic_tool_id(str(item.get("call_id") or "")),
+    }
+    output = item.get("output")
+    if isinstance(output, list):
+        blocks = [
+            b
+            for b in _content_blocks(output, f"{param}.output")
+            if not (b["type"] == "text" and not b["text"])
+        ]
+        if blocks:
+            result["content"] = blocks
+    elif output:
+        result["content"] = str(output)
+    return result
+
+
+def _tools(body: JSON, out: JSON) -> None:
+    converted = []
+    for i, tool in enumerate(body.get("tools") or []):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise TranslationError(
+                f"tool type {kind!r} is not supported; use function tools", param=f"tools[{i}].type"
+            )
+        converted.append(
+            common.anthropic_tool(
+                tool.get("name"), tool.get("description"), tool.get("parameters"), f"tools[{i}]"
+            )
+        )
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        # No Anthropic subset switch: offer only the allowed tools (NOTES §4.9).
+        keep = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
+        converted = [t for t in converted if t["name"] in keep]
+        choice = choice.get("mode", "auto")
+    if not converted:
+        return
+    out["tools"] = converted
+    names = {t["name"] for t in converted}
+    anthropic_choice = _tool_choice(choice, names)
+    if body.get("parallel_tool_calls") is False and anthropic_choice["type"] != "none":
+        anthropic_choice["disable_parallel_tool_use"] = True
+    out["tool_choice"] = anthropic_choice
+
+
+def _tool_choice(choice: Any, names: set[str]) -> JSON:
+    if choice is None:
+        return common.anthropic_tool_choice("auto")
+    if choice in ("auto", "none", "required"):
+        return common.anthropic_tool_choice(str(choice))
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        if choice.get("name") not in names:
+            raise TranslationError(
+                f"tool_choice names unknown tool {choice.get('name')!r}", param="tool_choice"
+            )
+        return common.anthropic_tool_choice("auto", str(choice["name"]))
+    raise TranslationError("unsupported tool_choice", param="tool_choice")
+
+
+def _text_format(text: Any, out: JSON) -> None:
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return  # text.verbosity has no Anthropic counterpart and is ignored
+    if fmt.get("type") == "json_schema":
+        out["output_config"] = {"format": common.output_config_format(fmt.get("schema"), "text.format")}
+        return
+    raise TranslationError(
+        "Anthropic supports JSON output only with a schema; use json_schema", param="text.format"
+    )
+
+
+# --- shared by the response and the stream ---------------------------------------------------------------
+
+
+def _response_shell(ctx: TranslationContext, response_id: str, created_at: int) -> JSON:
+    """The fields of a Response object that echo the request (the same in every lifecycle event)."""
+    req = ctx.request
+    text = req["text"] if isinstance(req.get("text"), dict) else {}
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": "in_progress",
+        "error": None,
+        "incomplete_details": None,
+        "instructions": req.get("instructions"),
+        "max_output_tokens": req.get("max_output_tokens"),
+        "model": ctx.model,
+        "output": [],
+        "parallel_tool_calls": req.get("parallel_tool_calls", True),
+        "previous_response_id": None,
+        "reasoning": req.get("reasoning") or {"effort": None, "summary": None},
+        "store": False,
+        "temperature": req.get("temperature"),
+        "text": {"format": {"type": "text"}, **text},
+        "tool_choice": req.get("tool_choice") or "auto",
+        "tools": req.get("tools") or [],
+        "top_p": req.get("top_p"),
+        "truncation": req.get("truncation") or "disabled",
+        "usage": None,
+        "user": req.get("user"),
+        "metadata": req.get("metadata") or {},
+    }
+
+
+def _response_id(message_id: Any) -> str:
+    return f"resp_{message_id}" if message_id else common.new_id("resp_")
+
+
+def _reasoning_item(block: JSON, item_id: str) -> JSON:
+    text = block.get("thinking") if block.get("type") == "thinking" else None
+    return {
+        "id": item_id,
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": text}] if text else [],
+        "encrypted_content": common.encode_thinking_block(block),
+        "status": "completed",
+    }
+
+
+def _function_call(block_id: Any, name: Any, arguments: str, item_id: str, status: str) -> JSON:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "call_id": block_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def _text_part(text: str) -> JSON:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _refusal_text(stop_details: Any) -> str:
+    explanation = stop_details.get("explanation") if isinstance(stop_details, dict) else None
+    return str(explanation) if explanation else "The model refused to answer."
+
+
+def _finish(shell: JSON, output: list[JSON], stop_reason: Any, usage: JSON) -> JSON:
+    status, details = common.responses_status(stop_reason)
+    return {
+        **shell,
+        "status": status,
+        "incomplete_details": details,
+        "output": output,
+        "usage": common.anthropic_usage_to_responses(usage),
+    }
+
+
+# --- non-streaming response -----------------------------------------------------------------------------
+
+
+def convert_response(message: JSON, ctx: TranslationContext) -> JSON:
+    """Anthropic message → Responses ``response`` object."""
+    output: list[JSON] = []
+    parts: list[JSON] = []  # output_text parts of the message item being built
+
+    def close_message(status: str = "completed") -> None:
+        if parts:
+            output.append(
+                {
+                    "id": common.new_id("msg_"),
+                    "type": "message",
+                    "role": "assistant",
+                    "status": status,
+                    "content": parts.copy(),
+                }
+            )
+            parts.clear()
+
+    for block in message.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(_text_part(block.get("text", "")))
+            continue
+        if kind not in ("tool_use", "thinking", "redacted_thinking"):
+            continue  # server tool blocks: no Responses item for them here
+        close_message()
+        if kind == "tool_use":
+            arguments = common.json_dumps(block.get("input") or {})
+            output.append(
+                _function_call(
+                    block.get("id"), block.get("name"), arguments, common.new_id("fc_"), "completed"
+                )
+            )
+        else:
+            output.append(_reasoning_item(block, common.new_id("rs_")))
+    stop_reason = message.get("stop_reason")
+    if stop_reason == "refusal":
+        parts.append({"type": "refusal", "refusal": _refusal_text(message.get("stop_details"))})
+    close_message("incomplete" if common.responses_status(stop_reason)[0] == "incomplete" else "completed")
+    shell = _response_shell(ctx, _response_id(message.get("id")), common.now())
+    return _finish(shell, output, stop_reason, message.get("usage") or {})
+
+
+# --- stream -----------------------------------------------------------------------------------------------
+
+
+class _Item:
+    """One open output item: its index, id, kind and the pieces its ``done`` events need."""
+
+    __slots__ = (
+        "block",
+        "call_id",
+        "content_index",
+        "index",
+        "item_id",
+        "kind",
+        "name",
+        "parts",
+        "summary_open",
+    )
+
+    def __init__(self, index: int, item_id: str, kind: str) -> None:
+        self.index = index
+        self.item_id = item_id
+        self.kind = kind  # "message", "function_call", "reasoning"
+        self.parts: list[str] = []  # text of the current part, or argument fragments
+        self.content_index = -1
+        self.call_id: Any = None
+        self.name: Any = None
+        self.block: JSON = {}
+        self.summary_open = False
+
+
+class ResponsesStream:
+    """Anthropic events → Responses events. Per event: one or a few small dicts serialised with orjson;
+    text and argument fragments are appended to lists and joined once, when their item is done."""
+
+    __slots__ = (
+        "_blocks",
+        "_count",
+        "_ctx",
+        "_done",
+        "_message",
+        "_output",
+        "_seq",
+        "_shell",
+        "_started",
+        "_stop_details",
+        "_stop_reason",
+        "_usage",
+    )
+
+    def __init__(self, ctx: TranslationContext) -> None:
+        self._ctx = ctx
+        self._seq = 0
+        self._started = False
+        self._done = False
+        self._shell: JSON = {}
+        self._output: dict[int, JSON] = {}  # completed items by output_index, for the terminal Response
+        self._count = 0  # output items started: the next output_index
+        self._blocks: dict[int, _Item | None] = {}  # Anthropic block index → its item (None: skipped block)
+        self._message: _Item | None = None  # the open message item, shared by consecutive text blocks
+        self._usage: JSON = {}
+        self._stop_reason: str | None = None
+        self._stop_details: Any = None
+
+    def _event(self, kind: str, data: JSON) -> bytes:
+        data["type"] = kind
+        data["sequence_number"] = self._seq
+        self._seq += 1
+        return frame(kind, data)
+
+    def _start(self, message_id: Any) -> bytes:
+        self._started = True
+        self._shell = _response_shell(self._ctx, _response_id(message_id), common.now())
+        return self._event("response.created", {"response": self._shell}) + self._event(
+            "response.in_progress", {"response": self._shell}
+        )
+
+    def feed(self, event: str | None, data: JSON) -> bytes:
+        if self._done:
+            return b""
+        kind = event or data.get("type")
+        if kind == "content_block_delta":
+            return self._delta(data)
+        if kind == "content_block_start":
+            return self._block_start(data)
+        if kind == "content_block_stop":
+            item = self._blocks.get(data.get("index", 0))
+            return self._close_block(item) if item is not None else b""
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self._usage = dict(message.get("usage") or {})
+            return self._start(message.get("id"))
+        if kind == "message_delta":
+            delta = data.get("delta") or {}
+            self._stop_reason = delta.get("stop_reason") or self._stop_reason
+            self._stop_details = delta.get("stop_details") or self._stop_details
+            self._usage.update(data.get("usage") or {})  # cumulative counts: overwrite, never add
+            return b""
+        if kind == "message_stop":
+            return self._end()
+        if kind == "error":
+            info = parse_error(200, data)
+            return self._error(ErrorInfo(status_for_stream_error(info), info.type, info.message))
+        return b""  # ping and unknown event types
+
+    def _new_item(self, kind: str, prefix: str) -> _Item:
+        self._count += 1
+        return _Item(self._count - 1, common.new_id(prefix), kind)
+
+    def _block_start(self, data: JSON) -> bytes:
+        out = b"" if self._started else self._start(None)
+        index = data.get("index", 0)
+        block = data.get("content_block") or {}
+        kind = block.get("type")
+        if kind == "text":
+            return out + self._text_start(index, block.get("text") or "")
+        if kind not in ("tool_use", "thinking", "redacted_thinking"):
+            self._blocks[index] = None
+            return out
+        out += self._close_message()
+        if kind == "tool_use":
+            item = self._new_item("function_call", "fc_")
+            item.call_id, item.name = block.get("id"), block.get("name")
+            self._blocks[index] = item
+            added = _function_call(item.call_id, item.name, "", item.item_id, "in_progress")
+            return out + self._event(
+                "response.output_item.added", {"output_index": item.index, "item": added}
+            )
+        item = self._new_item("reasoning", "rs_")
+        item.block = dict(block)
+        self._blocks[index] = item
+        added = {"id": item.item_id, "type": "reasoning", "summary": [], "status": "in_progress"}
+        out += self._event("response.output_item.added", {"output_index": item.index, "item": added})
+        if kind == "redacted_thinking":
+            return out + self._close_block(item)
+        text = block.get("thinking")
+        return out + (self._summary_delta(item, text) if text else b"")
+
+    def _text_start(self, index: int, text: str) -> bytes:
+        out = b""
+        item = self._message
+        if item is None:
+            item = self._message = self._new_item("message", "msg_")
+            added = {
+                "id": item.item_id,
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
+            out += self._event("response.output_item.added", {"output_index": item.index, "item": added})
+        self._blocks[index] = item
+        item.content_index += 1
+        item.parts = [text]
+        out += self._event(
+            "response.content_part.added",
+            {
+                "item_id": item.item_id,
+                "output_index": item.index,
+                "content_index": item.content_index,
+                "part": _text_part(""),
+            },
+        )
+        if text:
+            out += self._text_delta(item, text)
+        return out
+
+    def _text_delta(self, item: _Item, text: str) -> bytes:
+        return self._event(
+            "response.output_text.delta",
+            {
+                "item_id": item.item_id,
+                "output_index": item.index,
+                "content_index": item.content_index,
+                "delta": text,
+                "logprobs": [],
+            },
+        )
+
+    def _summary_delta(self, item: _Item, text: str) -> bytes:
+        out = b""
+        head = {"item_id": item.item_id, "output_index": item.index, "summary_index": 0}
+        if not item.summary_open:
+            item.summary_open = True
+            out = self._event(
+                "response.reasoning_summary_part.added",
+                {**head, "part": {"type": "summary_text", "text": ""}},
+            )
+        item.parts.append(text)
+        return out + self._event("response.reasoning_summary_text.delta", {**head, "delta": text})
+
+    def _delta(self, data: JSON) -> bytes:
+        item = self._blocks.get(data.get("index", 0))
+        if item is None:
+            return b""
+        delta = data.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta" and item.kind == "message":
+            text = delta.get("text")
+            if not text:
+                return b""
+            item.parts.append(text)
+            return self._text_delta(item, text)
+        if kind == "input_json_delta" and item.kind == "function_call":
+            fragment = delta.get("partial_json")
+            if not fragment:
+                return b""
+            item.parts.append(fragment)
+            return self._event(
+                "response.function_call_arguments.delta",
+                {
+                    "item_id": item.item_id,
+                    "output_index": item.index,
+                    "delta": fragment,
+                },
+            )
+        if kind == "thinking_delta" and item.kind == "reasoning":
+            text = delta.get("thinking")
+            return self._summary_delta(item, text) if text else b""
+        if kind == "signature_delta" and item.kind == "reasoning":
+            item.block["signature"] = delta.get("signature") or ""
+        return b""
+
+    def _close_block(self, item: _Item, status: str = "completed") -> bytes:
+        """The done events of one Anthropic block; a message item stays open for further text blocks."""
+        for key in [k for k, v in self._blocks.items() if v is item]:
+            del self._blocks[key]
+        if item.kind == "message":
+            text = "".join(item.parts)
+            item.block.setdefault("content", []).append(_text_part(text))
+            head = {"item_id": item.item_id, "output_index": item.index, "content_index": item.content_index}
+            return self._event(
+                "response.output_text.done", {**head, "text": text, "logprobs": []}
+            ) + self._event("response.content_part.done", {**head, "part": _text_part(text)})
+        if item.kind == "function_call":
+            arguments = "".join(item.parts) or "{}"  # a tool without arguments has input {} (NOTES §4.2)
+            done = _function_call(item.call_id, item.name, arguments, item.item_id, status)
+            out = self._event(
+                "response.function_call_arguments.done",
+                {
+                    "item_id": item.item_id,
+                    "output_index": item.index,
+                    "arguments": arguments,
+                    "name": item.name,
+                },
+            )
+            return out + self._item_done(item.index, done)
+        out = b""
+        if item.kind == "reasoning" and item.block.get("type") == "thinking":
+            item.block["thinking"] = "".join(item.parts)
+            if item.summary_open:
+                head = {"item_id": item.item_id, "output_index": item.index, "summary_index": 0}
+                text = item.block["thinking"]
+                out = self._event(
+                    "response.reasoning_summary_text.done", {**head, "text": text}
+                ) + self._event(
+                    "response.reasoning_summary_part.done",
+                    {**head, "part": {"type": "summary_text", "text": text}},
+                )
+        return out + self._item_done(item.index, _reasoning_item(item.block, item.item_id))
+
+    def _item_done(self, index: int, item: JSON) -> bytes:
+        self._output[index] = item
+        return self._event("response.output_item.done", {"output_index": index, "item": item})
+
+    def _close_message(self, status: str = "completed") -> bytes:
+        item = self._message
+        if item is None:
+            return b""
+        out = b""
+        if any(v is item for v in self._blocks.values()):
+            out = self._close_block(item)  # a text block cut off without content_block_stop
+        self._message = None
+        done = {
+            "id": item.item_id,
+            "type": "message",
+            "role": "assistant",
+            "status": status,
+            "content": item.block.get("content", []),
+        }
+        return out + self._item_done(item.index, done)
+
+    def _refusal(self) -> bytes:
+        """Anthropic's refusal explanation as a message item with a refusal part (NOTES §4.5)."""
+        text = _refusal_text(self._stop_details)
+        out = b""
+        if self._message is None:
+            item = self._message = self._new_item("message", "msg_")
+            added = {
+                "id": item.item_id,
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
+            out += self._event("response.output_item.added", {"output_index": item.index, "item": added})
+        item = self._message
+        item.content_index += 1
+        head = {"item_id": item.item_id, "output_index": item.index, "content_index": item.content_index}
+        part = {"type": "refusal", "refusal": text}
+        out += self._event(
+            "response.content_part.added", {**head, "part": {"type": "refusal", "refusal": ""}}
+        )
+        out += self._event("response.refusal.delta", {**head, "delta": text})
+        out += self._event("response.refusal.done", {**head, "refusal": text})
+        out += self._event("response.content_part.done", {**head, "part": part})
+        item.block.setdefault("content", []).append(part)
+        return out
+
+    def _end(self) -> bytes:
+        self._done = True
+        incomplete = common.responses_status(self._stop_reason)[0] == "incomplete"
+        status = "incomplete" if incomplete else "completed"
+        out = b""
+        # Blocks cut off by max_tokens never got content_block_stop (NOTES §4.1): close them here.
+        for item in {
+            id(v): v for v in self._blocks.values() if v is not None and v.kind != "message"
+        }.values():
+            out += self._close_block(item, status)
+        if self._stop_reason == "refusal":
+            out += self._refusal()
+        out += self._close_message(status)
+        response = _finish(self._shell, self._final_output(), self._stop_reason, self._usage)
+        return out + self._event(f"response.{response['status']}", {"response": response})
+
+    def _error(self, info: ErrorInfo) -> bytes:
+        self._done = True
+        out = b"" if self._started else self._start(None)
+        out += render_stream_error(Format.RESPONSES, info, self._seq)
+        self._seq += 1
+        failed = {
+            **self._shell,
+            "status": "failed",
+            "output": self._final_output(),
+            "error": {"code": info.code or _error_code(info), "message": info.message},
+            "usage": common.anthropic_usage_to_responses(self._usage),
+        }
+        return out + self._event("response.failed", {"response": failed})
+
+    def _final_output(self) -> list[JSON]:
+        return [self._output[k] for k in sorted(self._output)]
+
+    def finish(self) -> bytes:
+        if self._done:
+            return b""
+        if self._stop_reason is not None:
+            return self._end()  # only message_stop was lost: the answer is complete
+        return self._error(
+            ErrorInfo(502, "api_error", "upstream stream ended before the message was complete")
+        )
+
+    def fail(self, status: int, error_type: str, message: str) -> bytes:
+        if self._done:
+            return b""
+        return self._error(ErrorInfo(status, error_type, message))
+
+
+def _error_code(info: ErrorInfo) -> str:
+    # ResponseError.code is an enum; these are its members closest to Anthropic's error types.
+    if info.status == 429 or info.type == "rate_limit_error":
+        return "rate_limit_exceeded"
+    return "server_error"
+
+
+def _open_stream(ctx: TranslationContext) -> ResponsesStream:
+    return ResponsesStream(ctx)
+
+
+TRANSLATION = register(
+    Translation(
+        client=Format.RESPONSES,
+        upstream=Format.ANTHROPIC,
+        request=convert_request,
+        response=convert_response,
+        stream=_open_stream,
+    )
+)
