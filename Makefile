@@ -1,0 +1,62 @@
+# ccproxy developer loop. `make run` starts the server, `make test` runs the whole suite (setting up first).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLIENTS := .clients
+CLAUDE_CODE_VERSION := 2.1.331
+CODEX_VERSION := 0.169.0
+ARGS ?=
+
+.PHONY: setup clients test test-unit test-e2e lint format typecheck ci run mock bench bench-check clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[all,dev]'
+	touch $@
+
+# The real Claude Code and Codex CLIs, for the end-to-end tests (npm registry only; nothing global).
+clients: $(CLIENTS)/.installed
+
+$(CLIENTS)/.installed: Makefile
+	npm install --no-audit --no-fund --prefix $(CLIENTS)/npm \
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION)
+	touch $@
+
+test: setup clients
+	$(PY) -m pytest -q $(ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not e2e" $(ARGS)
+
+test-e2e: setup clients
+	$(PY) -m pytest -q -m e2e $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+ci: lint typecheck test
+
+run: setup
+	$(VENV)/bin/ccproxy serve $(ARGS)
+
+mock: setup
+	$(VENV)/bin/ccproxy serve --mock $(ARGS)
+
+bench: setup
+	$(PY) -m ccproxy.bench $(ARGS)
+
+bench-check: setup
+	$(PY) -m ccproxy.bench --quick --check bench/baseline.json $(ARGS)
+
+clean:
+	rm -rf $(VENV) $(CLIENTS) .mypy_cache .ruff_cache .pytest_cache
