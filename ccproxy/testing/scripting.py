@@ -1,0 +1,534 @@
+"""The scripting, recording and default-rule mechanism shared by the fake upstreams.
+
+Each fake app owns one ``FakeUpstream``. It records every request it receives and answers model calls from,
+in order: the queue of replies a test put there (``reply_text``, ``reply_tool_call``, ``reply_error``, ...),
+then the test's own rules (``add_rule``), then the default rules, which make a real agent CLI finish a tool
+round trip deterministically:
+
+1. the last turn is a tool result → a text answer quoting the tool output;
+2. the last user turn contains ``RUN: <command>`` and a shell-like tool is offered → a call of that tool;
+3. otherwise a deterministic text derived from the prompt (``default_text``).
+
+Replies are format-neutral (``Completion``, ``ErrorReply``, ``StreamErrorReply``, ``CorpusReply``,
+``RawReply``); a ``ProviderFake`` subclass renders them into its wire format. Rendering happens up front, so
+the response is a list of pre-built byte chunks played by ``ChunkedResponse`` (optional delay between
+chunks, optional abrupt disconnect).
+
+FakeUpstream is thread-safe: tests script it from the main thread while the app serves from the uvicorn
+thread (``ccproxy.testing.server``).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import re
+import threading
+import zlib
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict, Unpack
+
+import anyio
+import orjson
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+
+# ---------------------------------------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None  # Anthropic tool_use id / Responses call_id; generated when None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    """Options every reply understands."""
+
+    delay: float = 0.0  # seconds between two streamed events (once before a JSON body)
+    disconnect_after: int | None = None  # drop the connection after this many events (JSON: half the body)
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
+
+
+@dataclass(frozen=True, kw_only=True)
+class Completion(Reply):
+    """A model answer: optional thinking/reasoning, then text, then tool calls."""
+
+    text: str = ""
+    thinking: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    stop_reason: str | None = None  # Anthropic vocabulary; default end_turn / tool_use
+    input_tokens: int | None = None  # uncached input; default derived from the request size
+    output_tokens: int | None = None  # default derived from the output size
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorReply(Reply):
+    status: int
+    message: str | None = None
+    error_type: str | None = None
+    body: Any = None  # exact JSON body; replaces the provider's envelope
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamErrorReply(Reply):
+    """HTTP 200, a partial answer, then an in-band failure (Anthropic ``event: error``; Codex ``error`` /
+    ``response.failed``). On a non-streaming Anthropic request it becomes the matching HTTP error."""
+
+    message: str | None = None
+    error_type: str | None = None
+    text_before: str = ""
+    codex_mode: Literal["both", "error", "failed"] = "both"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorpusReply(Reply):
+    case_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RawReply(Reply):
+    status: int = 200
+    body: bytes | tuple[bytes, ...] = b""  # a tuple is sent chunk by chunk
+    content_type: str = "application/json"
+
+
+class ReplyOptions(TypedDict, total=False):
+    delay: float
+    disconnect_after: int | None
+    headers: Mapping[str, str]
+
+
+# ------------------------------------------------------------------------------------ requests and rules
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str  # full path as received, mount prefix included
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    json: Any  # parsed body, None when absent or not JSON
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    schema: Mapping[str, Any]  # JSON schema of the arguments
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What the rules look at, extracted by each fake from its own wire format."""
+
+    prompt: str  # text of the last user turn
+    tool_output: str | None  # the tool result text when the last turn is a tool result
+    tools: tuple[ToolSpec, ...]
+
+
+Rule = Callable[[RecordedRequest, Conversation], Reply | None]
+
+RUN_MARKER = re.compile(r"RUN:[ \t]*(\S[^\n]*)")
+# Checked in this order; the schema decides the argument shape (Codex exec_command {"cmd"}, Codex shell
+# {"command": [argv]}, Claude Code Bash {"command": str}).
+SHELL_TOOL_NAMES = ("exec_command", "shell", "shell_command", "bash", "local_shell")
+
+
+def default_text(prompt: str) -> str:
+    """The deterministic answer of rule 3: a digest plus the start of the prompt."""
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    snippet = " ".join(prompt.split())[:60]
+    return f"Fake reply {digest}: {snippet}"
+
+
+def tool_output_text(output: str) -> str:
+    """The deterministic answer of rule 1."""
+    return f"The tool returned:\n{output[:4000]}"
+
+
+def shell_call(tools: Sequence[ToolSpec], command: str) -> ToolCall | None:
+    by_name = {tool.name.lower(): tool for tool in tools}
+    for name in SHELL_TOOL_NAMES:
+        tool = by_name.get(name)
+        if tool is None:
+            continue
+        props = tool.schema.get("properties") or {}
+        if "cmd" in props:
+            return ToolCall(tool.name, {"cmd": command})
+        if "command" in props:
+            if (props["command"] or {}).get("type") == "array":
+                return ToolCall(tool.name, {"command": ["bash", "-lc", command]})
+            return ToolCall(tool.name, {"command": command})
+    return None
+
+
+def default_reply(conversation: Conversation) -> Completion:
+    if conversation.tool_output is not None:
+        return Completion(text=tool_output_text(conversation.tool_output))
+    marker = RUN_MARKER.search(conversation.prompt)
+    if marker:
+        call = shell_call(conversation.tools, marker.group(1).strip())
+        if call is not None:
+            return Completion(tool_calls=(call,))
+    return Completion(text=default_text(conversation.prompt))
+
+
+# ----------------------------------------------------------------------------------------- the upstream
+
+
+class FakeUpstream:
+    """Recorder and reply queue of one fake app."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.require_auth = True  # answer 401 to requests without credentials
+        self._lock = threading.Lock()
+        self._queue: deque[Reply] = deque()
+        self._rules: list[Rule] = []
+        self._requests: list[RecordedRequest] = []
+        self._ids: dict[str, int] = {}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._queue.clear()
+            self._rules.clear()
+            self._requests.clear()
+            self._ids.clear()
+            self.require_auth = True
+
+    # -- what was received
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def last_request(self) -> RecordedRequest:
+        with self._lock:
+            if not self._requests:
+                raise LookupError(f"fake {self.name}: no request recorded")
+            return self._requests[-1]
+
+    def bodies(self, path_suffix: str = "") -> list[Any]:
+        """Parsed JSON bodies of the recorded requests whose path ends with ``path_suffix``."""
+        return [r.json for r in self.requests if r.path.endswith(path_suffix)]
+
+    @property
+    def pending(self) -> int:
+        """Scripted replies not used yet."""
+        with self._lock:
+            return len(self._queue)
+
+    # -- scripting (every method returns self, so calls chain)
+
+    def reply(self, *replies: Reply) -> FakeUpstream:
+        with self._lock:
+            self._queue.extend(replies)
+        return self
+
+    def reply_text(
+        self,
+        text: str,
+        *,
+        thinking: str | None = None,
+        stop_reason: str | None = None,
+        **opts: Unpack[ReplyOptions],
+    ) -> FakeUpstream:
+        return self.reply(Completion(text=text, thinking=thinking, stop_reason=stop_reason, **opts))
+
+    def reply_tool_call(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        text: str = "",
+        thinking: str | None = None,
+        call_id: str | None = None,
+        **opts: Unpack[ReplyOptions],
+    ) -> FakeUpstream:
+        call = ToolCall(name, dict(arguments or {}), call_id)
+        return self.reply(Completion(text=text, thinking=thinking, tool_calls=(call,), **opts))
+
+    def reply_tool_calls(
+        self, *calls: ToolCall, text: str = "", thinking: str | None = None, **opts: Unpack[ReplyOptions]
+    ) -> FakeUpstream:
+        return self.reply(Completion(text=text, thinking=thinking, tool_calls=calls, **opts))
+
+    def reply_error(
+        self,
+        status: int,
+        message: str | None = None,
+        *,
+        error_type: str | None = None,
+        body: Any = None,
+        **opts: Unpack[ReplyOptions],
+    ) -> FakeUpstream:
+        return self.reply(
+            ErrorReply(status=status, message=message, error_type=error_type, body=body, **opts)
+        )
+
+    def reply_stream_error(
+        self,
+        message: str | None = None,
+        *,
+        error_type: str | None = None,
+        text_before: str = "",
+        codex_mode: Literal["both", "error", "failed"] = "both",
+        **opts: Unpack[ReplyOptions],
+    ) -> FakeUpstream:
+        reply = StreamErrorReply(
+            message=message, error_type=error_type, text_before=text_before, codex_mode=codex_mode, **opts
+        )
+        return self.reply(reply)
+
+    def reply_corpus(self, case_id: str, **opts: Unpack[ReplyOptions]) -> FakeUpstream:
+        return self.reply(CorpusReply(case_id=case_id, **opts))
+
+    def reply_raw(
+        self,
+        body: bytes | tuple[bytes, ...],
+        *,
+        status: int = 200,
+        content_type: str = "application/json",
+        **opts: Unpack[ReplyOptions],
+    ) -> FakeUpstream:
+        return self.reply(RawReply(status=status, body=body, content_type=content_type, **opts))
+
+    def add_rule(self, rule: Rule) -> FakeUpstream:
+        """A rule consulted after the queue and before the default rules; return None to pass."""
+        with self._lock:
+            self._rules.append(rule)
+        return self
+
+    # -- used by the fake apps
+
+    def record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def next_reply(self, request: RecordedRequest, conversation: Conversation) -> Reply:
+        with self._lock:
+            if self._queue:
+                return self._queue.popleft()
+            rules = list(self._rules)
+        for rule in rules:
+            reply = rule(request, conversation)
+            if reply is not None:
+                return reply
+        return default_reply(conversation)
+
+    def next_id(self, prefix: str) -> str:
+        """Deterministic ids: the same request sequence after ``reset()`` gives the same ids."""
+        with self._lock:
+            self._ids[prefix] = number = self._ids.get(prefix, 0) + 1
+        return f"{prefix}{number:024d}"
+
+
+async def record_request(upstream: FakeUpstream, request: Request) -> RecordedRequest:
+    body = await request.body()
+    encoding = request.headers.get("content-encoding", "")
+    if body and encoding in ("gzip", "deflate"):
+        body = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
+    parsed: Any = None
+    if body:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+    recorded = RecordedRequest(
+        method=request.method,
+        path=request.url.path,
+        query=dict(request.query_params),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        json=parsed,
+    )
+    upstream.record(recorded)
+    return recorded
+
+
+# ------------------------------------------------------------------------------------------ token counts
+
+
+def estimate_tokens(*parts: Any) -> int:
+    """Deterministic stand-in for a tokenizer: a quarter of the JSON size, at least 1."""
+    return max(1, len(orjson.dumps(parts)) // 4)
+
+
+def output_tokens(completion: Completion) -> tuple[int, int]:
+    """(visible, thinking) output tokens of a completion."""
+    size = len(completion.text) + sum(len(orjson.dumps(dict(c.arguments))) for c in completion.tool_calls)
+    thinking = max(1, len(completion.thinking) // 4) if completion.thinking else 0
+    return max(1, size // 4), thinking
+
+
+def split_text(text: str, target: int = 16) -> list[str]:
+    """Word-aligned pieces of roughly ``target`` characters; their concatenation is ``text``."""
+    pieces: list[str] = []
+    current = ""
+    for word in re.findall(r"\s*\S+|\s+", text):
+        current += word
+        if len(current) >= target:
+            pieces.append(current)
+            current = ""
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def split_json(text: str, parts: int = 3) -> list[str]:
+    """Argument JSON as it streams: several fragments (a tool without arguments sends none)."""
+    if text in ("", "{}"):
+        return []
+    size = max(1, -(-len(text) // parts))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def signature(seed: str) -> str:
+    """An opaque, deterministic stand-in for a thinking signature / encrypted reasoning blob."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return base64.b64encode(digest * 3).decode()
+
+
+# ------------------------------------------------------------------------------------------ the response
+
+
+class ChunkedResponse:
+    """An ASGI response of pre-rendered chunks, played with an optional delay and abrupt disconnect.
+
+    The abrupt disconnect returns without the final empty body message: uvicorn then closes the
+    connection mid-body (logging "ASGI callable returned without completing response"), which the client
+    sees as a truncated chunked body.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        chunks: Sequence[bytes],
+        *,
+        delay: float = 0.0,
+        disconnect_after: int | None = None,
+    ) -> None:
+        self.status = status
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.chunks = chunks
+        self.delay = delay
+        self.disconnect_after = disconnect_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+            # Stop playing (e.g. a slow stream) as soon as the client goes away.
+            async def watch_disconnect() -> None:
+                while True:
+                    message: Message = await receive()
+                    if message["type"] == "http.disconnect":
+                        group.cancel_scope.cancel()
+                        return
+
+            group.start_soon(watch_disconnect)
+            await self._play(send)
+            group.cancel_scope.cancel()
+
+    async def _play(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.raw_headers})
+        for index, chunk in enumerate(self.chunks):
+            if self.disconnect_after is not None and index >= self.disconnect_after:
+                return  # abrupt end: no final body message
+            if self.delay and (index or len(self.chunks) == 1):
+                await anyio.sleep(self.delay)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def json_chunks(body: bytes, reply: Reply) -> tuple[dict[str, str], list[bytes], int | None]:
+    """Headers, chunks and disconnect point for a JSON body (a disconnect cuts it in half)."""
+    headers = {"content-type": "application/json", "content-length": str(len(body))}
+    if reply.disconnect_after is not None:
+        return headers, [body[: len(body) // 2], body[len(body) // 2 :]], 1
+    return headers, [body], None
+
+
+SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+
+
+class ProviderFake(ABC):
+    """One fake upstream app: turns format-neutral replies into its own wire format."""
+
+    name: str
+
+    def __init__(self, upstream: FakeUpstream | None = None) -> None:
+        self.upstream = upstream if upstream is not None else FakeUpstream(self.name)
+
+    @abstractmethod
+    def conversation(self, body: Mapping[str, Any]) -> Conversation: ...
+
+    @abstractmethod
+    def stream_frames(self, completion: Completion, body: Mapping[str, Any]) -> list[bytes]: ...
+
+    @abstractmethod
+    def stream_error_frames(self, reply: StreamErrorReply, body: Mapping[str, Any]) -> list[bytes]: ...
+
+    @abstractmethod
+    def error(self, reply: ErrorReply) -> tuple[bytes, dict[str, str]]:
+        """Body and headers of an HTTP error in this provider's envelope."""
+
+    def response_json(self, completion: Completion, body: Mapping[str, Any]) -> Any:
+        raise NotImplementedError(f"{self.name} only streams")
+
+    def stream_error_as_http(self, reply: StreamErrorReply) -> ErrorReply:
+        raise NotImplementedError(f"{self.name} only streams")
+
+    def response_headers(self) -> dict[str, str]:
+        """Headers this provider puts on every model response (request ids, rate-limit info)."""
+        return {}
+
+    def error_response(self, status: int, message: str, error_type: str | None = None) -> ChunkedResponse:
+        data, headers = self.error(ErrorReply(status=status, message=message, error_type=error_type))
+        return ChunkedResponse(status, headers, [data])
+
+    def respond(self, reply: Reply, body: Mapping[str, Any], stream: bool) -> ChunkedResponse:
+        headers = self.response_headers()
+        status = 200
+        disconnect = reply.disconnect_after
+        if isinstance(reply, CorpusReply):
+            from ccproxy.testing import corpus
+
+            case = corpus.get_case(reply.case_id)
+            status, headers = case.status, {**headers, **case.response_headers()}
+            data = case.body()
+            chunks = corpus.split_frames(data) if case.kind == "stream" else [data]
+        elif isinstance(reply, RawReply):
+            status = reply.status
+            headers["content-type"] = reply.content_type
+            chunks = list(reply.body) if isinstance(reply.body, tuple) else [reply.body]
+        elif isinstance(reply, ErrorReply):
+            status = reply.status
+            data, error_headers = self.error(reply)
+            extra, chunks, disconnect = json_chunks(data, reply)
+            headers = {**headers, **extra, **error_headers}
+        elif isinstance(reply, StreamErrorReply) and not stream:
+            return self.respond(self.stream_error_as_http(reply), body, stream)
+        elif isinstance(reply, StreamErrorReply):
+            headers.update(SSE_HEADERS)
+            chunks = self.stream_error_frames(reply, body)
+        elif isinstance(reply, Completion) and stream:
+            headers.update(SSE_HEADERS)
+            chunks = self.stream_frames(reply, body)
+        elif isinstance(reply, Completion):
+            extra, chunks, disconnect = json_chunks(orjson.dumps(self.response_json(reply, body)), reply)
+            headers.update(extra)
+        else:
+            raise TypeError(f"unknown reply {reply!r}")
+        headers.update(reply.headers)
+        return ChunkedResponse(status, headers, chunks, delay=reply.delay, disconnect_after=disconnect)
