@@ -9,10 +9,9 @@ from typing import Any
 
 import orjson
 import structlog
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 
 from ccproxy import __version__
 from ccproxy.config import LoadedConfig, load_config
@@ -36,7 +35,14 @@ def mock_base_url(config: LoadedConfig) -> str:
     return f"http://{host}:{server.port}{MOCK_PREFIX}"
 
 
-def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet | None = None) -> Starlette:
+class App(CoreMiddleware):
+    """The ASGI app: the core middleware around a bare router (no Starlette exception layers)."""
+
+    config: LoadedConfig
+    plugins: PluginSet
+
+
+def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet | None = None) -> App:
     if plugins is None:
         plugins = load_plugins(config, mock=mock, fake_base_url=mock_base_url(config))
     settings = config.settings
@@ -63,7 +69,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         routes.append(Mount(MOCK_PREFIX, app=create_fake_upstreams()))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Any) -> AsyncIterator[None]:
         for entry in plugins.active:
             assert entry.plugin is not None and entry.ctx is not None
             try:
@@ -83,15 +89,14 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
                     log.error("plugin failed to stop", plugin=entry.name, error=str(exc))
             await http.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.config = config
-    app.state.plugins = plugins
     token = settings.security.auth_token
-    app.add_middleware(CoreMiddleware, auth_token=token.get_secret_value() if token else None)
+    app = App(Router(routes, lifespan=lifespan), auth_token=token.get_secret_value() if token else None)
+    app.config = config
+    app.plugins = plugins
     return app
 
 
-def create_app_from_env() -> Starlette:
+def create_app_from_env() -> App:
     """Factory for uvicorn's worker processes: re-reads the config with the parent's CLI layer."""
     from ccproxy.logs import configure
 

@@ -21,6 +21,8 @@ from ccproxy.formats.errors import ErrorInfo
 log = structlog.get_logger("ccproxy.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 OPEN_PATHS = frozenset({"/health", "/health/"})
+# The offline mode's in-process fakes are the "upstream", not part of the proxy's own surface.
+UNGUARDED_PREFIX = "/_mock/"
 
 
 class CoreMiddleware:
@@ -30,7 +32,7 @@ class CoreMiddleware:
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(UNGUARDED_PREFIX):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

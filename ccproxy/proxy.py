@@ -58,6 +58,7 @@ class Call:
     stream: bool
     client_model: str | None
     session_id: str | None = None
+    raw: bytes | None = None  # the client's own bytes, when the body needed no translation
     state: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,6 +130,7 @@ class Proxy:
             stream,
             model,
             session_id,
+            raw if translation is None else None,
         )
         event = RequestEvent(
             request_id, provider.name, request.url.path, client_format.value,
@@ -465,8 +467,14 @@ class _Stream(Response):
         ctx: PluginContext,
         record: Any,
     ) -> None:
-        super().__init__(None, 200, headers=headers, media_type="text/event-stream")
-        self.raw_headers.append((b"cache-control", b"no-cache"))
+        self.status_code = 200
+        self.background = None
+        # no content-length: the body is streamed
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+        ]
         self.upstream = upstream
         self.body_iter = body
         self.event = event

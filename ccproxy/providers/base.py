@@ -1,0 +1,191 @@
+"""What every provider shares: settings, credentials, health, routes onto the shared data path.
+
+A provider subclasses ``ProviderPlugin`` and supplies only what is its own: the upstream format, the
+credential spec, how to build one authorised upstream request (``build``), its routes and its offline-mode
+settings. Token caching, refresh, 401 retry, errors and streaming all live in ``ccproxy.auth`` and
+``ccproxy.proxy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import Field, SecretStr, field_validator
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ccproxy.auth.credential import Credential, CredentialError
+from ccproxy.auth.manager import ProviderName, TokenManager
+from ccproxy.auth.oauth import OAuthSettings, default_settings
+from ccproxy.errors import ProxyError
+from ccproxy.formats.base import Format
+from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
+from ccproxy.proxy import Call, Outbound
+
+# Never forwarded upstream: hop-by-hop, client credentials, proxy/CDN metadata, and encodings we could
+# not decode (upstreams.md §3.4).
+DROP_HEADERS = frozenset(
+    {
+        "host", "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
+        "proxy-authenticate", "proxy-authorization", "proxy-connection", "x-forwarded-for",
+        "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded", "accept-encoding",
+        "content-encoding", "origin", "referer", "authorization", "x-api-key", "content-length",
+        "cdn-loop", "cookie", "x-request-id",
+    }
+)
+_DROP_PREFIXES = ("access-control-", "cf-", "sec-")
+
+
+def forwardable(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k not in DROP_HEADERS and not k.startswith(_DROP_PREFIXES)}
+
+
+class ProviderSettings(PluginSettings):
+    base_url: str = ""
+    oauth: OAuthSettings | None = None
+    access_token: SecretStr | None = Field(
+        None, description="Use this access token instead of stored logins (no refresh); offline mode sets it"
+    )
+    refresh_grace_seconds: float = Field(120.0, ge=0, description="Refresh this long before expiry")
+    retry_attempts: int = Field(
+        0, ge=0, le=5, description="Retries of a 429/529 before the first byte reached the client"
+    )
+    retry_max_wait: float = Field(10.0, ge=0, description="Longest retry-after honoured by a retry")
+
+    # Which provider's OAuth defaults fill in a partial `oauth` table; set by each subclass.
+    oauth_provider: ClassVar[ProviderName]
+
+    @field_validator("oauth", mode="before")
+    @classmethod
+    def _merge_oauth(cls, value: Any) -> Any:
+        # A user sets single keys (PLUGINS__CLAUDE_API__OAUTH__TOKEN_URL); the rest keep the defaults.
+        defaults = default_settings(cls.oauth_provider).model_dump()
+        if value is None:
+            return defaults
+        if isinstance(value, dict):
+            return {**defaults, **value}
+        return value
+
+
+class _Upstream:
+    """Binds a provider plugin to its context, as the ``ccproxy.proxy.Provider`` the data path calls."""
+
+    def __init__(self, plugin: ProviderPlugin, ctx: PluginContext) -> None:
+        self.plugin = plugin
+        self.ctx = ctx
+        self.name = ctx.name
+        self.upstream_format = plugin.upstream_format
+        self.retry_attempts = ctx.settings.retry_attempts
+        self.retry_max_wait = ctx.settings.retry_max_wait
+
+    async def prepare(self, call: Call) -> Outbound:
+        credential = await self.plugin.credential(self.ctx)
+        return self.plugin.build(self.ctx, call, credential)
+
+    async def unauthorized(self, call: Call, failed: Outbound) -> Outbound | None:
+        tokens: TokenManager | None = self.ctx.state.get("tokens")
+        if tokens is None:
+            return None
+        used = failed.headers.get("authorization", "").removeprefix("Bearer ")
+        try:
+            credential = await tokens.refresh_after_unauthorized(used)
+        except CredentialError:
+            return None  # the upstream's own 401 then reaches the client
+        return self.plugin.build(self.ctx, call, credential)
+
+
+class ProviderPlugin(Plugin):
+    upstream_format: ClassVar[Format]
+    auth_provider: ClassVar[ProviderName]
+    login_command: ClassVar[str]
+
+    def build(self, ctx: PluginContext, call: Call, credential: Credential) -> Outbound:
+        raise NotImplementedError
+
+    async def startup(self, ctx: PluginContext) -> None:
+        settings: ProviderSettings = ctx.settings
+        if settings.access_token is None:
+            assert ctx.http is not None
+            ctx.state["tokens"] = TokenManager(
+                _spec(self.auth_provider, settings.oauth),
+                session=ctx.http.session,
+                grace_seconds=settings.refresh_grace_seconds,
+            )
+
+    async def credential(self, ctx: PluginContext) -> Credential:
+        settings: ProviderSettings = ctx.settings
+        if settings.access_token is not None:
+            return static_credential(settings.access_token.get_secret_value(), self.auth_provider)
+        tokens: TokenManager | None = ctx.state.get("tokens")
+        if tokens is None:
+            raise ProxyError(503, f"{ctx.name} is not started")
+        try:
+            return await tokens.get()
+        except CredentialError as exc:
+            raise ProxyError(
+                401,
+                f"{exc.message} (log in with `{self.login_command}`)"
+                if self.login_command not in exc.message
+                else exc.message,
+                error_type="authentication_error",
+            ) from None
+
+    async def health(self, ctx: PluginContext) -> list[HealthCheck]:
+        settings: ProviderSettings = ctx.settings
+        if settings.access_token is not None:
+            return [HealthCheck("credentials", "pass", "static access token configured", {"source": "config"})]
+        tokens: TokenManager | None = ctx.state.get("tokens")
+        if tokens is None:
+            return [HealthCheck("credentials", "warn", "not started")]
+        info = await tokens.status()
+        state = info["state"]
+        status = "pass" if state == "valid" else "warn"
+        output = {
+            "valid": f"logged in via {info['source']}",
+            "expired": f"credentials expired; they are refreshed on the next request or run `{self.login_command}`",
+            "missing": f"no credentials; run `{self.login_command}`",
+            "invalid": f"credentials unusable: {info.get('error') or 'invalid'}; run `{self.login_command}`",
+        }[state]
+        details = {k: info.get(k) for k in ("state", "source", "plan", "expires_at") if info.get(k) is not None}
+        return [HealthCheck("credentials", status, output, details)]
+
+    def upstream(self, ctx: PluginContext) -> _Upstream:
+        if "upstream" not in ctx.state:
+            ctx.state["upstream"] = _Upstream(self, ctx)
+        upstream: _Upstream = ctx.state["upstream"]
+        return upstream
+
+    def endpoint(
+        self, ctx: PluginContext, client: Format, upstream_path: str
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A route handler that sends ``client``-format requests through the shared data path."""
+        adapter = self.upstream(ctx)
+        proxy = ctx.proxy
+        assert proxy is not None
+
+        async def handler(request: Request) -> Response:
+            session_id = request.path_params.get("session_id")
+            return await proxy.handle(request, adapter, client, upstream_path, session_id=session_id)
+
+        return handler
+
+
+def _spec(provider: ProviderName, settings: OAuthSettings | None) -> Any:
+    from ccproxy.auth.login import get_provider
+
+    return get_provider(provider, settings)
+
+
+def static_credential(token: str, provider: ProviderName) -> Credential:
+    return Credential(access_token=token, source="config", account_id=f"{provider}-static")
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, media_type="application/json")
+
+
+async def side_endpoint(request: Request) -> Response:
+    """Claude Code's telemetry and probes on its base URL: answered here, never forwarded anywhere."""
+    return json_response({})

@@ -1,0 +1,105 @@
+"""Claude API provider (``/api``): the user's Claude subscription behind the Anthropic Messages API,
+and, through the translation core, behind Chat Completions and Responses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import Field
+from starlette.routing import BaseRoute, Route
+
+from ccproxy.auth.credential import Credential
+from ccproxy.formats.aliases import AliasRule, resolve_model
+from ccproxy.formats.base import Format
+from ccproxy.plugins import PluginContext
+from ccproxy.providers.base import ProviderPlugin, ProviderSettings, forwardable, side_endpoint
+from ccproxy.providers.claude_api.rules import ensure_identity, limit_cache_control, merge_betas
+from ccproxy.providers.models import CLAUDE_ALIASES, CLAUDE_MODELS, ModelInfo, model_routes
+from ccproxy.proxy import Call, Outbound
+
+IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."
+
+
+class ClaudeAPISettings(ProviderSettings):
+    oauth_provider: ClassVar[Any] = "claude"
+
+    base_url: str = Field("https://api.anthropic.com", description="Anthropic API base URL")
+    anthropic_version: str = Field("2023-06-01", description="anthropic-version sent when the client sends none")
+    required_betas: list[str] = Field(
+        default_factory=lambda: ["claude-code-20250219", "oauth-2025-04-20"],
+        description="Betas an OAuth call needs; merged with the client's own, nothing else is added",
+    )
+    system_identity: str = Field(
+        IDENTITY, description="System block an OAuth call opens with (empty string: do not add)"
+    )
+    aliases: list[AliasRule] = Field(
+        default_factory=lambda: list(CLAUDE_ALIASES), description="Model aliases, first match wins"
+    )
+    models: list[ModelInfo] = Field(
+        default_factory=lambda: list(CLAUDE_MODELS), description="Catalog served by /api/v1/models"
+    )
+
+
+class ClaudeAPIPlugin(ProviderPlugin):
+    name = "claude_api"
+    settings_model = ClaudeAPISettings
+    upstream_format = Format.ANTHROPIC
+    auth_provider = "claude"
+    login_command = "ccproxy auth login"
+    prefix = "/api"
+
+    def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
+        s: ClaudeAPISettings = ctx.settings
+        messages = self.endpoint(ctx, Format.ANTHROPIC, "/v1/messages")
+        return [
+            Route("/api/v1/messages", messages, methods=["POST"]),
+            Route(
+                "/api/v1/messages/count_tokens",
+                self.endpoint(ctx, Format.ANTHROPIC, "/v1/messages/count_tokens"),
+                methods=["POST"],
+            ),
+            Route("/api/v1/chat/completions", self.endpoint(ctx, Format.CHAT, "/v1/messages"), methods=["POST"]),
+            Route("/api/v1/responses", self.endpoint(ctx, Format.RESPONSES, "/v1/messages"), methods=["POST"]),
+            *model_routes("/api/v1/models", s.models, s.aliases, "anthropic"),
+            # Claude Code's probes and telemetry on its base URL (ANTHROPIC_BASE_URL=.../api).
+            Route("/api/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),
+        ]
+
+    def build(self, ctx: PluginContext, call: Call, credential: Credential) -> Outbound:
+        s: ClaudeAPISettings = ctx.settings
+        body = call.body
+        changed = False
+        model = body.get("model")
+        if isinstance(model, str):
+            resolved = resolve_model(model, s.aliases)
+            if resolved != model:
+                body["model"] = resolved
+                changed = True
+        changed |= ensure_identity(body, s.system_identity)
+        changed |= limit_cache_control(body)
+        headers = forwardable(call.headers)
+        headers["authorization"] = f"Bearer {credential.access_token}"
+        headers["anthropic-version"] = call.headers.get("anthropic-version") or s.anthropic_version
+        headers["anthropic-beta"] = merge_betas(call.headers.get("anthropic-beta"), s.required_betas)
+        headers["content-type"] = "application/json"
+        if call.client_format is not Format.ANTHROPIC:
+            # OpenAI SDK headers mean nothing to Anthropic; keep only what identifies the client.
+            headers = {k: v for k, v in headers.items() if not k.startswith(("x-stainless-", "openai-"))}
+        url = s.base_url.rstrip("/") + call.upstream_path + (f"?{call.query}" if call.query else "")
+        raw = call.raw if not changed and call.raw is not None else orjson.dumps(body)
+        return Outbound(url, headers, raw)
+
+    def mock_settings(self, fake_base_url: str) -> dict[str, Any]:
+        return {
+            "base_url": fake_base_url,
+            "access_token": "sk-ant-oat01-offline-mode-throwaway-token",
+            "oauth": {
+                "token_url": f"{fake_base_url}/v1/oauth/token",
+                "authorize_url": f"{fake_base_url}/oauth/authorize",
+            },
+        }
+
+
+plugin = ClaudeAPIPlugin()
