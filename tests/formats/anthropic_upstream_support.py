@@ -76,7 +76,9 @@ def anthropic_final(raw: bytes) -> anthropic.types.Message:
 
     # anthropic 2.13 runs on httpx2, openai 3.57 on httpx.
     client = anthropic.Anthropic(
-        api_key="k", base_url="http://up.test", max_retries=0,
+        api_key="k",
+        base_url="http://up.test",
+        max_retries=0,
         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
     )
     messages: Any = [{"role": "user", "content": "hi"}]
@@ -169,8 +171,13 @@ class RedactedThinkingBlock(_Strict):
 
 
 Block = (
-    TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock
-    | ThinkingBlock | RedactedThinkingBlock
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ThinkingBlock
+    | RedactedThinkingBlock
 )
 
 

@@ -31,8 +31,14 @@ APPLIES = {
     ("openai_responses", "request"): "a Responses client request, converted to an Anthropic request",
 }
 NOT_APPLICABLE = {
-    ("anthropic", "request"): "Anthropic-client requests: input of the Anthropic passthrough, not of this direction",
-    ("anthropic", "error"): "HTTP error bodies are rendered by errors.render_error before any translator runs",
+    (
+        "anthropic",
+        "request",
+    ): "Anthropic-client requests: input of the Anthropic passthrough, not of this direction",
+    (
+        "anthropic",
+        "error",
+    ): "HTTP error bodies are rendered by errors.render_error before any translator runs",
     ("openai_chat", "stream"): "an OpenAI upstream payload: the Responses-upstream direction's input",
     ("openai_chat", "response"): "an OpenAI upstream payload: the Responses-upstream direction's input",
     ("openai_chat", "error"): "an OpenAI upstream error body, not produced by an Anthropic upstream",
@@ -94,7 +100,9 @@ def _source_from_events(raw: bytes) -> dict[str, Any]:
 
 
 def _prompt_total(usage: dict[str, Any]) -> int:
-    return sum(usage.get(k) or 0 for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+    return sum(
+        usage.get(k) or 0 for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    )
 
 
 # --- streams -------------------------------------------------------------------------------------------
@@ -176,7 +184,9 @@ def test_stream_to_responses(corpus: Corpus, case_id: str) -> None:
     assert calls == source["tools"]
     assert response.usage.input_tokens == _prompt_total(source["usage"])
     assert response.usage.output_tokens == source["usage"]["output_tokens"]
-    assert response.usage.input_tokens_details.cached_tokens == (source["usage"].get("cache_read_input_tokens") or 0)
+    assert response.usage.input_tokens_details.cached_tokens == (
+        source["usage"].get("cache_read_input_tokens") or 0
+    )
     # Each added item is completed at its own index, in order.
     added = [e.output_index for e in events if e.type == "response.output_item.added"]
     done = [e.output_index for e in events if e.type == "response.output_item.done"]
@@ -185,7 +195,9 @@ def test_stream_to_responses(corpus: Corpus, case_id: str) -> None:
     # Thinking blocks survive: every reasoning item decodes to the Anthropic block the SDK accumulated.
     blocks = [b.model_dump(exclude_none=True) for b in anthropic_final(raw).content]
     thinking = [b for b in blocks if b["type"] in ("thinking", "redacted_thinking")]
-    carried = [common.decode_thinking_block(o.encrypted_content) for o in response.output if o.type == "reasoning"]
+    carried = [
+        common.decode_thinking_block(o.encrypted_content) for o in response.output if o.type == "reasoning"
+    ]
     assert carried == thinking
 
 
@@ -219,19 +231,25 @@ def test_response_to_chat(corpus: Corpus, case_id: str) -> None:
 @pytest.mark.parametrize("case_id", _ids("anthropic", "response"))
 def test_response_to_responses(corpus: Corpus, case_id: str) -> None:
     message = corpus.json(case_id)
-    body = responses_on_anthropic.convert_response(message, TranslationContext("gpt-4o", {"instructions": "x"}))
+    body = responses_on_anthropic.convert_response(
+        message, TranslationContext("gpt-4o", {"instructions": "x"})
+    )
     parsed = Response.model_validate(body)
     text = "".join(b["text"] for b in message["content"] if b["type"] == "text")
     assert parsed.output_text == text
     tools = [(b["id"], b["name"], b["input"]) for b in message["content"] if b["type"] == "tool_use"]
     got = [(o.call_id, o.name, json.loads(o.arguments)) for o in parsed.output if o.type == "function_call"]
     assert got == tools
-    status, details = common.responses_status(message["stop_reason"])
+    status, _ = common.responses_status(message["stop_reason"])
     assert parsed.status == status and parsed.instructions == "x"
     assert parsed.usage is not None and parsed.usage.input_tokens == _prompt_total(message["usage"])
-    assert parsed.usage.input_tokens_details.cached_tokens == (message["usage"].get("cache_read_input_tokens") or 0)
+    assert parsed.usage.input_tokens_details.cached_tokens == (
+        message["usage"].get("cache_read_input_tokens") or 0
+    )
     thinking = [b for b in message["content"] if b["type"] in ("thinking", "redacted_thinking")]
-    carried = [common.decode_thinking_block(o.encrypted_content) for o in parsed.output if o.type == "reasoning"]
+    carried = [
+        common.decode_thinking_block(o.encrypted_content) for o in parsed.output if o.type == "reasoning"
+    ]
     assert carried == thinking
     if message["stop_reason"] == "refusal":
         refusals = [p for o in parsed.output if o.type == "message" for p in o.content if p.type == "refusal"]
@@ -262,7 +280,10 @@ def test_chat_request(corpus: Corpus, case_id: str) -> None:
         params = [t["function"].get("parameters") for t in body["tools"]]
         assert [t.input_schema for t in req.tools or []] == params
     expected_choice = {
-        None: "auto", "auto": "auto", "none": "none", "required": "any",
+        None: "auto",
+        "auto": "auto",
+        "none": "none",
+        "required": "any",
     }.get(body.get("tool_choice") if isinstance(body.get("tool_choice"), str | None) else "", "tool")
     if tools:
         assert req.tool_choice is not None and req.tool_choice.type == expected_choice
@@ -272,9 +293,11 @@ def test_chat_request(corpus: Corpus, case_id: str) -> None:
         assert req.temperature == body["temperature"]
     if body.get("reasoning_effort"):
         assert req.thinking is not None
-        assert req.thinking.budget_tokens == min(
-            common.EFFORT_TO_BUDGET[body["reasoning_effort"]], req.max_tokens - 1
-        ) or req.max_tokens <= 1024
+        assert (
+            req.thinking.budget_tokens
+            == min(common.EFFORT_TO_BUDGET[body["reasoning_effort"]], req.max_tokens - 1)
+            or req.max_tokens <= 1024
+        )
     rf = body.get("response_format")
     if rf and rf["type"] == "json_schema":
         assert req.output_config and req.output_config.format
@@ -285,8 +308,11 @@ def test_chat_request(corpus: Corpus, case_id: str) -> None:
 def _assert_images_and_tools_carried(messages: list[dict[str, Any]], out: dict[str, Any]) -> None:
     blocks = [b for m in out["messages"] for b in m["content"]]
     urls = [
-        p["image_url"]["url"] for m in messages if isinstance(m.get("content"), list)
-        for p in m["content"] if p.get("type") == "image_url"
+        p["image_url"]["url"]
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for p in m["content"]
+        if p.get("type") == "image_url"
     ]
     images = [b for b in blocks if b["type"] == "image"]
     assert [common.image_url_from_anthropic(b["source"]) for b in images] == urls
@@ -328,16 +354,26 @@ def test_responses_request(corpus: Corpus, case_id: str) -> None:
     forced = req.tool_choice is not None and req.tool_choice.type in ("any", "tool")
     # Thinking is left off when a forced tool or a tool loop without replayed thinking blocks forbids it.
     last = next((m["content"] for m in reversed(out["messages"]) if m["role"] == "assistant"), [])
-    loop = any(b["type"] == "tool_use" for b in last) and last[0]["type"] not in ("thinking", "redacted_thinking")
+    loop = any(b["type"] == "tool_use" for b in last) and last[0]["type"] not in (
+        "thinking",
+        "redacted_thinking",
+    )
     wanted = bool(effort and effort != "none" and not forced and not loop and req.max_tokens > 1024)
     assert (req.thinking is not None) == wanted
     fmt = (body.get("text") or {}).get("format")
     if fmt and fmt["type"] == "json_schema":
-        assert req.output_config and req.output_config.format and req.output_config.format.schema_ == fmt["schema"]
+        assert (
+            req.output_config
+            and req.output_config.format
+            and req.output_config.format.schema_ == fmt["schema"]
+        )
     blocks = [b for m in out["messages"] for b in m["content"]]
     urls = [
-        p["image_url"] for i in items if isinstance(i.get("content"), list)
-        for p in i["content"] if p.get("type") == "input_image"
+        p["image_url"]
+        for i in items
+        if isinstance(i.get("content"), list)
+        for p in i["content"]
+        if p.get("type") == "input_image"
     ]
     assert [common.image_url_from_anthropic(b["source"]) for b in blocks if b["type"] == "image"] == urls
     calls = [i["call_id"] for i in items if i.get("type") == "function_call"]
