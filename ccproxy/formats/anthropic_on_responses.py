@@ -17,6 +17,7 @@ import orjson
 
 from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, TranslationError, register
 from ccproxy.formats.common import (
+    assistant_message,
     decode_reasoning_item,
     effort_for_budget,
     encode_reasoning_item,
@@ -41,6 +42,7 @@ _REFUSED = {
 }
 # Anthropic effort → Responses effort; "max" is the top tier on both sides.
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
+_BUDGET_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 _ENCRYPTED = "reasoning.encrypted_content"
 
 
@@ -140,7 +142,8 @@ def _user_part(block: Any, kind: Any, param: str) -> JSON | None:
         text = block.get("text")
         return {"type": "input_text", "text": text} if text else None
     if kind == "image":
-        return {"type": "input_image", "image_url": _source_url(block.get("source"), param)}
+        # `detail` is required by the Responses schema; Anthropic has no such knob, so the model decides.
+        return {"type": "input_image", "image_url": _source_url(block.get("source"), param), "detail": "auto"}
     if kind == "document":
         return _file_part(block, param)
     if kind == "tool_reference":
@@ -195,11 +198,11 @@ def _kind(block: Any) -> Any:
 
 
 def _assistant_items(content: Any, param: str, items: list[JSON]) -> None:
-    parts: list[JSON] = []
+    parts: list[str] = []
 
     def flush() -> None:
         if parts:
-            items.append(responses_message("assistant", list(parts)))
+            items.append(assistant_message("".join(parts)))
             parts.clear()
 
     for j, block in enumerate(_blocks(content, param)):
@@ -207,7 +210,7 @@ def _assistant_items(content: Any, param: str, items: list[JSON]) -> None:
         kind = _kind(block)
         if kind == "text":
             if block.get("text"):
-                parts.append({"type": "output_text", "text": block["text"]})
+                parts.append(str(block["text"]))
         elif kind == "tool_use":
             flush()
             items.append(_function_call(block, bparam))
@@ -289,9 +292,9 @@ def _apply_reasoning(body: JSON, out: JSON) -> None:
     if effort is not None:
         reasoning["effort"] = _EFFORTS[effort]
     elif kind == "enabled" and isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int):
-        # A budget is not a request for the extreme tier some models lack: budgets map up to "high".
-        budget_effort = effort_for_budget(thinking["budget_tokens"])
-        reasoning["effort"] = "high" if budget_effort == "xhigh" else budget_effort
+        # A budget asks for "this much thinking", not for a tier only some models have ("minimal" and
+        # "xhigh" are model-specific): budgets map into low..high.
+        reasoning["effort"] = _BUDGET_EFFORTS.get(effort_for_budget(thinking["budget_tokens"]), "medium")
     if (
         kind in {"enabled", "adaptive"}
         and isinstance(thinking, dict)

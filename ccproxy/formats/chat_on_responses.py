@@ -14,6 +14,7 @@ from typing import Any
 
 from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, TranslationError, register
 from ccproxy.formats.common import (
+    assistant_message,
     chat_finish_reason,
     new_id,
     now,
@@ -149,10 +150,8 @@ def _user_part(part: Any, param: str) -> JSON:
         url = image.get("url") if isinstance(image, dict) else image
         if not isinstance(url, str) or not url:
             raise TranslationError("image_url needs a url", param=f"{param}.image_url")
-        out: JSON = {"type": "input_image", "image_url": url}
-        if isinstance(image, dict) and image.get("detail"):
-            out["detail"] = image["detail"]
-        return out
+        detail = image.get("detail") if isinstance(image, dict) else None
+        return {"type": "input_image", "image_url": url, "detail": detail or "auto"}
     if kind == "file":
         return _file_part(part.get("file"), param)
     raise TranslationError(f"unsupported content part type {kind!r}", param=f"{param}.type")
@@ -171,24 +170,9 @@ def _file_part(file: Any, param: str) -> JSON:
 
 
 def _assistant_items(message: JSON, param: str, items: list[JSON]) -> None:
-    content = message.get("content")
-    parts: list[JSON] = []
-    if isinstance(content, str):
-        if content:
-            parts.append({"type": "output_text", "text": content})
-    elif isinstance(content, list):
-        for j, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text":
-                parts.append({"type": "output_text", "text": str(part.get("text", ""))})
-            elif kind == "refusal":
-                parts.append({"type": "refusal", "refusal": str(part.get("refusal", ""))})
-            else:
-                raise TranslationError(f"unsupported part type {kind!r}", param=f"{param}.content[{j}].type")
-    if message.get("refusal") and not parts:
-        parts.append({"type": "refusal", "refusal": str(message["refusal"])})
-    if parts:
-        items.append(responses_message("assistant", parts))
+    text = _text_content(message.get("content"), f"{param}.content") or str(message.get("refusal") or "")
+    if text:
+        items.append(assistant_message(text))
     for k, call in enumerate(message.get("tool_calls") or []):
         items.append(_function_call(call, f"{param}.tool_calls[{k}]"))
 

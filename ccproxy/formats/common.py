@@ -405,6 +405,12 @@ def responses_message(role: str, parts: list[JSON]) -> JSON:
     return {"type": "message", "role": role, "content": parts}
 
 
+def assistant_message(text: str) -> JSON:
+    """An earlier assistant turn as Responses input. String content is the one assistant form both the API
+    and the SDK's types accept without an output item ``id`` (which a store:false upstream cannot resolve)."""
+    return {"type": "message", "role": "assistant", "content": text}
+
+
 # --- Anthropic request assembly (shared by the Chat and Responses clients) --------------------------------
 
 
