@@ -209,7 +209,10 @@ def load_plugins(config: LoadedConfig, *, mock: bool = False, fake_base_url: str
             continue
         section = dict(sections.get(ep.name) or {})
         if mock:  # offline mode must never reach a real upstream, whatever the user's config says
-            section = _deep_merge(section, plugin.mock_settings(fake_base_url))
+            overrides = plugin.mock_settings(fake_base_url)
+            if "enabled" in section:  # ...but an explicit enable/disable is still the user's
+                overrides.pop("enabled", None)
+            section = _deep_merge(section, overrides)
         try:
             settings = plugin.settings_model.model_validate(section)
         except ValidationError as exc:

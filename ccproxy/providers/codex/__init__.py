@@ -1,0 +1,153 @@
+"""Codex provider (``/api/codex``): a ChatGPT subscription behind the Responses, Chat Completions and
+Anthropic Messages APIs, through the ChatGPT Codex backend (which only streams)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import orjson
+import structlog
+from pydantic import Field
+from starlette.routing import BaseRoute, Route
+
+from ccproxy.auth.codex import CodexClaims
+from ccproxy.auth.credential import Credential
+from ccproxy.errors import ProxyError
+from ccproxy.formats.base import Format
+from ccproxy.plugins import PluginContext
+from ccproxy.providers.base import ProviderPlugin, ProviderSettings, side_endpoint
+from ccproxy.providers.codex.rules import backend_body
+from ccproxy.providers.models import ModelInfo, model_routes
+from ccproxy.proxy import Call, Outbound
+
+log = structlog.get_logger("ccproxy.codex")
+CODEX_VERSION = "0.169.0"
+SESSION_HEADERS = ("session_id", "session-id", "x-session-id")
+
+
+def _gpt(model_id: str, name: str) -> ModelInfo:
+    return ModelInfo(id=model_id, display_name=name, context_window=272_000, max_output_tokens=128_000)
+
+
+CODEX_MODELS = [
+    _gpt("gpt-5.5", "GPT-5.5"),
+    _gpt("gpt-5.4", "GPT-5.4"),
+    _gpt("gpt-5.3-codex", "GPT-5.3 Codex"),
+    _gpt("gpt-5.2-codex", "GPT-5.2 Codex"),
+    _gpt("gpt-5.2", "GPT-5.2"),
+]
+
+
+class CodexSettings(ProviderSettings):
+    oauth_provider: ClassVar[Any] = "codex"
+
+    base_url: str = Field("https://chatgpt.com/backend-api/codex", description="Codex backend base URL")
+    originator: str = Field("codex_cli_rs", description="originator header (Codex client identity)")
+    client_version: str = Field(CODEX_VERSION, description="version header; keep it a current Codex CLI")
+    user_agent: str = Field(
+        f"codex_cli_rs/{CODEX_VERSION} (Debian 12.0.0; x86_64) xterm-256color",
+        description="User agent; the backend gates newer models on a current Codex identity",
+    )
+    openai_beta: str = Field("responses=experimental", description="OpenAI-Beta header")
+    models: list[ModelInfo] = Field(
+        default_factory=lambda: list(CODEX_MODELS), description="Catalog served by /api/codex/v1/models"
+    )
+
+
+class CodexPlugin(ProviderPlugin):
+    name = "codex"
+    settings_model = CodexSettings
+    default_enabled = False
+    upstream_format = Format.RESPONSES
+    auth_provider = "codex"
+    login_command = "ccproxy auth login codex"
+    prefix = "/api/codex"
+    enable_hint = "enable it with `ccproxy config codex --enable` (or PLUGINS__CODEX__ENABLED=true)"
+
+    def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
+        s: CodexSettings = ctx.settings
+        responses = self.endpoint(ctx, Format.RESPONSES, "/responses")
+        chat = self.endpoint(ctx, Format.CHAT, "/responses")
+        messages = self.endpoint(ctx, Format.ANTHROPIC, "/responses")
+        # Literal paths first: "/api/codex/v1/responses" must not read as session "v1".
+        return [
+            Route("/api/codex/responses", responses, methods=["POST"]),
+            Route("/api/codex/v1/responses", responses, methods=["POST"]),
+            Route("/api/codex/chat/completions", chat, methods=["POST"]),
+            Route("/api/codex/v1/chat/completions", chat, methods=["POST"]),
+            Route("/api/codex/v1/messages", messages, methods=["POST"]),
+            *model_routes("/api/codex/v1/models", s.models, [], "openai"),
+            Route("/api/codex/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),
+            Route("/api/codex/{session_id}/responses", responses, methods=["POST"]),
+            Route("/api/codex/{session_id}/chat/completions", chat, methods=["POST"]),
+            Route("/api/codex/{session_id}/v1/responses", responses, methods=["POST"]),
+            Route("/api/codex/{session_id}/v1/chat/completions", chat, methods=["POST"]),
+            Route("/api/codex/{session_id}/v1/messages", messages, methods=["POST"]),
+        ]
+
+    def build(self, ctx: PluginContext, call: Call, credential: Credential) -> Outbound:
+        s: CodexSettings = ctx.settings
+        account_id = credential.account_id
+        if not account_id or account_id.endswith("-static"):
+            account_id = CodexClaims(credential.id_token, credential.access_token).account_id
+        if not account_id:
+            raise ProxyError(
+                401,
+                f"the ChatGPT token carries no account id; run `{self.login_command}`",
+                error_type="authentication_error",
+            )
+        session = _session_id(call)
+        body, removed = backend_body(call.body, session)
+        if removed:
+            log.debug("removed fields the Codex backend rejects", fields=removed, request_id=call.request_id)
+        headers = {
+            "authorization": f"Bearer {credential.access_token}",
+            "chatgpt-account-id": account_id,
+            "session_id": session,
+            "originator": s.originator,
+            "version": s.client_version,
+            "openai-beta": s.openai_beta,
+            "user-agent": s.user_agent,
+            "accept": "text/event-stream",
+            "content-type": "application/json",
+        }
+        return Outbound(s.base_url.rstrip("/") + call.upstream_path, headers, orjson.dumps(body))
+
+    def mock_settings(self, fake_base_url: str) -> dict[str, Any]:
+        from ccproxy.testing.fake_oauth import make_unsigned_jwt
+
+        token = make_unsigned_jwt(
+            {
+                "exp": 4102444800,
+                "email": "offline@example.invalid",
+                "https://api.openai.com/auth": {"chatgpt_account_id": "acct-offline", "chatgpt_plan_type": "pro"},
+            }
+        )
+        return {
+            "enabled": True,
+            "base_url": f"{fake_base_url}/backend-api/codex",
+            "access_token": token,
+            "oauth": {
+                "token_url": f"{fake_base_url}/codex/oauth/token",
+                "authorize_url": f"{fake_base_url}/codex/oauth/authorize",
+            },
+        }
+
+
+def _session_id(call: Call) -> str:
+    """One conversation's stable id: the path's, the client's header, its prompt_cache_key, else new."""
+    if call.session_id:
+        return call.session_id
+    for name in SESSION_HEADERS:
+        if value := call.headers.get(name):
+            return value
+    key = call.body.get("prompt_cache_key")
+    if isinstance(key, str) and key:
+        return key
+    session: str = call.state.setdefault("session_id", str(uuid.uuid4()))
+    return session
+
+
+plugin = CodexPlugin()

@@ -1,0 +1,63 @@
+"""What the ChatGPT Codex backend accepts (upstreams.md §6.2), as a pure function over the body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Responses keys the backend is known to take; anything else (max_output_tokens, metadata, temperature,
+# top_p, response_format, user, ...) is answered with "Unsupported parameter" and is removed instead.
+ALLOWED_KEYS = frozenset(
+    {
+        "model", "instructions", "input", "tools", "tool_choice", "parallel_tool_calls", "reasoning",
+        "store", "stream", "include", "prompt_cache_key", "text", "client_metadata", "service_tier",
+    }
+)
+_MOVED_ROLES = ("system", "developer")
+
+
+def backend_body(body: dict[str, Any], prompt_cache_key: str) -> tuple[dict[str, Any], list[str]]:
+    """The body to send, and the names of the client fields that were removed."""
+    out = {k: v for k, v in body.items() if k in ALLOWED_KEYS}
+    removed = sorted(k for k in body if k not in ALLOWED_KEYS)
+    out["stream"] = True
+    out["store"] = False
+    out.setdefault("prompt_cache_key", prompt_cache_key)
+    instructions = [out["instructions"]] if isinstance(out.get("instructions"), str) and out["instructions"] else []
+    raw_input = out.get("input", [])
+    if isinstance(raw_input, str):
+        raw_input = [_user_message(raw_input)]
+    items: list[Any] = []
+    for item in raw_input if isinstance(raw_input, list) else []:
+        if not isinstance(item, dict) or item.get("type") == "item_reference":
+            continue
+        if "role" in item and "type" not in item:
+            item = {"type": "message", **item}
+        if item.get("type") == "message" and item.get("role") in _MOVED_ROLES:
+            text = _text_of(item.get("content"))
+            if text:
+                instructions.append(text)
+            continue
+        items.append(item)
+    out["input"] = items
+    if instructions:
+        out["instructions"] = "\n\n".join(instructions)
+    reasoning = out.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning:
+        include = list(out.get("include") or [])
+        if "reasoning.encrypted_content" not in include:
+            include.append("reasoning.encrypted_content")
+        out["include"] = include
+    return out, removed
+
+
+def _user_message(text: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        return "\n".join(p for p in parts if p)
+    return ""
