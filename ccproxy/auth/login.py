@@ -251,9 +251,9 @@ class _CallbackServer:
         if self.path != "/cancel":
             # The Codex CLI sends GET /cancel to a previous login server holding its port.
             app.router.add_get("/cancel", self._cancel)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, self.host, self.port)
         try:
             await site.start()
         except OSError as exc:

@@ -32,7 +32,9 @@ def test_atomic_write_is_0600_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert sorted(p.name for p in target.parent.iterdir()) == ["creds.json"]
 
 
-def test_atomic_write_never_creates_a_readable_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_write_never_creates_a_readable_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "creds.json"
     seen: list[tuple[str, int]] = []
     real_replace = os.replace
@@ -50,7 +52,9 @@ def test_atomic_write_never_creates_a_readable_temp_file(tmp_path: Path, monkeyp
     assert seen and seen[0][1] == 0o600 and seen[0][0].startswith(".creds.json.")
 
 
-def test_failed_write_keeps_the_old_file_and_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_keeps_the_old_file_and_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "d" / "creds.json"
     write_json_atomic(target, {"v": 1})
 

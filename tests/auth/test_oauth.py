@@ -53,7 +53,7 @@ def test_default_constants() -> None:
 def test_authorize_urls() -> None:
     pkce = generate_pkce()
     claude = dict(parse_qsl(urlsplit(build_authorize_url(claude_oauth_settings(), pkce, "st")).query))
-    assert list(claude)[0] == "code" and claude["code"] == "true"
+    assert next(iter(claude)) == "code" and claude["code"] == "true"
     assert claude["response_type"] == "code" and claude["code_challenge_method"] == "S256"
     assert claude["code_challenge"] == pkce.challenge and claude["state"] == "st"
     assert claude["redirect_uri"] == "http://localhost:54545/callback"
@@ -157,7 +157,8 @@ async def test_server_message_echoing_the_token_is_scrubbed(session: aiohttp.Cli
     async def handler(request: web.Request) -> web.Response:
         body = await request.json()
         return web.json_response(
-            {"error": "invalid_grant", "error_description": f"token {body['refresh_token']} is dead"}, status=400
+            {"error": "invalid_grant", "error_description": f"token {body['refresh_token']} is dead"},
+            status=400,
         )
 
     app = web.Application()
@@ -168,7 +169,9 @@ async def test_server_message_echoing_the_token_is_scrubbed(session: aiohttp.Cli
     await site.start()
     port = runner.addresses[0][1]
     try:
-        settings = fake_claude_settings(f"http://127.0.0.1:{port}", token_url=f"http://127.0.0.1:{port}/token")
+        settings = fake_claude_settings(
+            f"http://127.0.0.1:{port}", token_url=f"http://127.0.0.1:{port}/token"
+        )
         with pytest.raises(CredentialError) as info:
             await refresh_access_token(session, settings, "sk-ant-ort01-SECRET")
         assert "SECRET" not in str(info.value) and "[redacted]" in str(info.value)
