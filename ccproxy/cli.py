@@ -21,6 +21,8 @@ app = typer.Typer(
 config_app = typer.Typer(help="Show, create and describe the configuration.", no_args_is_help=True)
 plugins_app = typer.Typer(help="Inspect plugins.", no_args_is_help=True)
 dev_app = typer.Typer(help="Development helpers.", no_args_is_help=True)
+auth_app = typer.Typer(help="Log in, inspect and refresh provider credentials.", no_args_is_help=True)
+app.add_typer(auth_app, name="auth")
 app.add_typer(config_app, name="config")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(dev_app, name="dev")
@@ -144,6 +146,97 @@ def config_schema() -> None:
     from ccproxy.config_cli import schema
 
     typer.echo(schema())
+
+
+@config_app.command("codex")
+def config_codex(
+    enable: Annotated[bool, typer.Option("--enable/--disable", help="Turn the Codex provider on or off")],
+    config: ConfigOption = None,
+) -> None:
+    """Enable or disable the Codex provider in your config file (created if needed, comments kept)."""
+    from ccproxy.auth_cli import set_plugin_enabled
+    from ccproxy.config import ConfigError
+
+    try:
+        path = set_plugin_enabled("codex", enable, config)
+    except ConfigError as exc:
+        fail(str(exc))
+    typer.echo(f"codex provider {'enabled' if enable else 'disabled'} in {path}")
+
+
+ProviderArg = Annotated[str, typer.Argument(help="claude or codex")]
+
+
+def _auth_call(fn: Any) -> Any:
+    """Run an auth operation; credential problems become one clear line and exit code 1."""
+    from ccproxy.auth.credential import CredentialError
+    from ccproxy.config import ConfigError
+
+    try:
+        return fn()
+    except CredentialError as exc:
+        fail(exc.message, code=1)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@auth_app.command("login")
+def auth_login(
+    provider: ProviderArg = "claude",
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the URL and paste the result back")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Log in with OAuth (PKCE) in the browser; saved to ccproxy's own store (mode 0600)."""
+    from ccproxy.auth_cli import provider_name, run_login
+
+    loaded = _load(config)
+    _auth_call(lambda: run_login(loaded, provider_name(provider), no_browser=no_browser))
+
+
+@auth_app.command("login-openai")
+def auth_login_openai(
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the URL and paste the result back")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Log in to ChatGPT for the Codex provider (same as `ccproxy auth login codex`)."""
+    from ccproxy.auth_cli import run_login
+
+    loaded = _load(config)
+    _auth_call(lambda: run_login(loaded, "codex", no_browser=no_browser))
+
+
+@auth_app.command("status")
+def auth_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Credential source, account, plan and expiry for every provider (never the tokens)."""
+    from ccproxy.auth_cli import print_status
+
+    loaded = _load(config)
+    _auth_call(lambda: print_status(loaded, as_json=as_json))
+
+
+@auth_app.command("logout")
+def auth_logout(provider: ProviderArg = "claude") -> None:
+    """Delete ccproxy's own stored login (the Claude Code / Codex CLI files are left alone)."""
+    from ccproxy.auth_cli import provider_name, run_logout
+
+    removed = _auth_call(lambda: run_logout(provider_name(provider)))
+    typer.echo("removed " + ", ".join(map(str, removed)) if removed else "no ccproxy login to remove")
+
+
+@auth_app.command("refresh")
+def auth_refresh(provider: ProviderArg = "claude", config: ConfigOption = None) -> None:
+    """Refresh the access token now, writing it back where it came from."""
+    from ccproxy.auth_cli import provider_name, run_refresh
+
+    loaded = _load(config)
+    typer.echo(_auth_call(lambda: run_refresh(loaded, provider_name(provider))))
 
 
 @plugins_app.command("list")

@@ -1,0 +1,137 @@
+"""What ``ccproxy auth ...`` and ``ccproxy config codex`` do; imported only when those commands run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ccproxy.auth.credential import CredentialError
+from ccproxy.auth.manager import ProviderName
+from ccproxy.auth.oauth import OAuthSettings
+from ccproxy.config import ConfigError, LoadedConfig, find_config_file, user_config_path
+
+PLUGIN_OF: dict[ProviderName, str] = {"claude": "claude_api", "codex": "codex"}
+
+
+def provider_name(value: str) -> ProviderName:
+    aliases: dict[str, ProviderName] = {
+        "claude": "claude", "claude_api": "claude", "anthropic": "claude",
+        "codex": "codex", "openai": "codex", "chatgpt": "codex",
+    }
+    try:
+        return aliases[value.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown provider '{value}'; expected 'claude' or 'codex'") from None
+
+
+def oauth_settings(config: LoadedConfig, provider: ProviderName) -> OAuthSettings:
+    """The provider's OAuth settings with the user's overrides (plugins.<name>.oauth.*) applied."""
+    from ccproxy.plugins import load_plugins
+
+    entry = load_plugins(config).get(PLUGIN_OF[provider])
+    if entry is None or entry.ctx is None:
+        from ccproxy.auth.oauth import default_settings
+
+        return default_settings(provider)
+    settings: OAuthSettings = entry.ctx.settings.oauth
+    return settings
+
+
+def run_login(config: LoadedConfig, provider: ProviderName, *, no_browser: bool) -> None:
+    from ccproxy.auth.login import login
+
+    asyncio.run(login(provider, oauth_settings(config, provider), no_browser=no_browser))
+
+
+def run_refresh(config: LoadedConfig, provider: ProviderName) -> str:
+    from ccproxy.auth.login import refresh
+
+    credential = asyncio.run(refresh(provider, oauth_settings(config, provider)))
+    expiry = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(credential.expires_at or 0))
+    return f"refreshed {provider} credentials ({credential.source}); valid until {expiry}"
+
+
+def run_logout(provider: ProviderName) -> list[Path]:
+    from ccproxy.auth.login import logout
+
+    return logout(provider)
+
+
+def status(config: LoadedConfig) -> dict[str, dict[str, Any]]:
+    from ccproxy.auth.login import status_all
+
+    settings = {p: oauth_settings(config, p) for p in PLUGIN_OF}
+    return asyncio.run(status_all(settings))
+
+
+def print_status(config: LoadedConfig, *, as_json: bool) -> None:
+    result = status(config)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ccproxy credentials")
+    for column in ("provider", "state", "source", "account", "plan", "expires"):
+        table.add_column(column)
+    for name, info in result.items():
+        expires = info.get("expires_at")
+        shown = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires)) if expires else "-"
+        account = info.get("email") or info.get("account_id") or "-"
+        table.add_row(name, info["state"], info.get("source") or "-", account, info.get("plan") or "-", shown)
+    console = Console()
+    console.print(table)
+    for name, info in result.items():
+        if info.get("error"):
+            console.print(f"{name}: {info['error']}", markup=False)
+
+
+def set_plugin_enabled(plugin: str, enabled: bool, path: Path | None = None) -> Path:
+    """Flip ``plugins.<plugin>.enabled`` in the user's config file, keeping its comments and layout."""
+    import tomlkit
+
+    target = path or find_config_file(None, os.environ) or user_config_path()
+    if target.exists():
+        try:
+            doc = tomlkit.parse(target.read_text(encoding="utf-8"))
+        except tomlkit.exceptions.ParseError as exc:
+            raise ConfigError(f"{target}: invalid TOML: {exc}") from None
+    else:
+        doc = tomlkit.document()
+        doc.add(tomlkit.comment("ccproxy configuration (see `ccproxy config init` for every setting)"))
+    plugins = doc.get("plugins")
+    if plugins is None:
+        plugins = tomlkit.table(is_super_table=True)
+        doc["plugins"] = plugins
+    section = plugins.get(plugin)
+    if section is None:
+        section = tomlkit.table()
+        plugins[plugin] = section
+    section["enabled"] = enabled
+    _write_atomic(target, tomlkit.dumps(doc))
+    return target
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["CredentialError", "print_status", "run_login", "run_logout", "run_refresh", "set_plugin_enabled"]
