@@ -458,8 +458,10 @@ class AnthropicStream:
         if self._done:
             return b""
         self._done = True
+        # A tool call cut off mid-arguments must not be run as if complete: report it as truncated.
+        cut_tool = self._block_kind == _TOOL
         out = self._start() + self._close()
-        stop = "tool_use" if self._has_tools else "end_turn"
+        stop = "max_tokens" if cut_tool else ("tool_use" if self._has_tools else "end_turn")
         return out + self._message_end(stop, {"output_tokens": 0})
 
     def fail(self, status: int, error_type: str, message: str) -> bytes:

@@ -345,6 +345,7 @@ class ChatStream:
 
     __slots__ = (
         "_args_sent",
+        "_call_open",
         "_calls",
         "_current",
         "_done",
@@ -366,6 +367,7 @@ class ChatStream:
         self._calls: dict[int, int] = {}  # output_index → tool call ordinal
         self._current = -1  # output_index of the function call being streamed
         self._args_sent = False
+        self._call_open = False
         self._handlers: dict[str, Callable[[JSON], bytes]] = {
             "response.created": self._on_created,
             "response.output_text.delta": self._on_text_delta,
@@ -394,7 +396,9 @@ class ChatStream:
             return DONE
         # Abrupt end without a terminal event: still a well-formed ending.
         self._done = True
-        return self._chunk({}, "tool_calls" if self._calls else "stop") + DONE
+        # A tool call cut off mid-arguments must not be run as if complete: report it as truncated.
+        finish = "length" if self._call_open else ("tool_calls" if self._calls else "stop")
+        return self._chunk({}, finish) + DONE
 
     def fail(self, status: int, error_type: str, message: str) -> bytes:
         if self._failed:
@@ -433,7 +437,7 @@ class ChatStream:
 
     def _open_call(self, output_index: int, item: JSON) -> bytes:
         ordinal = self._calls.setdefault(output_index, len(self._calls))
-        self._current, self._args_sent = output_index, False
+        self._current, self._args_sent, self._call_open = output_index, False, True
         first = _tool_call(item, ordinal, full=False)
         first["function"]["arguments"] = ""  # arguments follow as deltas; id and name only here
         return self._chunk(
@@ -469,6 +473,7 @@ class ChatStream:
             self._current = index
             # Arguments must parse on the client: a call without any becomes "{}".
             out += self._args(item.get("arguments") or "{}")
+        self._call_open = False
         return out
 
     def _on_terminal(self, data: JSON) -> bytes:
