@@ -174,33 +174,37 @@ class TokenManager:
 
     async def status(self) -> dict[str, Any]:
         """JSON-safe summary for ``/health`` and ``ccproxy auth status``; never contains a token."""
-        async with self._lock:
-            if self._cached is None:
-                with contextlib.suppress(CredentialError):  # the failure is reported in the dict
-                    await self._load_locked()
-            cred = self._cached
-            now = self._clock()
-            src = self._active
-            state: State = self._state
-            if cred is not None:
-                state = "expired" if cred.is_expired(now) else "valid"
-            info: dict[str, Any] = {
-                "provider": self.name,
-                "state": state,
-                "source": src.name if src else None,
-                "path": str(src.path) if src is not None and src.path is not None else None,
-                "account_id": cred.account_id if cred else None,
-                "email": cred.email if cred else None,
-                "plan": cred.plan if cred else None,
-                "organization_id": cred.organization_id if cred else None,
-                "scopes": list(cred.scopes) if cred else [],
-                "expires_at": int(cred.expires_at) if cred and cred.expires_at is not None else None,
-                "expires_in": (int(cred.expires_at - now) if cred and cred.expires_at is not None else None),
-                "refreshable": bool(cred and cred.refresh_token and self._refreshable()),
-                "last_refresh_at": int(self.last_refresh_at) if self.last_refresh_at else None,
-                "error": self._error.message if self._error and cred is None else None,
-            }
-            return info
+        if self._cached is None:
+            # Only a first load takes the lock; /health must not wait behind an in-flight refresh.
+            async with self._lock:
+                if self._cached is None:
+                    with contextlib.suppress(CredentialError):  # the failure is reported in the dict
+                        await self._load_locked()
+        cred = self._cached
+        now = self._clock()
+        src = self._active
+        state: State = self._state
+        error = self._error.message if self._error is not None and cred is None else None
+        if cred is not None:
+            state = "expired" if cred.is_expired(now) else "valid"
+            if state == "expired" and self._dead_error and cred.refresh_token == self._dead_refresh_token:
+                state, error = "invalid", self._dead_error.message  # refresh token refused: new login needed
+        return {
+            "provider": self.name,
+            "state": state,
+            "source": src.name if src else None,
+            "path": str(src.path) if src is not None and src.path is not None else None,
+            "account_id": cred.account_id if cred else None,
+            "email": cred.email if cred else None,
+            "plan": cred.plan if cred else None,
+            "organization_id": cred.organization_id if cred else None,
+            "scopes": list(cred.scopes) if cred else [],
+            "expires_at": int(cred.expires_at) if cred and cred.expires_at is not None else None,
+            "expires_in": int(cred.expires_at - now) if cred and cred.expires_at is not None else None,
+            "refreshable": bool(cred and cred.refresh_token and self._refreshable()),
+            "last_refresh_at": int(self.last_refresh_at) if self.last_refresh_at else None,
+            "error": error,
+        }
 
     # ------------------------------------------------------------------------------------ internals
 

@@ -54,7 +54,8 @@ async def test_claude_browser_login_end_to_end(
 async def test_codex_browser_login_end_to_end(
     home: Path, oauth_url: str, fake: FakeOAuth, session: aiohttp.ClientSession, free_port: int
 ) -> None:
-    settings = fake_codex_settings(oauth_url, f"http://127.0.0.1:{free_port}/auth/callback")
+    # "localhost", as in the real redirect URI: the callback server binds whatever it resolves to.
+    settings = fake_codex_settings(oauth_url, f"http://localhost:{free_port}/auth/callback")
     cred = await login(
         "codex", settings, open_browser=simulated_browser(session), print_fn=lambda s: None, session=session
     )

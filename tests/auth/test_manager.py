@@ -168,7 +168,9 @@ async def test_permanent_refresh_failure_is_reported_and_not_hammered(
     assert fake.claude.refresh_attempts == 1  # the dead refresh token is not retried
     assert cc_file(home).read_bytes() == before  # never blank the CLI's file (Claude Code would)
     status = await mgr.status()
-    assert status["state"] == "expired" and status["provider"] == "claude"
+    assert (
+        status["state"] == "invalid" and status["provider"] == "claude" and "invalid_grant" in status["error"]
+    )
 
 
 async def test_transient_failure_within_grace_keeps_serving_the_current_token(
