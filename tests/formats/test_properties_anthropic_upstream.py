@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from typing import Any
 
 from anthropic_upstream_support import (
@@ -189,7 +190,7 @@ block = st.one_of(
 
 def _split(s: str, cuts: list[int]) -> list[str]:
     points = sorted({0, len(s), *(c % (len(s) + 1) for c in cuts)})
-    return [s[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [s[a:b] for a, b in pairwise(points)]
 
 
 @st.composite
@@ -232,7 +233,7 @@ def anthropic_streams(draw: st.DrawFn) -> tuple[bytes, list[dict[str, Any]], str
             tid = f"{tid}{index}"  # tool ids are unique within a message
             start = {"type": "tool_use", "id": tid, "name": tname, "input": {}}
             encoded = json.dumps(args)
-            pieces = [""] + _split(encoded, draw(st.lists(st.integers(0, 1000), max_size=4)))
+            pieces = ["", *_split(encoded, draw(st.lists(st.integers(0, 1000), max_size=4)))]
             deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
             content.append({"type": "tool_use", "id": tid, "name": tname, "input": args})
         elif kind == "thinking":
