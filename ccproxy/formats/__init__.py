@@ -7,9 +7,9 @@ every stream translator is an incremental state machine fed one upstream event a
 from ccproxy.formats.base import (
     Format,
     StreamTranslator,
+    Translation,
     TranslationContext,
     TranslationError,
-    Translation,
 )
 from ccproxy.formats.errors import ErrorInfo, parse_error, render_error, render_stream_error
 

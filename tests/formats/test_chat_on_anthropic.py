@@ -71,7 +71,7 @@ def test_system_and_developer_hoisted_in_order_even_mid_conversation() -> None:
 
 def test_tool_loop_with_parallel_results_and_images() -> None:
     calls = [
-        {"id": f"call_{i}", "type": "function", "function": {"name": "f", "arguments": '{"i": %d}' % i}}
+        {"id": f"call_{i}", "type": "function", "function": {"name": "f", "arguments": f'{{"i": {i}}}'}}
         for i in range(2)
     ]
     out = convert_request(

@@ -1,4 +1,4 @@
-"""Responses client → Anthropic upstream: request mapping details, refusals, reasoning replay, stream events."""
+"""Responses client → Anthropic upstream: request mapping, refusals, reasoning replay, stream events."""
 
 from __future__ import annotations
 
