@@ -111,6 +111,8 @@ class ClaudeFileSource:
             oauth["subscriptionType"] = credential.plan
         if credential.refresh_expires_at is not None:
             oauth["refreshTokenExpiresAt"] = int(credential.refresh_expires_at * 1000)
+        else:
+            oauth.pop("refreshTokenExpiresAt", None)  # belonged to a refresh token that is gone now
         data[OAUTH_KEY] = oauth
         if self.own:
             data["account"] = {

@@ -275,7 +275,7 @@ def _error_from_response(label: str, status: int, data: Any, secrets: tuple[str,
     if code:
         parts.append(code)
     if description:
-        parts.append(_scrub(description, secrets))
+        parts.append(_scrub(description, secrets).rstrip("."))
     elif data is None and status == 403:
         parts.append("non-JSON answer (a Cloudflare challenge? try another token_url)")
     message = ": ".join(parts)

@@ -81,6 +81,7 @@ class FakeProvider:
     name: str
     client_id: str
     expires_in: int = 3600
+    refresh_token_expires_in: int | None = None  # Claude: sent with each token set when not None
     refresh_delay: float = 0.0  # seconds the refresh grant takes (widens race windows in tests)
     fail_refresh: str | None = None  # every refresh fails with this mode until reset
     fail_refresh_once: str | None = None  # the next refresh fails with this mode
@@ -142,6 +143,8 @@ class FakeProvider:
                 "account": {"uuid": self.account_id, "email_address": self.email},
                 "organization": {"uuid": self.organization_id},
             }
+            if self.refresh_token_expires_in is not None:
+                body["refresh_token_expires_in"] = self.refresh_token_expires_in
         else:
             auth = {
                 "chatgpt_account_id": self.account_id,

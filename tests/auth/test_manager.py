@@ -72,6 +72,23 @@ async def test_claude_code_file_refresh_keeps_shape_and_other_keys(
     assert (await mgr.get()).access_token == cred.access_token and fake.claude.refresh_count == 1
 
 
+@pytest.mark.parametrize("lifetime", [None, 86400])
+async def test_refresh_token_expiry_follows_the_new_refresh_token(
+    lifetime: int | None, home: Path, oauth_url: str, fake: FakeOAuth, session: aiohttp.ClientSession
+) -> None:
+    write_claude_file(cc_file(home), fake.claude.issue_tokens(), expires_at=soon())
+    data = json.loads(cc_file(home).read_text())
+    data["claudeAiOauth"]["refreshTokenExpiresAt"] = 1
+    cc_file(home).write_text(json.dumps(data))
+    fake.claude.refresh_token_expires_in = lifetime
+    await claude_manager(oauth_url, session).get()
+    oauth = json.loads(cc_file(home).read_text())["claudeAiOauth"]
+    if lifetime is None:
+        assert "refreshTokenExpiresAt" not in oauth
+    else:
+        assert abs(oauth["refreshTokenExpiresAt"] / 1000 - time.time() - lifetime) < 60
+
+
 async def test_refresh_keeps_old_refresh_token_when_answer_has_none(
     home: Path,
     oauth_url: str,
