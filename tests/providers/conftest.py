@@ -26,8 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccproxy.app import create_app
 from ccproxy.config import load_config
-from ccproxy.testing import FakeUpstream, create_fake_upstreams, serve_app
-from ccproxy.testing import fake_oauth
+from ccproxy.testing import FakeUpstream, create_fake_upstreams, fake_oauth, serve_app
 from ccproxy.testing.fake_oauth import FakeOAuth, make_unsigned_jwt
 
 CLAUDE_TOKEN = "sk-ant-oat01-static-test-token"

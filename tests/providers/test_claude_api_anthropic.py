@@ -146,7 +146,10 @@ def test_betas_merged_and_beta_query_kept(client: anthropic.Anthropic, fakes: Fa
     )
     seen = fakes.anthropic.last_request
     assert seen.query == {"beta": "true"}
-    assert betas_of(fakes) == REQUIRED_BETAS | {"interleaved-thinking-2025-05-14", "context-management-2025-06-27"}
+    assert betas_of(fakes) == REQUIRED_BETAS | {
+        "interleaved-thinking-2025-05-14",
+        "context-management-2025-06-27",
+    }
     header = seen.headers["anthropic-beta"]
     assert len(header.split(",")) == len(set(header.split(",")))  # no duplicates
     assert_oauth_call(fakes)
@@ -253,7 +256,9 @@ def test_upstream_error_maps_to_sdk_exception(
 
 
 def test_rate_limit_retry_after_passed_through(client: anthropic.Anthropic, fakes: Fakes) -> None:
-    fakes.anthropic.reply_error(429, headers={"retry-after": "17", "anthropic-ratelimit-unified-status": "rejected"})
+    fakes.anthropic.reply_error(
+        429, headers={"retry-after": "17", "anthropic-ratelimit-unified-status": "rejected"}
+    )
     with pytest.raises(anthropic.RateLimitError) as info:
         client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=USER)
     headers = info.value.response.headers
@@ -267,9 +272,11 @@ def test_rate_limit_retry_after_passed_through(client: anthropic.Anthropic, fake
 def test_in_band_stream_error(client: anthropic.Anthropic, fakes: Fakes) -> None:
     fakes.anthropic.reply_stream_error("Overloaded right now", text_before="Partial answer here")
     seen_text = []
-    with pytest.raises(anthropic.APIStatusError) as info:
-        with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64, messages=USER) as stream:
-            seen_text.extend(stream.text_stream)
+    with (
+        pytest.raises(anthropic.APIStatusError) as info,
+        client.messages.stream(model="claude-sonnet-4-5", max_tokens=64, messages=USER) as stream,
+    ):
+        seen_text.extend(stream.text_stream)
     assert "Overloaded right now" in str(info.value)
     assert "".join(seen_text) == "Partial answer here"
 
