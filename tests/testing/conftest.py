@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -24,6 +25,13 @@ def _fresh(fakes: RunningFakes) -> Iterator[None]:
     fakes.reset()
     yield
     fakes.reset()
+
+
+@pytest.fixture(scope="session")
+def http() -> Iterator[httpx.Client]:
+    # One client for the directory: building an httpx.Client (its SSL context) costs tens of ms.
+    with httpx.Client() as client:
+        yield client
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ HEADERS = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"}
 HI = [{"role": "user", "content": "hi"}]
 
 
-def raw_stream(url: str, body: dict[str, Any], path: str = "/v1/messages") -> tuple[bytes, list[SSEEvent]]:
-    with httpx.stream("POST", url + path, json={"stream": True, **body}, headers=HEADERS) as response:
+def raw_stream(
+    http: httpx.Client, url: str, body: dict[str, Any], path: str = "/v1/messages"
+) -> tuple[bytes, list[SSEEvent]]:
+    with http.stream("POST", url + path, json={"stream": True, **body}, headers=HEADERS) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         data = response.read()
@@ -43,9 +45,9 @@ def test_create_text(fakes: RunningFakes, claude: anthropic.Anthropic) -> None:
     assert message.usage.output_tokens > 0
 
 
-def test_stream_event_sequence(fakes: RunningFakes) -> None:
+def test_stream_event_sequence(http: httpx.Client, fakes: RunningFakes) -> None:
     fakes.anthropic.reply_text("one two three four five six seven eight nine ten")
-    data, events = raw_stream(fakes.url, body())
+    data, events = raw_stream(http, fakes.url, body())
     names = [e.event for e in events]
     assert names[:3] == ["message_start", "content_block_start", "ping"]
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
@@ -67,10 +69,10 @@ def test_stream_text_with_sdk(fakes: RunningFakes, claude: anthropic.Anthropic) 
     assert final.content[0].type == "text" and final.content[0].text == text
 
 
-def test_stream_tool_use(fakes: RunningFakes, claude: anthropic.Anthropic) -> None:
+def test_stream_tool_use(http: httpx.Client, fakes: RunningFakes, claude: anthropic.Anthropic) -> None:
     args = {"location": "Paris, France", "unit": "celsius", "days": 3}
     fakes.anthropic.reply_tool_call("get_weather", args, text="Let me check.")
-    _, events = raw_stream(fakes.url, body())
+    _, events = raw_stream(http, fakes.url, body())
     fragments = [
         orjson.loads(e.data)["delta"]["partial_json"]
         for e in events
@@ -99,9 +101,9 @@ def test_stream_thinking_with_signature(fakes: RunningFakes, claude: anthropic.A
     assert final.content[1].type == "text" and final.content[1].text == "The answer is 4."
 
 
-def test_thinking_display_omitted_is_signature_only(fakes: RunningFakes) -> None:
+def test_thinking_display_omitted_is_signature_only(http: httpx.Client, fakes: RunningFakes) -> None:
     fakes.anthropic.reply_text("ok", thinking="hidden thoughts")
-    _, events = raw_stream(fakes.url, body(thinking={"type": "adaptive", "display": "omitted"}))
+    _, events = raw_stream(http, fakes.url, body(thinking={"type": "adaptive", "display": "omitted"}))
     deltas = [orjson.loads(e.data)["delta"]["type"] for e in events if e.event == "content_block_delta"]
     assert "thinking_delta" not in deltas and "signature_delta" in deltas
 
@@ -178,7 +180,7 @@ def test_error_statuses(
         assert error.response.headers["retry-after"]
 
 
-def test_in_band_stream_error(fakes: RunningFakes, claude: anthropic.Anthropic) -> None:
+def test_in_band_stream_error(http: httpx.Client, fakes: RunningFakes, claude: anthropic.Anthropic) -> None:
     fakes.anthropic.reply_stream_error(text_before="partial answer")
     with pytest.raises(anthropic.APIStatusError) as caught, claude.messages.stream(**body()) as stream:
         stream.get_final_message()
@@ -186,7 +188,7 @@ def test_in_band_stream_error(fakes: RunningFakes, claude: anthropic.Anthropic) 
     assert "Overloaded" in str(caught.value)
 
     fakes.anthropic.reply_stream_error()
-    _, events = raw_stream(fakes.url, body())
+    _, events = raw_stream(http, fakes.url, body())
     assert [e.event for e in events] == ["message_start", "ping", "error"]
     assert orjson.loads(events[-1].data)["error"]["type"] == "overloaded_error"
 
@@ -198,22 +200,22 @@ def test_stream_error_on_json_request_is_http_error(fakes: RunningFakes, claude:
         claude.messages.create(**body())
 
 
-def test_request_validation(fakes: RunningFakes) -> None:
+def test_request_validation(http: httpx.Client, fakes: RunningFakes) -> None:
     url = fakes.url + "/v1/messages"
-    no_key = httpx.post(url, json=body(), headers={"anthropic-version": "2023-06-01"})
+    no_key = http.post(url, json=body(), headers={"anthropic-version": "2023-06-01"})
     assert no_key.status_code == 401 and no_key.json()["error"]["type"] == "authentication_error"
-    no_version = httpx.post(url, json=body(), headers={"x-api-key": "k"})
+    no_version = http.post(url, json=body(), headers={"x-api-key": "k"})
     assert no_version.status_code == 400
-    missing = httpx.post(url, json={"model": MODEL, "messages": HI}, headers=HEADERS)
+    missing = http.post(url, json={"model": MODEL, "messages": HI}, headers=HEADERS)
     assert missing.status_code == 400 and "max_tokens" in missing.json()["error"]["message"]
-    unknown = httpx.post(url, json=body(model="gpt-4o"), headers=HEADERS)
+    unknown = http.post(url, json=body(model="gpt-4o"), headers=HEADERS)
     assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found_error"
-    bearer = httpx.post(url, json=body(), headers={"authorization": "Bearer sk-ant-oat-x", **HEADERS})
+    bearer = http.post(url, json=body(), headers={"authorization": "Bearer sk-ant-oat-x", **HEADERS})
     assert bearer.status_code == 200
     assert len(fakes.anthropic.requests) == 5  # rejected requests are recorded too
 
 
-def test_accepts_claude_code_shaped_request(fakes: RunningFakes) -> None:
+def test_accepts_claude_code_shaped_request(http: httpx.Client, fakes: RunningFakes) -> None:
     request = {
         "model": "claude-opus-5-5",
         "max_tokens": 128000,
@@ -238,9 +240,7 @@ def test_accepts_claude_code_shaped_request(fakes: RunningFakes) -> None:
         "metadata": {"user_id": '{"device_id":"d","session_id":"s"}'},
     }
     headers = {**HEADERS, "anthropic-beta": "claude-code-20250219,oauth-2025-04-20"}
-    with httpx.stream(
-        "POST", fakes.url + "/v1/messages?beta=true", json=request, headers=headers
-    ) as response:
+    with http.stream("POST", fakes.url + "/v1/messages?beta=true", json=request, headers=headers) as response:
         assert response.status_code == 200
         data = response.read()
     deltas = [
@@ -272,19 +272,21 @@ def test_ids_and_output_are_deterministic_after_reset(
     assert claude.messages.create(**body()).model_dump() == first
 
 
-def test_slow_stream_delay(fakes: RunningFakes) -> None:
+def test_slow_stream_delay(http: httpx.Client, fakes: RunningFakes) -> None:
     fakes.anthropic.reply_text("a b", delay=0.03)
     start = time.monotonic()
-    _, events = raw_stream(fakes.url, body())
+    _, events = raw_stream(http, fakes.url, body())
     assert time.monotonic() - start >= 0.03 * (len(events) - 1) * 0.9
 
 
-def test_abrupt_disconnect_mid_stream(fakes: RunningFakes, claude: anthropic.Anthropic) -> None:
+def test_abrupt_disconnect_mid_stream(
+    http: httpx.Client, fakes: RunningFakes, claude: anthropic.Anthropic
+) -> None:
     fakes.anthropic.reply_text("this stream never finishes", disconnect_after=3)
     received = b""
     with (
         pytest.raises(httpx.RemoteProtocolError),
-        httpx.stream("POST", fakes.url + "/v1/messages", json=body(stream=True), headers=HEADERS) as response,
+        http.stream("POST", fakes.url + "/v1/messages", json=body(stream=True), headers=HEADERS) as response,
     ):
         for chunk in response.iter_raw():
             received += chunk

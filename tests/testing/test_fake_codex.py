@@ -23,8 +23,8 @@ def body(**extra: Any) -> dict[str, Any]:
     return {"model": MODEL, "input": INPUT, "stream": True, "store": False, **extra}
 
 
-def raw_stream(url: str, request: dict[str, Any]) -> list[SSEEvent]:
-    with httpx.stream("POST", url + "/responses", json=request, headers=HEADERS) as response:
+def raw_stream(http: httpx.Client, url: str, request: dict[str, Any]) -> list[SSEEvent]:
+    with http.stream("POST", url + "/responses", json=request, headers=HEADERS) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         data = response.read()
@@ -41,9 +41,9 @@ def types(events: list[SSEEvent]) -> list[str | None]:
     return [e.event for e in events]
 
 
-def test_text_stream_sequence(fakes: RunningFakes, codex: openai.OpenAI) -> None:
+def test_text_stream_sequence(http: httpx.Client, fakes: RunningFakes, codex: openai.OpenAI) -> None:
     fakes.codex.reply_text("Hello from the fake Codex backend.")
-    events = raw_stream(fakes.codex_url, body(instructions="You are Codex."))
+    events = raw_stream(http, fakes.codex_url, body(instructions="You are Codex."))
     assert types(events)[:5] == [
         "response.created",
         "response.in_progress",
@@ -86,9 +86,9 @@ def test_function_call(fakes: RunningFakes, codex: openai.OpenAI) -> None:
     assert call.id.startswith("fc_") and orjson.loads(call.arguments) == args
 
 
-def test_parallel_calls_after_text(fakes: RunningFakes) -> None:
+def test_parallel_calls_after_text(http: httpx.Client, fakes: RunningFakes) -> None:
     fakes.codex.reply_tool_calls(ToolCall("a", {"x": 1}), ToolCall("b", {"y": 2}), text="Calling two tools.")
-    events = raw_stream(fakes.codex_url, body())
+    events = raw_stream(http, fakes.codex_url, body())
     added = [orjson.loads(e.data) for e in events if e.event == "response.output_item.added"]
     assert [(a["output_index"], a["item"]["type"]) for a in added] == [
         (0, "message"),
@@ -97,7 +97,9 @@ def test_parallel_calls_after_text(fakes: RunningFakes) -> None:
     ]
 
 
-def test_reasoning_with_encrypted_content(fakes: RunningFakes, codex: openai.OpenAI) -> None:
+def test_reasoning_with_encrypted_content(
+    http: httpx.Client, fakes: RunningFakes, codex: openai.OpenAI
+) -> None:
     fakes.codex.reply(
         Completion(text="42", thinking="Thinking about the question at length.", cache_read_tokens=64)
     )
@@ -120,15 +122,15 @@ def test_reasoning_with_encrypted_content(fakes: RunningFakes, codex: openai.Ope
     assert response.usage.input_tokens > 64
 
     fakes.codex.reply_text("42", thinking="no include, no blob")
-    events = raw_stream(fakes.codex_url, body())
+    events = raw_stream(http, fakes.codex_url, body())
     item = orjson.loads(events[2].data)["item"]
     assert item["type"] == "reasoning" and "encrypted_content" not in item
     assert "response.reasoning_summary_part.added" in types(events)
 
 
-def test_max_tokens_stop_is_incomplete(fakes: RunningFakes) -> None:
+def test_max_tokens_stop_is_incomplete(http: httpx.Client, fakes: RunningFakes) -> None:
     fakes.codex.reply_text("cut off", stop_reason="max_tokens")
-    events = raw_stream(fakes.codex_url, body())
+    events = raw_stream(http, fakes.codex_url, body())
     final = orjson.loads(events[-1].data)
     assert final["type"] == "response.incomplete"
     assert final["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
@@ -150,15 +152,15 @@ def test_max_tokens_stop_is_incomplete(fakes: RunningFakes) -> None:
         ),
     ],
 )
-def test_backend_rules(fakes: RunningFakes, change: dict[str, Any], detail: str) -> None:
+def test_backend_rules(http: httpx.Client, fakes: RunningFakes, change: dict[str, Any], detail: str) -> None:
     request = {k: v for k, v in {**body(), **change}.items() if v is not None}
-    response = httpx.post(fakes.codex_url + "/responses", json=request, headers=HEADERS)
+    response = http.post(fakes.codex_url + "/responses", json=request, headers=HEADERS)
     assert response.status_code == 400
     assert response.json() == {"detail": detail}
     assert fakes.codex.last_request.json == request
 
 
-def test_accepts_codex_cli_body(fakes: RunningFakes) -> None:
+def test_accepts_codex_cli_body(http: httpx.Client, fakes: RunningFakes) -> None:
     request = body(
         input=[{"type": "message", "role": "developer", "content": "system prompt"}, *INPUT],
         tools=[],
@@ -170,7 +172,7 @@ def test_accepts_codex_cli_body(fakes: RunningFakes) -> None:
         client_metadata={"x": "y"},
         text={"verbosity": "low"},
     )
-    assert types(raw_stream(fakes.codex_url, request))[-1] == "response.completed"
+    assert types(raw_stream(http, fakes.codex_url, request))[-1] == "response.completed"
 
 
 def test_rules_through_sdk(codex: openai.OpenAI) -> None:
@@ -179,14 +181,14 @@ def test_rules_through_sdk(codex: openai.OpenAI) -> None:
     assert caught.value.body == {"detail": "Unsupported parameter: max_output_tokens"}
 
 
-def test_auth_required(fakes: RunningFakes) -> None:
+def test_auth_required(http: httpx.Client, fakes: RunningFakes) -> None:
     url = fakes.codex_url + "/responses"
-    no_bearer = httpx.post(url, json=body(), headers={"chatgpt-account-id": ACCOUNT_ID})
+    no_bearer = http.post(url, json=body(), headers={"chatgpt-account-id": ACCOUNT_ID})
     assert no_bearer.status_code == 401 and "detail" in no_bearer.json()
-    no_account = httpx.post(url, json=body(), headers={"authorization": "Bearer tok"})
+    no_account = http.post(url, json=body(), headers={"authorization": "Bearer tok"})
     assert no_account.status_code == 401 and "chatgpt-account-id" in no_account.json()["detail"]
     fakes.codex.require_auth = False
-    assert httpx.post(url, json=body()).status_code == 200
+    assert http.post(url, json=body()).status_code == 200
 
 
 def test_auth_error_through_sdk(fakes: RunningFakes) -> None:
@@ -215,16 +217,16 @@ def test_scripted_errors(
     assert caught.value.response.headers["x-request-id"]
 
 
-def test_usage_limit_error_body(fakes: RunningFakes) -> None:
+def test_usage_limit_error_body(http: httpx.Client, fakes: RunningFakes) -> None:
     fakes.codex.reply_error(429, "The usage limit has been reached", error_type="usage_limit_reached")
-    response = httpx.post(fakes.codex_url + "/responses", json=body(), headers=HEADERS)
+    response = http.post(fakes.codex_url + "/responses", json=body(), headers=HEADERS)
     assert response.status_code == 429
     assert response.json()["error"]["type"] == "usage_limit_reached"
 
 
-def test_stream_failures(fakes: RunningFakes, codex: openai.OpenAI) -> None:
+def test_stream_failures(http: httpx.Client, fakes: RunningFakes, codex: openai.OpenAI) -> None:
     fakes.codex.reply_stream_error(text_before="partial", codex_mode="both")
-    events = raw_stream(fakes.codex_url, body())
+    events = raw_stream(http, fakes.codex_url, body())
     assert types(events)[-2:] == ["error", "response.failed"]
     failed = orjson.loads(events[-1].data)["response"]
     assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
@@ -244,17 +246,17 @@ def test_stream_failures(fakes: RunningFakes, codex: openai.OpenAI) -> None:
         stream.get_final_response()
 
 
-def test_rate_limit_headers(fakes: RunningFakes) -> None:
-    with httpx.stream("POST", fakes.codex_url + "/responses", json=body(), headers=HEADERS) as response:
+def test_rate_limit_headers(http: httpx.Client, fakes: RunningFakes) -> None:
+    with http.stream("POST", fakes.codex_url + "/responses", json=body(), headers=HEADERS) as response:
         assert response.headers["x-codex-primary-window-minutes"] == "299"
         assert response.headers["x-request-id"]
 
 
-def test_standalone_app_serves_both_paths() -> None:
+def test_standalone_app_serves_both_paths(http: httpx.Client) -> None:
     app = create_app()
     with serve_app(app) as url:
         for path in ("/responses", "/backend-api/codex/responses"):
-            response = httpx.post(url + path, json=body(), headers=HEADERS)
+            response = http.post(url + path, json=body(), headers=HEADERS)
             assert response.status_code == 200 and b"response.completed" in response.content
     assert [r.path for r in app.state.upstream.requests] == ["/responses", "/backend-api/codex/responses"]
 
