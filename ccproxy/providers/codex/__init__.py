@@ -24,7 +24,8 @@ from ccproxy.proxy import Call, Outbound
 
 log = structlog.get_logger("ccproxy.codex")
 CODEX_VERSION = "0.169.0"
-SESSION_HEADERS = ("session_id", "session-id", "x-session-id")
+# Client headers naming one conversation; Claude Code (on /api/codex/v1/messages) sends the last one.
+SESSION_HEADERS = ("session_id", "session-id", "x-session-id", "x-claude-code-session-id")
 
 
 def _gpt(model_id: str, name: str) -> ModelInfo:
