@@ -188,7 +188,7 @@ def describe_validation_error(
     dotted = ".".join([prefix, *loc] if prefix else loc)
     where = _origin_for(dotted, origins)
     if err["type"] == "extra_forbidden":
-        hint = _did_you_mean(model, loc)
+        hint = _did_you_mean(model, loc, prefix)
         return f"unknown setting '{dotted}'{where}{hint}"
     value = err.get("input")
     shown = "***" if _looks_secret(dotted) else repr(value)
@@ -207,7 +207,7 @@ def _origin_for(dotted: str, origins: Mapping[str, str]) -> str:
     return ""
 
 
-def _did_you_mean(model: type[BaseModel], loc: list[str]) -> str:
+def _did_you_mean(model: type[BaseModel], loc: list[str], prefix: str = "") -> str:
     current: Any = model
     for part in loc[:-1]:
         field = getattr(current, "model_fields", {}).get(part)
@@ -216,7 +216,8 @@ def _did_you_mean(model: type[BaseModel], loc: list[str]) -> str:
         current = field.annotation
     names = list(getattr(current, "model_fields", {}))
     close = difflib.get_close_matches(loc[-1], names, n=1)
-    return f"; did you mean '{'.'.join([*loc[:-1], close[0]])}'?" if close else ""
+    head = [prefix] if prefix else []
+    return f"; did you mean '{'.'.join([*head, *loc[:-1], close[0]])}'?" if close else ""
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:

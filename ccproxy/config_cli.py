@@ -116,6 +116,7 @@ def init(path: Path | None, *, force: bool) -> Path:
     lines = [
         "# ccproxy configuration. Precedence: command-line flags > environment > this file > defaults.",
         "# Environment variables nest with '__', e.g. SERVER__PORT=9000, PLUGINS__CLAUDE_API__BASE_URL=...",
+        "# Every setting is listed with its default, commented out; uncomment what you change.",
         "",
     ]
     defaults = Settings()
@@ -146,12 +147,30 @@ def _toml_section(name: str, model: BaseModel) -> list[str]:
         if info.description:
             lines.append(f"# {info.description}")
         shown = _shown(value)
+        # Commented out: the file documents every default without pinning it (defaults can improve).
         if shown is None or shown == "" or isinstance(value, SecretStr):
             lines.append(f"# {field_name} = ...")
         else:
-            item = tomlkit.item(shown)
-            lines.append(f"{field_name} = {item.as_string()}")
+            lines.append("# " + f"{field_name} = {_toml_value(shown)}".replace("\n", "\n# "))
     lines.append("")
     for sub_name, sub in nested:
         lines.extend(_toml_section(sub_name, sub))
     return lines
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal; lists of tables become arrays of inline tables, one per line."""
+    import tomlkit
+
+    if isinstance(value, dict):
+        table = tomlkit.inline_table()
+        table.update(value)
+        return str(table.as_string())
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        rows = []
+        for entry in value:
+            table = tomlkit.inline_table()
+            table.update({k: v for k, v in entry.items() if v is not None})
+            rows.append(f"    {table.as_string()},")
+        return "[\n" + "\n".join(rows) + "\n]"
+    return str(tomlkit.item(value).as_string())

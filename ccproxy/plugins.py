@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from ccproxy.proxy import Proxy
     from ccproxy.upstream import UpstreamClient
 
+from ccproxy.logs import ensure_configured
+
+ensure_configured()
 log = structlog.get_logger("ccproxy.plugins")
 
 hookspec = pluggy.HookspecMarker("ccproxy")

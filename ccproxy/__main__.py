@@ -1,0 +1,5 @@
+"""``python -m ccproxy``."""
+
+from ccproxy.cli import main
+
+main()

@@ -1,0 +1,182 @@
+"""The ccproxy command as a user runs it: a real subprocess each time."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from ccproxy import __version__
+from ccproxy.testing import serve_app
+from ccproxy.testing.fake_oauth import create_app as fake_oauth_app
+
+CCPROXY = [sys.executable, "-m", "ccproxy"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*CCPROXY, *args], capture_output=True, text=True, env=full_env, input=stdin,
+                          timeout=60, cwd=cwd)
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.strip() == f"ccproxy {__version__}"
+    bare = run()
+    assert bare.returncode == 0 and "serve" in bare.stdout and "auth" in bare.stdout
+    assert "--show-completion" in run("--help").stdout
+
+
+def test_bad_flag_is_one_line_and_exit_2() -> None:
+    result = run("serve", "--prot", "1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--prot" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nprot = 1\n")
+    for args in (("serve", "--config", str(bad)), ("config", "show", "--config", str(bad))):
+        result = run(*args)
+        assert result.returncode == 2
+        assert result.stderr.strip().count("\n") == 0
+        assert "server.prot" in result.stderr and str(bad) in result.stderr
+
+
+def test_config_init_show_and_schema(tmp_path: Path) -> None:
+    target = tmp_path / "conf.toml"
+    assert run("config", "init", str(target)).returncode == 0
+    text = target.read_text()
+    assert "[server]" in text and "[plugins.claude_api]" in text and "# " in text
+    assert run("config", "init", str(target)).returncode == 2  # refuses to overwrite
+    assert "# port = 8000" in text
+    target.write_text(text.replace("# host = ", "host = ", 1))
+    shown = run("config", "show", "--json", "--config", str(target),
+                env={"SERVER__PORT": "9100", "SECURITY__AUTH_TOKEN": "very-secret"})
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["server.port"] == {"value": 9100, "source": "env"}
+    assert data["server.host"]["source"] == "file"
+    assert data["security.auth_token"]["value"] == "***"
+    assert "very-secret" not in shown.stdout
+    assert data["plugins.claude_api.base_url"]["value"] == "https://api.anthropic.com"
+    schema = json.loads(run("config", "schema").stdout)
+    assert "claude_api" in schema["properties"]["plugins"]["properties"]
+
+
+def test_plugins_list() -> None:
+    result = run("plugins", "list")
+    assert result.returncode == 0
+    assert "claude_api" in result.stdout and "codex" in result.stdout and "disabled by default" in result.stdout
+
+
+def test_config_codex_enable_keeps_comments(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text("# my settings\n[server]\nport = 8001  # keep me\n")
+    assert run("config", "codex", "--enable", "--config", str(conf)).returncode == 0
+    text = conf.read_text()
+    assert "# my settings" in text and "# keep me" in text and "enabled = true" in text
+    listed = run("plugins", "list", "--config", str(conf))
+    assert "enabled in the config file" in listed.stdout
+    assert run("config", "codex", "--disable", "--config", str(conf)).returncode == 0
+    assert "enabled = false" in conf.read_text() and "# keep me" in conf.read_text()
+
+
+def test_config_codex_creates_user_file(isolated_home: Path) -> None:
+    result = run("config", "codex", "--enable")
+    assert result.returncode == 0, result.stderr
+    created = isolated_home / ".config" / "ccproxy" / "config.toml"
+    assert "enabled = true" in created.read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_health_within_a_second() -> None:
+    port = _free_port()
+    proc = subprocess.Popen([*CCPROXY, "serve", "--port", str(port), "--mock"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = time.monotonic()
+        while True:
+            try:
+                resp = httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() - started < 5, "server did not come up"
+                time.sleep(0.02)
+        # generous bound for a loaded CI machine; `make bench` measures the real start-up time
+        assert time.monotonic() - started < 3
+        assert resp.json()["status"] == "pass"
+        chat = httpx.post(f"http://127.0.0.1:{port}/api/codex/v1/chat/completions",
+                          json={"model": "gpt-5.5", "messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_serve_refuses_open_bind_without_token() -> None:
+    result = run("serve", "--host", "0.0.0.0", "--port", str(_free_port()))
+    assert result.returncode == 2 and "auth token" in result.stderr
+
+
+def test_auth_status_json_without_logins() -> None:
+    result = run("auth", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["claude"]["state"] == "missing" and data["codex"]["state"] == "missing"
+
+
+@pytest.mark.parametrize("provider", ["claude", "codex"])
+def test_auth_login_no_browser_end_to_end(provider: str, isolated_home: Path) -> None:
+    """`ccproxy auth login --no-browser` against the fake OAuth server, the browser step done by hand."""
+    with serve_app(fake_oauth_app()) as oauth:
+        if provider == "claude":
+            env = {"PLUGINS__CLAUDE_API__OAUTH__TOKEN_URL": f"{oauth}/v1/oauth/token",
+                   "PLUGINS__CLAUDE_API__OAUTH__AUTHORIZE_URL": f"{oauth}/oauth/authorize"}
+        else:
+            env = {"PLUGINS__CODEX__OAUTH__TOKEN_URL": f"{oauth}/codex/oauth/token",
+                   "PLUGINS__CODEX__OAUTH__AUTHORIZE_URL": f"{oauth}/codex/oauth/authorize"}
+        proc = subprocess.Popen([*CCPROXY, "auth", "login", provider, "--no-browser"], text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, **env})
+        assert proc.stdout is not None and proc.stdin is not None
+        url = ""
+        while not url:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else "no output"
+            if line.startswith("http"):
+                url = line.strip()
+        redirect = httpx.get(url, follow_redirects=False)
+        assert redirect.status_code in (302, 303, 307)
+        query = parse_qs(urlsplit(redirect.headers["location"]).query)
+        code, state = query["code"][0], query["state"][0]
+        pasted = f"{code}#{state}" if provider == "claude" else redirect.headers["location"]
+        out, err = proc.communicate(pasted + "\n", timeout=30)
+        assert proc.returncode == 0, err
+        assert "Logged in" in out
+        status = json.loads(run("auth", "status", "--json", env=env).stdout)[provider]
+        assert status["state"] == "valid" and status["source"].startswith("ccproxy")
+        stored = Path(status["path"])
+        assert stored.stat().st_mode & 0o777 == 0o600
+        assert run("auth", "logout", provider).returncode == 0
+        assert not stored.exists()
+
+
+def test_auth_login_refuses_half_a_claude_code() -> None:
+    result = run("auth", "login", "claude", "--no-browser", stdin="just-the-code\n")
+    assert result.returncode == 1
+    assert "#" in result.stderr and "Traceback" not in result.stderr
