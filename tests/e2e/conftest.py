@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,8 @@ from .helpers import (
     CLAUDE_CLIENT_KEY,
     CODEX_CLIENT_KEY,
     ClientRun,
+    RunClaude,
+    RunCodex,
     base_env,
     claude_env,
     codex_config,
@@ -29,9 +31,6 @@ from .helpers import (
     require_client,
     run_client,
 )
-
-RunClaude = Callable[..., ClientRun]
-RunCodex = Callable[..., ClientRun]
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,3 +274,7 @@ env_key = "CCPROXY_E2E_KEY"
 request_max_retries = 0
 stream_max_retries = 0
 """
+
+
+RunClaude = Callable[..., ClientRun]  # the run_claude fixture
+RunCodex = Callable[..., ClientRun]  # the run_codex fixture

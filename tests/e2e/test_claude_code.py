@@ -21,6 +21,7 @@ from .helpers import (
     CODEX_ACCOUNT,
     CODEX_TOKEN,
     ClientRun,
+    RunClaude,
 )
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +32,7 @@ PROMPT = f"RUN: echo {COMMAND_OUTPUT}"
 
 def assert_success(run: ClientRun) -> dict[str, Any]:
     assert run.returncode == 0, run.describe()
-    result = run.json()
+    result: dict[str, Any] = run.json()
     assert result.get("is_error") is False, run.describe()
     assert result.get("subtype") == "success", run.describe()
     assert result.get("api_error_status") is None, run.describe()
@@ -45,7 +46,9 @@ def betas(headers: dict[str, str]) -> list[str]:
     return [t.strip() for t in headers.get("anthropic-beta", "").split(",") if t.strip()]
 
 
-def test_claude_code_on_claude_subscription(fakes: RunningFakes, proxy_url: str, run_claude: Any) -> None:
+def test_claude_code_on_claude_subscription(
+    fakes: RunningFakes, proxy_url: str, run_claude: RunClaude
+) -> None:
     run = run_claude(proxy_url + "/api", PROMPT)
     result = assert_success(run)
 
@@ -95,7 +98,9 @@ def test_claude_code_on_claude_subscription(fakes: RunningFakes, proxy_url: str,
     assert text.strip() == COMMAND_OUTPUT
 
 
-def test_claude_code_on_chatgpt_subscription(fakes: RunningFakes, proxy_url: str, run_claude: Any) -> None:
+def test_claude_code_on_chatgpt_subscription(
+    fakes: RunningFakes, proxy_url: str, run_claude: RunClaude
+) -> None:
     run = run_claude(proxy_url + "/api/codex", PROMPT)
     result = assert_success(run)
 
