@@ -37,6 +37,8 @@ import orjson
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from ccproxy.testing.corpus import get_case, split_frames
+
 # ---------------------------------------------------------------------------------------------- replies
 
 
@@ -198,6 +200,7 @@ class FakeUpstream:
         self._ids: dict[str, int] = {}
 
     def reset(self) -> None:
+        """Forget requests, queued replies, rules and id counters; require credentials again."""
         with self._lock:
             self._queue.clear()
             self._rules.clear()
@@ -502,12 +505,10 @@ class ProviderFake(ABC):
         status = 200
         disconnect = reply.disconnect_after
         if isinstance(reply, CorpusReply):
-            from ccproxy.testing import corpus
-
-            case = corpus.get_case(reply.case_id)
+            case = get_case(reply.case_id)
             status, headers = case.status, {**headers, **case.response_headers()}
             data = case.body()
-            chunks = corpus.split_frames(data) if case.kind == "stream" else [data]
+            chunks = split_frames(data) if case.kind == "stream" else [data]
         elif isinstance(reply, RawReply):
             status = reply.status
             headers["content-type"] = reply.content_type
