@@ -65,7 +65,7 @@ def run_logout(provider: ProviderName) -> list[Path]:
 def status(config: LoadedConfig) -> dict[str, dict[str, Any]]:
     from ccproxy.auth.login import status_all
 
-    settings = {p: oauth_settings(config, p) for p in PLUGIN_OF}
+    settings: dict[str, OAuthSettings] = {p: oauth_settings(config, p) for p in PLUGIN_OF}
     return asyncio.run(status_all(settings))
 
 

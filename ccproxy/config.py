@@ -163,15 +163,17 @@ def load_config(
     merged: dict[str, Any] = {}
     sources: dict[str, Source] = {}
     origins: dict[str, str] = {}
-    for source, data, where in (
-        ("file", file_data, lambda k: str(path)),
-        ("env", env_data, lambda k: f"environment variable {env_origin.get(k, '?')}"),
-        ("cli", cli_data, lambda k: "command line"),
-    ):
+    layers: list[tuple[Source, dict[str, Any]]] = [("file", file_data), ("env", env_data), ("cli", cli_data)]
+    for source, data in layers:
         for dotted, value in _flatten(data):
             _set(merged, tuple(dotted.split(".")), value)
-            sources[dotted] = source  # type: ignore[assignment]
-            origins[dotted] = where(dotted)
+            sources[dotted] = source
+            if source == "file":
+                origins[dotted] = str(path)
+            elif source == "env":
+                origins[dotted] = f"environment variable {env_origin.get(dotted, '?')}"
+            else:
+                origins[dotted] = "command line"
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:

@@ -183,8 +183,10 @@ class Proxy:
             return _Stream(resp, body_iter, passthrough, event, self.ctx, record)
         try:
             if is_sse:
-                data = await _collect(resp, upstream_format)
-                body = data if translation is None else translation.response(data, ctx)
+                final = await _collect(resp, upstream_format)
+                if meter is not None:
+                    meter.observe_body(final)
+                body = final if translation is None else translation.response(final, ctx)
                 if translation is None and restore:
                     body["model"] = call.client_model
                 content = orjson.dumps(body)

@@ -9,7 +9,7 @@ settings. Token caching, refresh, 401 retry, errors and streaming all live in ``
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import Field, SecretStr, field_validator
@@ -141,7 +141,7 @@ class ProviderPlugin(Plugin):
             return [HealthCheck("credentials", "warn", "not started")]
         info = await tokens.status()
         state = info["state"]
-        status = "pass" if state == "valid" else "warn"
+        status: Literal["pass", "warn"] = "pass" if state == "valid" else "warn"
         output = {
             "valid": f"logged in via {info['source']}",
             "expired": f"credentials expired; they are refreshed on the next request or run `{self.login_command}`",
