@@ -28,6 +28,9 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         buf = self._buf + chunk if self._buf else chunk
+        held = b""
+        if buf.endswith(b"\r"):  # may be the first half of a CRLF split across chunks
+            buf, held = buf[:-1], b"\r"
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[SSEEvent] = []
@@ -41,7 +44,7 @@ class SSEParser:
             event = _parse_frame(frame)
             if event is not None:
                 events.append(event)
-        self._buf = buf[start:]
+        self._buf = buf[start:] + held
         return events
 
     @property
