@@ -1,0 +1,119 @@
+"""No credential leaks into what the proxy writes, with every logging knob turned up.
+
+``ccproxy serve`` runs as a subprocess (the production logging path: structlog JSON on stderr, debug level,
+``logging.verbose_api`` on, ``logging.request_log_dir`` set) in front of the in-process fakes. Claude Code
+(``/api`` and ``/api/codex``) and ``codex exec`` each complete a tool round trip through it; then its stderr
+and every file under its HOME and request-log directory are searched for the upstream access tokens and the
+clients' own keys.
+"""
+
+from __future__ import annotations
+
+import secrets
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ccproxy.testing import RunningFakes
+
+from .helpers import (
+    CLAUDE_CLIENT_KEY,
+    CODEX_CLIENT_KEY,
+    ProxyProcess,
+    RunClaude,
+    RunCodex,
+    codex_jwt,
+    start_proxy_process,
+)
+
+pytestmark = pytest.mark.e2e
+
+# Realistically shaped and unique, so a hit can only come from this run.
+CLAUDE_TOKEN = f"sk-ant-oat01-{secrets.token_urlsafe(24)}"
+CODEX_NONCE = secrets.token_hex(12)
+CODEX_TOKEN = codex_jwt(nonce=CODEX_NONCE)
+CODEX_PAYLOAD = CODEX_TOKEN.split(".")[1]
+
+
+@pytest.fixture
+def logged_proxy(fakes: RunningFakes, tmp_path: Path) -> Iterator[tuple[ProxyProcess, Path]]:
+    request_dir = tmp_path / "request-log"
+    proc = start_proxy_process(
+        tmp_path,
+        {
+            "PLUGINS__CLAUDE_API__BASE_URL": fakes.url,
+            "PLUGINS__CLAUDE_API__ACCESS_TOKEN": CLAUDE_TOKEN,
+            "PLUGINS__CODEX__ENABLED": "true",
+            "PLUGINS__CODEX__BASE_URL": fakes.codex_url,
+            "PLUGINS__CODEX__ACCESS_TOKEN": CODEX_TOKEN,
+            "LOGGING__LEVEL": "debug",
+            "LOGGING__FORMAT": "json",
+            "LOGGING__VERBOSE_API": "true",
+            "LOGGING__REQUEST_LOG_DIR": str(request_dir),
+        },
+    )
+    try:
+        yield proc, request_dir
+    finally:
+        proc.stop()
+
+
+def test_no_token_in_logs_or_request_files(
+    logged_proxy: tuple[ProxyProcess, Path],
+    fakes: RunningFakes,
+    run_claude: RunClaude,
+    run_codex: RunCodex,
+) -> None:
+    proc, request_dir = logged_proxy
+    runs = [
+        run_claude(proc.url + "/api", "RUN: echo scan-claude-api"),
+        run_claude(proc.url + "/api/codex", "RUN: echo scan-claude-codex"),
+        run_codex(proc.url + "/api/codex/v1", "RUN: echo scan-codex-cli"),
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.describe()
+    for run, marker in zip(runs[:2], ("scan-claude-api", "scan-claude-codex"), strict=True):
+        assert run.json()["result"] == f"The tool returned:\n{marker}", run.describe()
+    assert "scan-codex-cli" in runs[2].stdout, runs[2].describe()
+
+    # the tokens really were used upstream, so finding none below means something
+    auth = [r.headers.get("authorization") for r in (*fakes.anthropic.requests, *fakes.codex.requests)]
+    assert auth == [f"Bearer {CLAUDE_TOKEN}"] * 2 + [f"Bearer {CODEX_TOKEN}"] * 4
+
+    deadline = time.monotonic() + 5  # request files are written off the event loop
+    while len(list(request_dir.glob("*.json"))) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.stop()
+
+    log = proc.log_text()
+    files = sorted(p for root in (proc.home, request_dir) for p in root.rglob("*") if p.is_file())
+    request_files = [p for p in files if p.parent == request_dir]
+    assert len(request_files) == 6, [p.name for p in request_files]
+    assert log.count('"api exchange"') == 6, log[-3000:]
+    # bodies were recorded, including the tool output that came back through the proxy
+    for marker in ("scan-claude-api", "scan-claude-codex", "scan-codex-cli"):
+        assert marker in log
+        assert any(marker in p.read_text(errors="replace") for p in request_files)
+
+    secrets_used = {
+        "claude access token": CLAUDE_TOKEN,
+        "codex access token": CODEX_TOKEN,
+        "codex token payload": CODEX_PAYLOAD,
+        "codex token nonce": CODEX_NONCE,
+        "claude code's api key": CLAUDE_CLIENT_KEY,
+        "codex cli's api key": CODEX_CLIENT_KEY,
+    }
+    leaks = [
+        f"{what} in {where}"
+        for where, text in [("stderr", log), *((str(p), p.read_text(errors="replace")) for p in files)]
+        for what, value in secrets_used.items()
+        if value in text
+    ]
+    assert leaks == []
+
+    assert stat.S_IMODE(request_dir.stat().st_mode) == 0o700
+    for path in request_files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
