@@ -79,6 +79,10 @@ class ClaudeAPIPlugin(ProviderPlugin):
                 changed = True
         changed |= ensure_identity(body, s.system_identity)
         changed |= limit_cache_control(body)
+        if changed:
+            # The rules edit call.body in place, so a rebuild (the 401 retry) finds nothing left to change:
+            # the client's bytes are stale from now on and must not be sent instead of the edited body.
+            call.raw = None
         headers = forwardable(call.headers)
         headers["authorization"] = f"Bearer {credential.access_token}"
         headers["anthropic-version"] = call.headers.get("anthropic-version") or s.anthropic_version
