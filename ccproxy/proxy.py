@@ -29,7 +29,7 @@ from ccproxy.formats.base import get_translation
 from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, status_for_stream_error
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
-from ccproxy.sse import SSEParser
+from ccproxy.sse import SSEEvent, SSEParser
 from ccproxy.upstream import UpstreamClient
 
 log = structlog.get_logger("ccproxy.proxy")
@@ -208,6 +208,47 @@ class Proxy:
         if meter is not None:
             event.usage = meter.usage
         return Response(content, resp.status, headers=passthrough, media_type="application/json")
+
+    async def events(self, call: Call, provider: Provider, path: str) -> AsyncIterator[SSEEvent]:
+        """The upstream's SSE events for one call, for front ends that are not HTTP (the WebSocket).
+
+        Raises ``ProxyError`` for an upstream error status; lifecycle hooks see the call like any other.
+        """
+        event = RequestEvent(
+            call.request_id, provider.name, path, call.client_format.value,
+            provider.upstream_format.value, call.client_model, True, time.perf_counter(),
+        )
+        hooks = self.ctx.hooks
+        hooks.request_started(event)
+        meter = _UsageMeter(provider.upstream_format) if hooks.listening else None
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            resp = await self._send(call, provider, await provider.prepare(call))
+            if resp.status >= 400:
+                info = parse_error(resp.status, await _read_capped(resp))
+                raise ProxyError(resp.status, info.message, code=info.code, param=info.param)
+            parser = SSEParser()
+            async for chunk in resp.content.iter_any():
+                for ev in parser.feed(chunk):
+                    if ev.data and ev.data != "[DONE]":
+                        if meter is not None:
+                            _observe(meter, ev.event, ev.data)
+                        yield ev
+            event.status = 200
+        except ProxyError as exc:
+            event.status, event.error = exc.info.status, exc.info.message
+            raise
+        except _STREAM_ERRORS as exc:
+            event.status, event.error = 502, f"upstream stream failed: {type(exc).__name__}"
+            raise ProxyError(502, _LOST) from None
+        finally:
+            if resp is not None:
+                resp.close()
+            if meter is not None:
+                event.usage = meter.usage
+            event.status = event.status or 499
+            event.duration = time.perf_counter() - event.started
+            hooks.request_finished(event)
 
     async def _send(self, call: Call, provider: Provider, outbound: Outbound) -> aiohttp.ClientResponse:
         attempts_left = provider.retry_attempts

@@ -47,7 +47,7 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
         "port": settings.server.port,
         "loop": "uvloop",
         "http": "httptools",
-        "ws": "none",
+        "ws": "websockets-sansio",
         "lifespan": "on",
         "access_log": False,
         "log_config": None,

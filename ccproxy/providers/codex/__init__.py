@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 import orjson
 import structlog
 from pydantic import Field
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from ccproxy.auth.codex import CodexClaims
 from ccproxy.auth.credential import Credential
@@ -72,8 +73,18 @@ class CodexPlugin(ProviderPlugin):
         responses = self.endpoint(ctx, Format.RESPONSES, "/responses")
         chat = self.endpoint(ctx, Format.CHAT, "/responses")
         messages = self.endpoint(ctx, Format.ANTHROPIC, "/responses")
+        adapter, proxy = self.upstream(ctx), ctx.proxy
+        assert proxy is not None
+
+        async def socket(websocket: WebSocket) -> None:
+            from ccproxy.providers.codex.websocket import ResponsesSocket
+
+            await ResponsesSocket(websocket, proxy, adapter).run()
+
         # Literal paths first: "/api/codex/v1/responses" must not read as session "v1".
         return [
+            WebSocketRoute("/api/codex/responses", socket),
+            WebSocketRoute("/api/codex/v1/responses", socket),
             Route("/api/codex/responses", responses, methods=["POST"]),
             Route("/api/codex/v1/responses", responses, methods=["POST"]),
             Route("/api/codex/chat/completions", chat, methods=["POST"]),
@@ -82,6 +93,8 @@ class CodexPlugin(ProviderPlugin):
             *model_routes("/api/codex/v1/models", s.models, [], "openai"),
             Route("/api/codex/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),
             Route("/api/codex/{session_id}/responses", responses, methods=["POST"]),
+            WebSocketRoute("/api/codex/{session_id}/responses", socket),
+            WebSocketRoute("/api/codex/{session_id}/v1/responses", socket),
             Route("/api/codex/{session_id}/chat/completions", chat, methods=["POST"]),
             Route("/api/codex/{session_id}/v1/responses", responses, methods=["POST"]),
             Route("/api/codex/{session_id}/v1/chat/completions", chat, methods=["POST"]),
