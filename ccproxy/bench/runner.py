@@ -1,0 +1,597 @@
+"""The benchmark run: start the fake upstream, nginx and ccproxy side by side, drive every scenario at each
+in interleaved repetitions, and collect medians."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from ccproxy.bench import client, micro
+from ccproxy.bench import payloads as p
+from ccproxy.bench.load import Load, Wrk, median, percentile, python_load
+from ccproxy.bench.nginx import nginx_binary, nginx_proc
+from ccproxy.bench.procs import (
+    HOST,
+    Pinning,
+    Proc,
+    ccproxy_command,
+    ccproxy_env,
+    ccproxy_proc,
+    cpus,
+    free_port,
+    rss_mb,
+    scratch_dir,
+    wait_healthy,
+    which,
+)
+from ccproxy.formats.base import Format
+
+TARGETS = ("direct", "nginx", "ccproxy")
+
+
+@dataclass
+class Settings:
+    reps: int = 3
+    json_seconds: int = 2
+    stream_seconds: float = 1.5
+    json_conns: tuple[int, ...] = (1, 32, 128)
+    stream_conns: tuple[int, ...] = (1, 32, 128)
+    routes: tuple[str, ...] = tuple(p.ROUTES)
+    large_conns: tuple[int, ...] = (1, 32)
+    slow_routes: tuple[str, ...] = ("messages", "chat")
+    slow_conns: int = 1000
+    slow_events: int = 100
+    slow_interval: float = 0.05
+    use_nginx: bool = True
+    use_wrk: bool = True
+    workers: bool = True
+    decisions: bool = True
+    startup_reps: int = 3
+    help_reps: int = 5
+    micro: bool = True
+    warmup: bool = True
+    mode: str = "full"
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            json_seconds=1,
+            stream_seconds=0.5,
+            json_conns=(1, 32),
+            stream_conns=(1, 32),
+            large_conns=(1,),
+            slow_routes=("messages",),
+            slow_events=21,
+            use_nginx=False,
+            workers=False,
+            decisions=False,
+            startup_reps=2,
+            help_reps=3,
+            mode="quick",
+        )
+
+    @classmethod
+    def smoke(cls) -> Settings:
+        return cls(
+            reps=1,
+            json_seconds=1,
+            stream_seconds=0.2,
+            json_conns=(1,),
+            stream_conns=(2,),
+            routes=("messages", "chat"),
+            large_conns=(),
+            slow_routes=("messages",),
+            slow_conns=20,
+            slow_events=6,
+            slow_interval=0.02,
+            use_nginx=False,
+            use_wrk=False,
+            workers=False,
+            decisions=False,
+            startup_reps=0,
+            help_reps=1,
+            micro=False,
+            warmup=False,
+            mode="smoke",
+        )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    kind: str  # "json", "stream" or "slow"
+    route: p.Route
+    conns: int
+    large: bool = False
+
+    @property
+    def key(self) -> str:
+        name = self.route.key + (" large-body" if self.large else "")
+        return f"{self.kind}:{name}:{self.conns}"
+
+    @property
+    def baseline(self) -> str:
+        """Direct and nginx runs are shared by routes onto the same upstream answer."""
+        up = "anthropic" if self.route.upstream is Format.ANTHROPIC else "codex"
+        return f"{self.kind}:{up}{' large-body' if self.large else ''}:{self.conns}"
+
+    @property
+    def marker(self) -> str:
+        return {"json": "", "stream": p.LONG, "slow": p.SLOW}[self.kind]
+
+    def deltas(self, settings: Settings) -> int:
+        if self.kind == "slow":
+            return settings.slow_events - (5 if self.route.upstream is Format.ANTHROPIC else 8)
+        return p.STREAM_EVENTS - (5 if self.route.upstream is Format.ANTHROPIC else 8)
+
+    def request(self, target: str, port: int) -> tuple[str, bytes, list[tuple[str, str]], Format]:
+        """(path, body, headers, answer format) for this scenario at ``target``."""
+        stream = self.kind != "json"
+        host = f"{HOST}:{port}"
+        if target == "ccproxy":
+            body = p.client_body(self.route, stream=stream, marker=self.marker, large=self.large)
+            return self.route.path, body, p.headers_for(self.route.client, host), self.route.client
+        body = p.direct_body(self.route, stream=stream, marker=self.marker, large=self.large)
+        upstream = self.route.upstream
+        headers = p.headers_for(upstream, host)
+        if upstream is Format.ANTHROPIC:
+            headers = [(k, v) for k, v in headers if k != "x-api-key"] + [
+                ("authorization", "Bearer sk-ant-oat01")
+            ]
+        return self.route.direct_path, body, headers, upstream
+
+
+def scenarios(settings: Settings) -> list[Scenario]:
+    out: list[Scenario] = []
+    routes = [p.ROUTES[k] for k in settings.routes]
+    for conns in settings.json_conns:
+        out += [Scenario("json", r, conns) for r in routes]
+    for conns in settings.large_conns:
+        out.append(Scenario("json", p.ROUTES["messages"], conns, large=True))
+    for conns in settings.stream_conns:
+        out += [Scenario("stream", r, conns) for r in routes]
+    out += [Scenario("slow", p.ROUTES[k], settings.slow_conns) for k in settings.slow_routes]
+    return out
+
+
+@dataclass
+class Sample:
+    """One repetition of one scenario at one target."""
+
+    p50: float = 0.0  # ms: latency (json) or total stream time (streams)
+    p99: float = 0.0
+    rate: float = 0.0  # req/s or streams/s
+    ttft: float = 0.0  # ms, streams only
+    count: int = 0
+    errors: int = 0
+    bad: int = 0  # streams that failed the completeness/order check
+    problem: str = ""
+    tool: str = ""
+    stretch: float = 0.0
+    stretch_p99: float = 0.0
+    stretch_max: float = 0.0
+
+
+@dataclass
+class Results:
+    settings: Settings
+    pinning: str
+    notes: list[str] = field(default_factory=list)
+    samples: dict[str, dict[str, list[Sample]]] = field(default_factory=dict)  # key -> target -> reps
+    process: dict[str, Any] = field(default_factory=dict)
+    micro: dict[str, Any] = field(default_factory=dict)
+    decisions: dict[str, Any] = field(default_factory=dict)
+    probes: dict[str, str] = field(default_factory=dict)
+    started_at: str = ""
+    wall_seconds: float = 0.0
+
+    def add(self, key: str, target: str, sample: Sample) -> None:
+        self.samples.setdefault(key, {}).setdefault(target, []).append(sample)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "settings": asdict(self.settings),
+            "pinning": self.pinning,
+            "notes": self.notes,
+            "samples": {
+                k: {t: [asdict(s) for s in v] for t, v in d.items()} for k, d in self.samples.items()
+            },
+            "process": self.process,
+            "micro": self.micro,
+            "decisions": self.decisions,
+            "probes": self.probes,
+            "started_at": self.started_at,
+            "wall_seconds": self.wall_seconds,
+        }
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _stream_sample(
+    scn: Scenario, settings: Settings, fmt: Format, result: client.LoadResult, exact: bytes | None
+) -> Sample:
+    ok = [a for a in result.answers if not a.error and a.status == 200]
+    sample = Sample(count=len(result.answers), errors=len(result.answers) - len(ok) + result.connect_errors)
+    want = scn.deltas(settings)
+    for a in result.answers:
+        if a.error or a.status != 200:
+            sample.problem = sample.problem or (a.error or f"HTTP {a.status}: {a.body[:200]!r}")
+    for a in ok:
+        problem = p.check_stream(fmt, a.body, want, exact)
+        if problem:
+            sample.bad += 1
+            sample.problem = sample.problem or problem
+    totals = [a.total * 1000 for a in ok]
+    sample.p50, sample.p99 = median(totals), percentile(totals, 99)
+    sample.ttft = median([a.ttft * 1000 for a in ok])
+    sample.rate = len(ok) / result.wall if result.wall else 0.0
+    sample.tool = "asyncio client"
+    if scn.kind == "slow":
+        ideal = (settings.slow_events - 1) * settings.slow_interval * 1000
+        sample.stretch = sample.p50 / ideal
+        sample.stretch_p99 = sample.p99 / ideal
+        sample.stretch_max = max(totals) / ideal if totals else 0.0
+    return sample
+
+
+class Bench:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.pin = Pinning.plan()
+        self.dir = scratch_dir()
+        self.res = Results(settings, self.pin.note)
+        self.ports: dict[str, int] = {}
+        self.procs: dict[str, Proc] = {}
+        self.wrk: Wrk | None = None
+        self.expected: dict[str, bytes] = {}
+        self.peak_rss = 0.0
+
+    def _pin_proxy(self) -> None:
+        if self.pin.proxy:
+            os.sched_setaffinity(0, self.pin.proxy)
+
+    def note(self, text: str) -> None:
+        self.res.notes.append(text)
+        print(f"note: {text}", flush=True)
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        _raise_fd_limit()
+        if self.pin.load:
+            os.sched_setaffinity(0, self.pin.load)
+        up = Proc(
+            "upstream",
+            [
+                sys.executable,
+                "-m",
+                "ccproxy.bench.upstream",
+                "--slow-events",
+                str(self.s.slow_events),
+                "--slow-interval",
+                str(self.s.slow_interval),
+            ],
+            {},
+            self.pin.load,
+        )
+        up.start(stdout=subprocess.PIPE)
+        assert up.popen is not None and up.popen.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(up.popen.stdout.readline), 20)
+        if not line.startswith(b"READY "):
+            raise RuntimeError(f"fake upstream did not start: {line!r} {up.stderr_tail()}")
+        self.procs["upstream"] = up
+        self.ports["direct"] = int(line.split()[1])
+        nginx = nginx_binary() if self.s.use_nginx else None
+        if self.s.use_nginx and nginx is None:
+            self.note("nginx not installed (apt-get install nginx-light): the nginx reference is skipped")
+        if nginx:
+            port = free_port()
+            proc = nginx_proc(nginx, self.dir, port, self.ports["direct"], self.pin.proxy)
+            proc.start()
+            await wait_healthy(proc, port)
+            self.procs["nginx"], self.ports["nginx"] = proc, port
+        wrk = which("wrk") if self.s.use_wrk else None
+        if self.s.use_wrk and wrk is None:
+            self.note(
+                "wrk not installed (apt-get install wrk): request/response load uses the asyncio client"
+            )
+        if wrk:
+            self.wrk = Wrk(wrk, self.dir, self.pin.load)
+        await self.startup_times()
+        port = free_port()
+        proc = ccproxy_proc(port, self.ports["direct"], self.dir, self.pin.proxy)
+        proc.start()
+        self.res.process.setdefault("startup_s", []).append(await wait_healthy(proc, port))
+        self.procs["ccproxy"], self.ports["ccproxy"] = proc, port
+        self.res.process["rss_started_mb"] = rss_mb(proc.pid)
+
+    async def stop(self) -> None:
+        for name in ("ccproxy", "nginx", "upstream"):
+            if name in self.procs:
+                self.procs[name].stop()
+
+    def targets(self) -> list[str]:
+        return [t for t in TARGETS if t in self.ports]
+
+    # -- process measurements
+
+    async def startup_times(self) -> None:
+        for _ in range(self.s.startup_reps):
+            port = free_port()
+            proc = ccproxy_proc(port, self.ports["direct"], self.dir, self.pin.proxy)
+            proc.start()
+            try:
+                self.res.process.setdefault("startup_s", []).append(await wait_healthy(proc, port))
+            finally:
+                proc.stop()
+        times = []
+        for _ in range(self.s.help_reps):
+            t = time.perf_counter()
+            out = await asyncio.create_subprocess_exec(
+                *ccproxy_command(),
+                "--help",
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, **ccproxy_env(self.ports["direct"], self.dir)},
+                preexec_fn=self._pin_proxy,
+            )
+            await out.wait()
+            times.append(time.perf_counter() - t)
+        self.res.process["help_s"] = times
+
+    # -- scenario runs
+
+    async def probe(self, scn: Scenario, target: str) -> None:
+        """One request checked in full before the timed runs (wrk does not look at answers)."""
+        port = self.ports[target]
+        path, body, headers, fmt = scn.request(target, port)
+        raw = p.raw_request(path, body, headers)
+        conn, answer = await client.fetch(None, HOST, port, raw, 30)
+        if conn.transport is not None:
+            conn.transport.close()
+        if answer.error or answer.status != 200:
+            problem = answer.error or f"HTTP {answer.status}: {answer.body[:300]!r}"
+        elif scn.kind == "json" and not (scn.route.upstream is Format.RESPONSES and target != "ccproxy"):
+            problem = p.check_json(fmt, answer.body)
+        elif scn.kind == "json":
+            problem = p.check_stream(fmt, answer.body, p.CODEX_SHORT_DELTAS)
+        else:
+            problem = p.check_stream(fmt, answer.body, scn.deltas(self.s))
+            if not problem and target == "direct":
+                # the upstream's exact bytes: a passthrough answer equal to them needs no parsing
+                self.expected[f"{scn.baseline}:{fmt.value}"] = answer.body
+        self.res.probes[f"{scn.key}@{target}"] = problem or "ok"
+        if problem:
+            print(f"  PROBE FAILED {scn.key} at {target}: {problem}", flush=True)
+
+    async def measure(self, scn: Scenario, target: str, seconds: float | None = None) -> Sample:
+        port = self.ports[target]
+        path, body, headers, fmt = scn.request(target, port)
+        if scn.kind == "json":
+            load: Load
+            dur = seconds if seconds is not None else self.s.json_seconds
+            if self.wrk is not None:
+                load = await self.wrk.run(port, path, body, headers, scn.conns, max(1, round(dur)))
+            else:
+                load = await python_load(port, p.raw_request(path, body, headers), scn.conns, dur)
+            return Sample(
+                p50=load.p50,
+                p99=load.p99,
+                rate=load.rps,
+                count=load.requests,
+                errors=load.errors,
+                tool=load.tool,
+            )
+        raw = p.raw_request(path, body, headers)
+        exact = self.expected.get(f"{scn.baseline}:{fmt.value}")
+        if scn.kind == "slow":
+            sampler = asyncio.ensure_future(self.sample_rss()) if target == "ccproxy" else None
+            result = await client.closed_loop(
+                HOST, port, raw, conns=scn.conns, duration=0, per_conn=1, timeout=120
+            )
+            if sampler is not None:
+                sampler.cancel()
+        else:
+            dur = seconds if seconds is not None else self.s.stream_seconds
+            if scn.conns == 1:
+                result = await client.closed_loop(HOST, port, raw, conns=1, duration=dur)
+            else:
+                result = await client.closed_loop(HOST, port, raw, conns=scn.conns, duration=dur)
+        return _stream_sample(scn, self.s, fmt, result, exact)
+
+    async def sample_rss(self) -> None:
+        pid = self.procs["ccproxy"].pid
+        while True:
+            self.peak_rss = max(self.peak_rss, rss_mb(pid))
+            await asyncio.sleep(0.05)
+
+    async def run_scenarios(self) -> None:
+        todo = scenarios(self.s)
+        targets = self.targets()
+        print(f"probing {len(todo)} scenarios at {', '.join(targets)}", flush=True)
+        for scn in todo:
+            if scn.kind == "slow":
+                continue  # every slow stream is checked in full by the measurement itself
+            for target in targets:
+                if target != "ccproxy" and f"{scn.baseline}@{target}" in self.res.probes:
+                    continue
+                await self.probe(scn, target)
+                if target != "ccproxy":
+                    self.res.probes[f"{scn.baseline}@{target}"] = self.res.probes[f"{scn.key}@{target}"]
+        # warm-up: every ccproxy route once under light load, then the idle footprint
+        for scn in todo if self.s.warmup else ():
+            if scn.kind != "slow" and scn.conns <= 32:
+                await self.measure(scn, "ccproxy", seconds=0.2 if scn.kind == "stream" else 1)
+        await asyncio.sleep(1.0)
+        self.res.process["rss_idle_mb"] = rss_mb(self.procs["ccproxy"].pid)
+        for rep in range(self.s.reps):
+            order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
+            print(f"repetition {rep + 1}/{self.s.reps} (order {', '.join(order)})", flush=True)
+            done_baselines: set[tuple[str, str]] = set()
+            for scn in todo:
+                for target in order:
+                    if target != "ccproxy":
+                        if (scn.baseline, target) in done_baselines:
+                            continue
+                        done_baselines.add((scn.baseline, target))
+                    key = scn.key if target == "ccproxy" else scn.baseline
+                    sample = await self.measure(scn, target)
+                    self.res.add(key, target, sample)
+                    flag = (
+                        f"  errors={sample.errors} bad={sample.bad} {sample.problem[:120]}"
+                        if (sample.errors or sample.bad)
+                        else ""
+                    )
+                    print(
+                        f"  {key:<38} {target:<8} p50={sample.p50:8.3f} ms  p99={sample.p99:8.3f} ms  "
+                        f"rate={sample.rate:9.1f}/s{flag}",
+                        flush=True,
+                    )
+                    if scn.kind == "slow":
+                        await asyncio.sleep(0.5)  # let 1,000 closed connections drain
+        await asyncio.sleep(2.0)
+        self.res.process["rss_after_mb"] = rss_mb(self.procs["ccproxy"].pid)
+        self.res.process["rss_peak_mb"] = self.peak_rss
+        try:
+            with open(f"/proc/{self.procs['ccproxy'].pid}/status") as fh:
+                hwm = next(line for line in fh if line.startswith("VmHWM:"))
+            self.res.process["rss_hwm_mb"] = int(hwm.split()[1]) / 1024
+        except (OSError, StopIteration):
+            pass
+
+    async def run_workers(self) -> None:
+        """req/s of non-streaming messages at 32 connections: --workers 2 (unpinned) against one worker."""
+        scn = Scenario("json", p.ROUTES["messages"], 32)
+        port = free_port()
+        proc = ccproxy_proc(port, self.ports["direct"], self.dir, set(cpus()), workers=2)
+        proc.start()
+        try:
+            await wait_healthy(proc, port)
+            await asyncio.sleep(1.0)  # both workers up
+            self.ports["ccproxy-w2"] = port
+            for _ in range(2):  # both workers warm
+                await self.measure(scn, "ccproxy-w2", seconds=1)
+            one, two = [], []
+            for _ in range(self.s.reps):
+                one.append((await self.measure(scn, "ccproxy")).rate)
+                two.append((await self.measure(scn, "ccproxy-w2")).rate)
+            self.res.process["workers_rps_1"] = one
+            self.res.process["workers_rps_2"] = two
+            print(f"  workers: 1 -> {median(one):.0f} req/s, 2 -> {median(two):.0f} req/s", flush=True)
+        finally:
+            proc.stop()
+            self.ports.pop("ccproxy-w2", None)
+
+    async def run_decisions(self) -> None:
+        # HTTP client libraries under 32 connections, on the proxy's CPU
+        argv = [
+            sys.executable,
+            "-m",
+            "ccproxy.bench.micro",
+            "clients",
+            "--port",
+            str(self.ports["direct"]),
+            "--seconds",
+            "2",
+            "--conns",
+            "32",
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=self._pin_proxy,
+        )
+        out, err = await proc.communicate()
+        try:
+            self.res.decisions["http_clients"] = orjson.loads(out.strip().splitlines()[-1])
+        except (orjson.JSONDecodeError, IndexError):
+            self.note(f"HTTP client comparison failed: {err.decode(errors='replace')[-300:]}")
+        # uvicorn event loop / HTTP parser variants serving the same app
+        variants = []
+        scn1 = Scenario("json", p.ROUTES["messages"], 1)
+        scn32 = Scenario("json", p.ROUTES["messages"], 32)
+        for loop_name, http in (
+            ("uvloop", "httptools"),
+            ("asyncio", "httptools"),
+            ("uvloop", "h11"),
+            ("asyncio", "h11"),
+        ):
+            port = free_port()
+            vproc = Proc(
+                f"variant-{loop_name}-{http}",
+                [
+                    sys.executable,
+                    "-m",
+                    "ccproxy.bench.variant",
+                    "--port",
+                    str(port),
+                    "--loop",
+                    loop_name,
+                    "--http",
+                    http,
+                ],
+                ccproxy_env(self.ports["direct"], self.dir),
+                self.pin.proxy,
+                cwd=self.dir,
+            )
+            vproc.start()
+            try:
+                await wait_healthy(vproc, port)
+                self.ports["variant"] = port
+                await self.measure(scn1, "variant", seconds=1)
+                lat = await self.measure(scn1, "variant")
+                thr = await self.measure(scn32, "variant")
+                variants.append(
+                    {
+                        "loop": loop_name,
+                        "http": http,
+                        "p50_1conn_ms": lat.p50,
+                        "rps_32": thr.rate,
+                        "p99_32_ms": thr.p99,
+                    }
+                )
+            except RuntimeError as exc:
+                variants.append({"loop": loop_name, "http": http, "error": str(exc)[:300]})
+            finally:
+                vproc.stop()
+                self.ports.pop("variant", None)
+        self.res.decisions["servers"] = variants
+
+    def run_micro(self) -> None:
+        quick = self.s.mode != "full"
+        self.res.micro["translation"] = micro.translation_costs(quick)
+        self.res.micro["json"] = micro.json_costs(quick)
+        self.res.micro["sse_parse_us_per_event"] = micro.sse_parse_cost()
+
+
+async def run(settings: Settings) -> Results:
+    bench = Bench(settings)
+    started = time.perf_counter()
+    bench.res.started_at = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    print(f"ccproxy bench ({settings.mode}): {bench.pin.note}", flush=True)
+    try:
+        await bench.start()
+        await bench.run_scenarios()
+        if settings.workers:
+            await bench.run_workers()
+        if settings.decisions:
+            await bench.run_decisions()
+    finally:
+        await bench.stop()
+    if settings.micro:
+        bench.run_micro()
+    bench.res.wall_seconds = time.perf_counter() - started
+    return bench.res
