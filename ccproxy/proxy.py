@@ -203,6 +203,12 @@ class Proxy:
                     content = orjson.dumps(parsed)
                 elif meter is not None:
                     meter.observe_body(orjson.loads(content))
+        except _STREAM_ERRORS as exc:
+            # Nothing has reached the client yet: the answer is an error in its format, not a 500.
+            log.warning("upstream response failed", error=type(exc).__name__)
+            raise ProxyError(502, _LOST) from None
+        except orjson.JSONDecodeError:
+            raise ProxyError(502, "upstream answered with a body that is not valid JSON") from None
         finally:
             resp.release()
         if meter is not None:
