@@ -281,9 +281,11 @@ def test_unreachable_upstream_is_502_in_callers_format(make_proxy: MakeProxy, cl
         assert ainfo.value.status_code == 502
         assert ainfo.value.body["type"] == "error"  # type: ignore[index]
         assert "cannot reach upstream" in str(ainfo.value)
-        with pytest.raises(anthropic.APIStatusError) as ainfo:
-            with claude.messages.stream(model="sonnet", max_tokens=5, messages=USER) as s:  # type: ignore[arg-type]  # noqa: SIM117
-                s.get_final_message()
+        with (
+            pytest.raises(anthropic.APIStatusError) as ainfo,
+            claude.messages.stream(model="sonnet", max_tokens=5, messages=USER) as s,  # type: ignore[arg-type]
+        ):
+            s.get_final_message()
         assert ainfo.value.status_code == 502
 
         chat = openai.OpenAI(base_url=url + "/api/v1", api_key="x", max_retries=0)
