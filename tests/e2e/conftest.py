@@ -81,8 +81,8 @@ def run_claude(claude_bin: str, tmp_path: Path) -> RunClaude:
 
 @pytest.fixture
 def run_codex(codex_bin: str, tmp_path: Path) -> Iterator[RunCodex]:
-    """``run_codex(base_url, prompt, *extra_args)`` → ``ClientRun`` of ``codex exec`` with a custom Responses
-    provider at ``base_url``.
+    """``run_codex(base_url, prompt, *extra_args, builtin=False)`` → ``ClientRun`` of ``codex exec`` with a
+    custom Responses provider at ``base_url`` (``builtin``: Codex's own provider, WebSocket first).
 
     The sandbox defaults to ``danger-full-access``: these tests are about the proxy, and the bundled
     bubblewrap needs user namespaces that containers often lack (CCPROXY_E2E_CODEX_SANDBOX=workspace-write
@@ -90,15 +90,18 @@ def run_codex(codex_bin: str, tmp_path: Path) -> Iterator[RunCodex]:
     homes: list[Path] = []
     sandbox = os.environ.get("CCPROXY_E2E_CODEX_SANDBOX", "danger-full-access")
 
-    def run(base_url: str, prompt: str, *extra: str, api_key: str = CODEX_CLIENT_KEY) -> ClientRun:
+    def run(
+        base_url: str, prompt: str, *extra: str, api_key: str = CODEX_CLIENT_KEY, builtin: bool = False
+    ) -> ClientRun:
         home = tmp_path / f"codex-home-{uuid.uuid4().hex[:8]}"
         codex_home = home / ".codex"
         work = home / "work"
         codex_home.mkdir(parents=True)
         work.mkdir()
         homes.append(home)
-        (codex_home / "config.toml").write_text(codex_config(base_url, sandbox=sandbox))
-        env = {**base_env(home), "CODEX_HOME": str(codex_home), "CCPROXY_E2E_KEY": api_key}
+        (codex_home / "config.toml").write_text(codex_config(base_url, sandbox=sandbox, builtin=builtin))
+        key_variable = "CODEX_API_KEY" if builtin else "CCPROXY_E2E_KEY"
+        env = {**base_env(home), "CODEX_HOME": str(codex_home), key_variable: api_key}
         argv = [codex_bin, "exec", "--skip-git-repo-check", *extra, prompt]
         return run_client(argv, env, work)
 

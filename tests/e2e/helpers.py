@@ -225,14 +225,25 @@ def reap_strays(marker: Path) -> list[int]:
     return killed
 
 
+# Egress guard: anything a client tries to reach besides loopback (Codex's plugin sync to github.com and
+# its metrics to ab.chatgpt.com, Claude Code's update checks) goes to a closed local port instead of the
+# network. Loopback, where the proxy listens, stays direct.
+DEAD_PROXY = "http://127.0.0.1:9"
+EGRESS_GUARD = {
+    **{name: DEAD_PROXY for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy")},
+    **{name: "127.0.0.1,localhost,::1" for name in ("NO_PROXY", "no_proxy")},
+}
+
+
 def base_env(home: Path) -> dict[str, str]:
-    """What every client gets: PATH (node), a scratch HOME, a locale; nothing else of ours."""
+    """What every client gets: PATH (node), a scratch HOME, a locale and the egress guard; nothing else."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "LANG": "C.UTF-8",
         "TERM": "dumb",
         "NO_COLOR": "1",
+        **EGRESS_GUARD,
     }
 
 
@@ -259,13 +270,29 @@ CODEX_CLIENT_KEY = "sk-e2e-client-key-for-codex"
 CODEX_MODEL = "gpt-5.5"  # a slug of Codex's bundled catalog with plain function tools (not code mode)
 
 
-def codex_config(base_url: str, *, sandbox: str) -> str:
-    return f"""\
+def codex_config(base_url: str, *, sandbox: str, builtin: bool = False) -> str:
+    """``config.toml`` for a custom Responses provider at ``base_url`` (key from ``$CCPROXY_E2E_KEY``), or,
+    with ``builtin``, for Codex's own OpenAI provider pointed there (key from ``$CODEX_API_KEY``; it speaks
+    WebSocket first). Plugin sync and analytics are off: they would contact github.com and chatgpt.com."""
+    top = f'''\
 model = "{CODEX_MODEL}"
-model_provider = "ccproxy"
 approval_policy = "never"
 sandbox_mode = "{sandbox}"
+'''
+    hygiene = """
+[features]
+plugins = false
 
+[analytics]
+enabled = false
+"""
+    if builtin:
+        return top + f'openai_base_url = "{base_url}"\n' + hygiene
+    return (
+        top
+        + 'model_provider = "ccproxy"\n'
+        + hygiene
+        + f'''
 [model_providers.ccproxy]
 name = "ccproxy"
 base_url = "{base_url}"
@@ -273,7 +300,8 @@ wire_api = "responses"
 env_key = "CCPROXY_E2E_KEY"
 request_max_retries = 0
 stream_max_retries = 0
-"""
+'''
+    )
 
 
 RunClaude = Callable[..., ClientRun]  # the run_claude fixture
