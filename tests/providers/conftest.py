@@ -237,15 +237,19 @@ def proxy(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 MakeProxy = Callable[..., AbstractContextManager[str]]
 
 
+@contextmanager
+def start_proxy(fakes: Fakes, tmp: Path, **cli: Any) -> Iterator[str]:
+    """A proxy aimed at the fakes on a free loopback port; yields its base URL."""
+    with serve_app(create_app(proxy_config(fakes, tmp, **cli))) as url:
+        yield url
+
+
 @pytest.fixture
 def make_proxy(fakes: Fakes, tmp_path: Path) -> MakeProxy:
     """``with make_proxy(**{"dotted.key": value}) as url``: a dedicated proxy for one test."""
 
-    @contextmanager
-    def start(**cli: Any) -> Iterator[str]:
-        config = proxy_config(fakes, tmp_path / "proxy-config", **cli)
-        with serve_app(create_app(config)) as url:
-            yield url
+    def start(**cli: Any) -> AbstractContextManager[str]:
+        return start_proxy(fakes, tmp_path / "proxy-config", **cli)
 
     return start
 

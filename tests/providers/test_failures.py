@@ -4,6 +4,7 @@ upstreams, and the bounded 429/529 retry."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import anthropic
 import httpx
@@ -13,7 +14,7 @@ import pytest
 
 from ccproxy.sse import frame
 
-from .conftest import CLAUDE_TOKEN, CODEX_TOKEN, Fakes, MakeProxy
+from .conftest import CLAUDE_TOKEN, CODEX_TOKEN, Fakes, MakeProxy, start_proxy
 
 USER = [{"role": "user", "content": "hello"}]
 LONG = " ".join(f"word{i}" for i in range(400))
@@ -303,53 +304,51 @@ def test_unreachable_upstream_is_502_in_callers_format(make_proxy: MakeProxy, cl
 # ------------------------------------------------------------------------------------- bounded retry
 
 
-@pytest.fixture
-def retrying(make_proxy: MakeProxy) -> object:
-    return make_proxy(
+@pytest.fixture(scope="module")
+def retrying(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with start_proxy(
+        fakes,
+        tmp_path_factory.mktemp("retrying"),
         **{
             "plugins.claude_api.access_token": CLAUDE_TOKEN,
             "plugins.claude_api.retry_attempts": 1,
             "plugins.claude_api.retry_max_wait": 1.0,
             "plugins.codex.access_token": CODEX_TOKEN,
-        }
-    )
+        },
+    ) as url:
+        yield url
 
 
 @pytest.mark.parametrize("status", [429, 529])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_bounded_retry_once_before_first_byte(
-    retrying: object, fakes: Fakes, status: int, stream: bool
-) -> None:
+def test_bounded_retry_once_before_first_byte(retrying: str, fakes: Fakes, status: int, stream: bool) -> None:
     fakes.anthropic.reply_error(status, headers={"retry-after": "0.05"})
-    with retrying as url:  # type: ignore[attr-defined]
-        client = anthropic.Anthropic(base_url=url + "/api", api_key="x", max_retries=0)
-        if stream:
-            with client.messages.stream(model="sonnet", max_tokens=5, messages=USER) as s:  # type: ignore[arg-type]
-                message = s.get_final_message()
-        else:
-            message = client.messages.create(model="sonnet", max_tokens=5, messages=USER)  # type: ignore[arg-type]
+    client = anthropic.Anthropic(base_url=retrying + "/api", api_key="x", max_retries=0)
+    if stream:
+        with client.messages.stream(model="sonnet", max_tokens=5, messages=USER) as s:  # type: ignore[arg-type]
+            message = s.get_final_message()
+    else:
+        message = client.messages.create(model="sonnet", max_tokens=5, messages=USER)  # type: ignore[arg-type]
     assert message.content
     first, second = fakes.anthropic.requests
     assert first.body == second.body
 
 
-def test_bounded_retry_gives_up_after_one(retrying: object, fakes: Fakes) -> None:
+def test_bounded_retry_gives_up_after_one(retrying: str, fakes: Fakes) -> None:
     fakes.anthropic.reply_error(429, headers={"retry-after": "0.05"}).reply_error(429, "still limited")
-    with retrying as url:  # type: ignore[attr-defined]
-        client = anthropic.Anthropic(base_url=url + "/api", api_key="x", max_retries=0)
-        with pytest.raises(anthropic.RateLimitError) as info:
-            client.messages.create(model="sonnet", max_tokens=5, messages=USER)  # type: ignore[arg-type]
+    client = anthropic.Anthropic(base_url=retrying + "/api", api_key="x", max_retries=0)
+    with pytest.raises(anthropic.RateLimitError) as info:
+        client.messages.create(model="sonnet", max_tokens=5, messages=USER)  # type: ignore[arg-type]
     assert "still limited" in str(info.value)
     assert len(fakes.anthropic.requests) == 2
 
 
-def test_bounded_retry_skips_long_retry_after(retrying: object, fakes: Fakes) -> None:
+def test_bounded_retry_skips_long_retry_after(retrying: str, fakes: Fakes) -> None:
     fakes.anthropic.reply_error(429, headers={"retry-after": "30"})
-    with retrying as url:  # type: ignore[attr-defined]
-        client = anthropic.Anthropic(base_url=url + "/api", api_key="x", max_retries=0)
-        started = time.monotonic()
-        with pytest.raises(anthropic.RateLimitError) as info:
-            client.messages.create(model="sonnet", max_tokens=5, messages=USER)  # type: ignore[arg-type]
+    client = anthropic.Anthropic(base_url=retrying + "/api", api_key="x", max_retries=0)
+    started = time.monotonic()
+    with pytest.raises(anthropic.RateLimitError) as info:
+        client.messages.create(model="sonnet", max_tokens=5, messages=USER)  # type: ignore[arg-type]
     assert time.monotonic() - started < 1
     assert info.value.response.headers["retry-after"] == "30"
     assert len(fakes.anthropic.requests) == 1
