@@ -2,7 +2,8 @@
 
 ``ccproxy serve`` runs as a subprocess (the production logging path: structlog JSON on stderr, debug level,
 ``logging.verbose_api`` on, ``logging.request_log_dir`` set) in front of the in-process fakes. Claude Code
-(``/api`` and ``/api/codex``) and ``codex exec`` each complete a tool round trip through it; then its stderr
+(``/api`` and ``/api/codex``) and ``codex exec`` (custom provider over HTTP, built-in provider over the
+WebSocket) each complete a tool round trip through it; then its stderr
 and every file under its HOME and request-log directory are searched for the upstream access tokens and the
 clients' own keys.
 """
@@ -36,25 +37,34 @@ CLAUDE_TOKEN = f"sk-ant-oat01-{secrets.token_urlsafe(24)}"
 CODEX_NONCE = secrets.token_hex(12)
 CODEX_TOKEN = codex_jwt(nonce=CODEX_NONCE)
 CODEX_PAYLOAD = CODEX_TOKEN.split(".")[1]
+UPSTREAM_SECRETS = {
+    "claude access token": CLAUDE_TOKEN,
+    "codex access token": CODEX_TOKEN,
+    "codex token payload": CODEX_PAYLOAD,
+    "codex token nonce": CODEX_NONCE,
+}
+CLIENT_SECRETS = {"claude code's api key": CLAUDE_CLIENT_KEY, "codex cli's api key": CODEX_CLIENT_KEY}
+HANDSHAKE_DUMP = "DEBUG uvicorn.error: < "  # uvicorn's websockets protocol, one request header per line
+
+
+def proxy_settings(fakes: RunningFakes, request_dir: Path) -> dict[str, str]:
+    return {
+        "PLUGINS__CLAUDE_API__BASE_URL": fakes.url,
+        "PLUGINS__CLAUDE_API__ACCESS_TOKEN": CLAUDE_TOKEN,
+        "PLUGINS__CODEX__ENABLED": "true",
+        "PLUGINS__CODEX__BASE_URL": fakes.codex_url,
+        "PLUGINS__CODEX__ACCESS_TOKEN": CODEX_TOKEN,
+        "LOGGING__LEVEL": "debug",
+        "LOGGING__FORMAT": "json",
+        "LOGGING__VERBOSE_API": "true",
+        "LOGGING__REQUEST_LOG_DIR": str(request_dir),
+    }
 
 
 @pytest.fixture
 def logged_proxy(fakes: RunningFakes, tmp_path: Path) -> Iterator[tuple[ProxyProcess, Path]]:
     request_dir = tmp_path / "request-log"
-    proc = start_proxy_process(
-        tmp_path,
-        {
-            "PLUGINS__CLAUDE_API__BASE_URL": fakes.url,
-            "PLUGINS__CLAUDE_API__ACCESS_TOKEN": CLAUDE_TOKEN,
-            "PLUGINS__CODEX__ENABLED": "true",
-            "PLUGINS__CODEX__BASE_URL": fakes.codex_url,
-            "PLUGINS__CODEX__ACCESS_TOKEN": CODEX_TOKEN,
-            "LOGGING__LEVEL": "debug",
-            "LOGGING__FORMAT": "json",
-            "LOGGING__VERBOSE_API": "true",
-            "LOGGING__REQUEST_LOG_DIR": str(request_dir),
-        },
-    )
+    proc = start_proxy_process(tmp_path, proxy_settings(fakes, request_dir))
     try:
         yield proc, request_dir
     finally:
@@ -72,16 +82,18 @@ def test_no_token_in_logs_or_request_files(
         run_claude(proc.url + "/api", "RUN: echo scan-claude-api"),
         run_claude(proc.url + "/api/codex", "RUN: echo scan-claude-codex"),
         run_codex(proc.url + "/api/codex/v1", "RUN: echo scan-codex-cli"),
+        run_codex(proc.url + "/api/codex/v1", "RUN: echo scan-codex-ws", builtin=True),  # WebSocket
     ]
     for run in runs:
         assert run.returncode == 0, run.describe()
     for run, marker in zip(runs[:2], ("scan-claude-api", "scan-claude-codex"), strict=True):
         assert run.json()["result"] == f"The tool returned:\n{marker}", run.describe()
     assert "scan-codex-cli" in runs[2].stdout, runs[2].describe()
+    assert "scan-codex-ws" in runs[3].stdout and "Reconnecting" not in runs[3].stderr, runs[3].describe()
 
     # the tokens really were used upstream, so finding none below means something
     auth = [r.headers.get("authorization") for r in (*fakes.anthropic.requests, *fakes.codex.requests)]
-    assert auth == [f"Bearer {CLAUDE_TOKEN}"] * 2 + [f"Bearer {CODEX_TOKEN}"] * 4
+    assert auth == [f"Bearer {CLAUDE_TOKEN}"] * 2 + [f"Bearer {CODEX_TOKEN}"] * 6
 
     deadline = time.monotonic() + 5  # request files are written off the event loop
     while len(list(request_dir.glob("*.json"))) < 6 and time.monotonic() < deadline:
@@ -91,25 +103,21 @@ def test_no_token_in_logs_or_request_files(
     log = proc.log_text()
     files = sorted(p for root in (proc.home, request_dir) for p in root.rglob("*") if p.is_file())
     request_files = [p for p in files if p.parent == request_dir]
-    assert len(request_files) == 6, [p.name for p in request_files]
-    assert log.count('"api exchange"') == 6, log[-3000:]
+    # the six HTTP exchanges (WebSocket turns are not in the request log today)
+    assert len(request_files) >= 6, [p.name for p in request_files]
+    assert log.count('"api exchange"') >= 6, log[-3000:]
     # bodies were recorded, including the tool output that came back through the proxy
     for marker in ("scan-claude-api", "scan-claude-codex", "scan-codex-cli"):
         assert marker in log
         assert any(marker in p.read_text(errors="replace") for p in request_files)
 
-    secrets_used = {
-        "claude access token": CLAUDE_TOKEN,
-        "codex access token": CODEX_TOKEN,
-        "codex token payload": CODEX_PAYLOAD,
-        "codex token nonce": CODEX_NONCE,
-        "claude code's api key": CLAUDE_CLIENT_KEY,
-        "codex cli's api key": CODEX_CLIENT_KEY,
-    }
+    secrets = {**UPSTREAM_SECRETS, **CLIENT_SECRETS}
+    # The WebSocket handshake's header dump (uvicorn at DEBUG) is left to the xfail test below.
+    stderr = "\n".join(line for line in log.splitlines() if not line.startswith(HANDSHAKE_DUMP))
     leaks = [
         f"{what} in {where}"
-        for where, text in [("stderr", log), *((str(p), p.read_text(errors="replace")) for p in files)]
-        for what, value in secrets_used.items()
+        for where, text in [("stderr", stderr), *((str(p), p.read_text(errors="replace")) for p in files)]
+        for what, value in secrets.items()
         if value in text
     ]
     assert leaks == []
@@ -117,3 +125,22 @@ def test_no_token_in_logs_or_request_files(
     assert stat.S_IMODE(request_dir.stat().st_mode) == 0o700
     for path in request_files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="at logging.level=debug uvicorn's websockets protocol logs the handshake's request headers "
+    "(authorization: Bearer <client key or ccproxy auth token>) through stdlib logging, which "
+    "ccproxy.logs.configure does not redact",
+)
+def test_debug_log_keeps_websocket_handshake_credentials_out(
+    logged_proxy: tuple[ProxyProcess, Path], run_codex: RunCodex
+) -> None:
+    proc, _ = logged_proxy
+    run = run_codex(proc.url + "/api/codex/v1", "RUN: echo scan-ws-handshake", builtin=True)
+    assert run.returncode == 0, run.describe()
+    proc.stop()
+    log = proc.log_text()
+    assert "WebSocket /api/codex/v1/responses" in log  # the handshake did happen, at debug level
+    leaks = [what for what, value in {**UPSTREAM_SECRETS, **CLIENT_SECRETS}.items() if value in log]
+    assert leaks == []
