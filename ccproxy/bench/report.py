@@ -309,7 +309,14 @@ def decisions_tables(res: Results) -> str:
         out.append("\nServer (the same ccproxy app under uvicorn), non-streaming messages:\n")
         out.append(
             _table(
-                ["event loop", "HTTP parser", "p50 ms 1 conn", "req/s 32 conns", "p99 ms 32 conns"],
+                [
+                    "event loop",
+                    "HTTP parser",
+                    "p50 ms 1 conn",
+                    "req/s 32 conns",
+                    "p99 ms 32 conns",
+                    "CPU µs/req",
+                ],
                 [
                     [
                         v["loop"],
@@ -317,6 +324,7 @@ def decisions_tables(res: Results) -> str:
                         _f(v.get("p50_1conn_ms")),
                         _f(v.get("rps_32"), 0),
                         _f(v.get("p99_32_ms")),
+                        _f(v.get("cpu_us_per_req"), 0),
                     ]
                     for v in d["servers"]
                 ],
@@ -364,6 +372,12 @@ class Target:
         return f"{pct:+.0f}% headroom" if pct >= 0 else f"missed by {-pct:.0f}%"
 
 
+def _capacity(cpu_us: float | None) -> str:
+    if not cpu_us:
+        return ""
+    return f"{cpu_us:.0f} CPU µs/req: {1e6 / cpu_us:,.0f} req/s if it had its CPU to itself"
+
+
 def targets(res: Results) -> list[Target]:
     by = {r.key: r for r in rows(res)}
     out: list[Target] = []
@@ -400,6 +414,7 @@ def targets(res: Results) -> list[Target]:
                 4000,
                 higher_is_better=True,
                 unit="req/s",
+                detail=_capacity(r.m("ccproxy", "cpu_us")),
             )
         )
     for r in by.values():

@@ -25,6 +25,7 @@ from ccproxy.bench.procs import (
     ccproxy_command,
     ccproxy_env,
     ccproxy_proc,
+    cpu_seconds,
     cpus,
     free_port,
     rss_mb,
@@ -177,6 +178,7 @@ class Sample:
     stretch: float = 0.0
     stretch_p99: float = 0.0
     stretch_max: float = 0.0
+    cpu_us: float = 0.0  # CPU time of the server under test per answer (robust to a busy machine)
 
 
 @dataclass
@@ -377,6 +379,15 @@ class Bench:
             print(f"  PROBE FAILED {scn.key} at {target}: {problem}", flush=True)
 
     async def measure(self, scn: Scenario, target: str, seconds: float | None = None) -> Sample:
+        """One timed run, plus the CPU time the server under test spent per request/stream."""
+        proc = self.procs.get("upstream" if target == "direct" else target)
+        cpu0 = cpu_seconds(proc.pid) if proc else 0.0
+        sample = await self._measure(scn, target, seconds)
+        if proc and sample.count:
+            sample.cpu_us = (cpu_seconds(proc.pid) - cpu0) / sample.count * 1e6
+        return sample
+
+    async def _measure(self, scn: Scenario, target: str, seconds: float | None = None) -> Sample:
         port = self.ports[target]
         path, body, headers, fmt = scn.request(target, port)
         if scn.kind == "json":
@@ -480,7 +491,7 @@ class Bench:
         try:
             await wait_healthy(proc, port)
             await asyncio.sleep(1.0)  # both workers up
-            self.ports["ccproxy-w2"] = port
+            self.ports["ccproxy-w2"], self.procs["ccproxy-w2"] = port, proc
             for _ in range(2):  # both workers warm
                 await self.measure(scn, "ccproxy-w2", seconds=1)
             one, two = [], []
@@ -493,6 +504,7 @@ class Bench:
         finally:
             proc.stop()
             self.ports.pop("ccproxy-w2", None)
+            self.procs.pop("ccproxy-w2", None)
 
     async def run_decisions(self) -> None:
         # HTTP client libraries under 32 connections, on the proxy's CPU
@@ -550,7 +562,7 @@ class Bench:
             vproc.start()
             try:
                 await wait_healthy(vproc, port)
-                self.ports["variant"] = port
+                self.ports["variant"], self.procs["variant"] = port, vproc
                 await self.measure(scn1, "variant", seconds=1)
                 lat = await self.measure(scn1, "variant")
                 thr = await self.measure(scn32, "variant")
@@ -559,6 +571,7 @@ class Bench:
                         "loop": loop_name,
                         "http": http,
                         "p50_1conn_ms": lat.p50,
+                        "cpu_us_per_req": thr.cpu_us,
                         "rps_32": thr.rate,
                         "p99_32_ms": thr.p99,
                     }
@@ -568,6 +581,7 @@ class Bench:
             finally:
                 vproc.stop()
                 self.ports.pop("variant", None)
+                self.procs.pop("variant", None)
         self.res.decisions["servers"] = variants
 
     def run_micro(self) -> None:
@@ -577,9 +591,27 @@ class Bench:
         self.res.micro["sse_parse_us_per_event"] = micro.sse_parse_cost()
 
 
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all CPUs), from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 async def run(settings: Settings) -> Results:
     bench = Bench(settings)
     started = time.perf_counter()
+    busy0, own0, load0 = _busy_seconds(), _own_seconds(), os.getloadavg()[0]
     bench.res.started_at = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     print(f"ccproxy bench ({settings.mode}): {bench.pin.note}", flush=True)
     try:
@@ -591,7 +623,17 @@ async def run(settings: Settings) -> Results:
             await bench.run_decisions()
     finally:
         await bench.stop()
+    bench.res.wall_seconds = time.perf_counter() - started
+    # CPU used by processes that are not part of the benchmark (other work on a shared machine)
+    foreign = max(0.0, (_busy_seconds() - busy0) - (_own_seconds() - own0))
+    share = foreign / (bench.res.wall_seconds * len(cpus()))
+    bench.res.process["foreign_cpu_share"] = share
+    bench.res.process["loadavg_1m"] = [load0, os.getloadavg()[0]]
+    if share > 0.05:
+        bench.note(
+            f"other processes used {share:.0%} of the machine's CPU during the run (load average "
+            f"{load0:.2f} at the start): numbers are noisier and slower than on an idle machine"
+        )
     if settings.micro:
         bench.run_micro()
-    bench.res.wall_seconds = time.perf_counter() - started
     return bench.res
