@@ -14,6 +14,8 @@ import httpx
 import openai
 import pytest
 
+from ccproxy.testing import ErrorReply, RecordedRequest
+
 from .conftest import CLAUDE_TOKEN, CODEX_TOKEN, Fakes, Home, MakeProxy, OAuthServer
 
 USER = [{"role": "user", "content": "hello"}]
@@ -277,3 +279,68 @@ def test_corrupted_codex_auth_file(
     assert str(home.codex_auth) in info.value.message
     assert home.codex_auth.read_bytes() == b'{"tokens": 42}'
     assert fakes.codex.requests == []
+
+
+# ------------------------------------------------------------------------------- refresh edge cases
+
+
+def test_refused_refresh_is_401_with_login_hint(
+    make_proxy: MakeProxy, fakes: Fakes, oauth: OAuthServer, home: Home
+) -> None:
+    old = oauth.state.claude.issue_tokens(expires_in=-10)  # already expired
+    before = write_claude_credentials(home.claude_credentials, old, expires_in=-10)
+    oauth.state.claude.fail_refresh = "invalid_grant"
+    with make_proxy(**claude_oauth_settings(oauth)) as url:
+        client = anthropic.Anthropic(base_url=url + "/api", api_key="x", max_retries=0)
+        for _ in range(3):
+            with pytest.raises(anthropic.AuthenticationError) as info:
+                client.messages.create(model="sonnet", max_tokens=10, messages=USER)  # type: ignore[arg-type]
+            assert "login" in str(info.value)
+    assert oauth.state.claude.refresh_attempts == 1  # a refused refresh token is not hammered
+    assert fakes.anthropic.requests == []
+    assert json.loads(home.claude_credentials.read_text()) == before
+
+
+def test_transient_refresh_failure_keeps_serving_the_valid_token(
+    make_proxy: MakeProxy, fakes: Fakes, oauth: OAuthServer, home: Home
+) -> None:
+    old = oauth.state.claude.issue_tokens(expires_in=60)  # inside the grace period, still valid
+    write_claude_credentials(home.claude_credentials, old, expires_in=60)
+    oauth.state.claude.fail_refresh_once = "server_error"
+    with make_proxy(**claude_oauth_settings(oauth)) as url:
+        client = anthropic.Anthropic(base_url=url + "/api", api_key="x", max_retries=0)
+        assert client.messages.create(model="sonnet", max_tokens=10, messages=USER).content  # type: ignore[arg-type]
+    assert fakes.anthropic.last_request.headers["authorization"] == f"Bearer {old['access_token']}"
+    assert oauth.state.claude.refresh_count == 0
+
+
+async def test_revoked_token_under_concurrency_refreshes_once(
+    make_proxy: MakeProxy, fakes: Fakes, oauth: OAuthServer, home: Home
+) -> None:
+    """The upstream starts rejecting a token that is not expired: every request in flight sees a 401."""
+    provider = oauth.state.claude
+    old = provider.issue_tokens(expires_in=3600)
+    write_claude_credentials(home.claude_credentials, old, expires_in=3600)
+
+    def check_token(request: RecordedRequest, _: object) -> ErrorReply | None:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        return None if provider.access_token_valid(token) else ErrorReply(status=401, message="revoked")
+
+    fakes.anthropic.add_rule(check_token)
+    with make_proxy(**claude_oauth_settings(oauth)) as url:
+        async with anthropic.AsyncAnthropic(base_url=url + "/api", api_key="x", max_retries=0) as client:
+            await client.messages.create(model="sonnet", max_tokens=10, messages=USER)  # type: ignore[arg-type]
+            provider.expire_access_tokens()
+            provider.refresh_delay = 0.1
+            results = await asyncio.gather(
+                *(
+                    client.messages.create(model="sonnet", max_tokens=10, messages=USER)  # type: ignore[arg-type]
+                    for _ in range(20)
+                )
+            )
+    assert len(results) == 20
+    assert provider.refresh_count == 1
+    fresh = json.loads(home.claude_credentials.read_text())["claudeAiOauth"]["accessToken"]
+    assert provider.access_token_valid(fresh)
+    retried = [r for r in fakes.anthropic.requests if r.headers["authorization"] == f"Bearer {fresh}"]
+    assert len(retried) == 20

@@ -183,8 +183,7 @@ def test_client_disconnect_cancels_upstream(
         for chunk in resp.iter_raw():
             if chunk:
                 break
-        closed_at = time.monotonic()
-    # leaving the block closed the response (and the connection, as the body was not read)
+        closed_at = time.monotonic()  # leaving the blocks closes the connection (the body was not read)
     seen = fakes.watch.wait_for(suffix, timeout=3)
     assert seen is not None, "the fake never saw the proxy drop the upstream request"
     assert seen - closed_at < 0.2, f"upstream cancelled {seen - closed_at:.3f}s after the client left"
@@ -196,8 +195,8 @@ def test_sdk_client_closing_stream_cancels_upstream(proxy: str, fakes: Fakes) ->
     with client.messages.stream(model="sonnet", max_tokens=50, messages=USER) as stream:  # type: ignore[arg-type]
         for event in stream:
             if event.type == "content_block_delta":
+                closed_at = time.monotonic()
                 break
-    closed_at = time.monotonic()
     seen = fakes.watch.wait_for("/v1/messages", timeout=3)
     assert seen is not None and seen - closed_at < 0.2
 
