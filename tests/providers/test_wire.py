@@ -6,6 +6,8 @@ import httpx
 import orjson
 import pytest
 
+from ccproxy.testing import Completion
+
 from .conftest import Fakes
 
 USER = [{"role": "user", "content": "hello"}]
@@ -83,3 +85,47 @@ def test_unchanged_passthrough_body_is_forwarded_byte_for_byte(proxy: str, fakes
     )
     httpx.post(proxy + "/api/v1/messages", content=raw, headers={"content-type": "application/json"})
     assert fakes.anthropic.last_request.body == raw
+
+
+def test_non_json_upstream_error_is_rendered_in_callers_envelope(proxy: str, fakes: Fakes) -> None:
+    for path, body in (
+        ("/api/v1/messages", {"model": "sonnet", "max_tokens": 9, "messages": USER}),
+        ("/api/v1/chat/completions", {"model": "sonnet", "messages": USER}),
+    ):
+        fakes.anthropic.reply_raw(b"<html>502 Bad Gateway</html>", status=502, content_type="text/html")
+        resp = httpx.post(proxy + path, json=body)
+        assert resp.status_code == 502
+        data = resp.json()
+        assert "502 Bad Gateway" in data["error"]["message"]
+        if path.endswith("/messages"):
+            assert data["type"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "check"),
+    [
+        ("/api/codex/v1/messages", {"max_tokens": 9, "messages": USER}, ("stop_reason", "max_tokens")),
+        ("/api/codex/v1/chat/completions", {"messages": USER}, ("finish_reason", "length")),
+        ("/api/codex/v1/responses", {"input": "hi"}, ("status", "incomplete")),
+    ],
+)
+def test_codex_incomplete_answer(
+    proxy: str, fakes: Fakes, path: str, body: dict[str, object], check: tuple[str, str]
+) -> None:
+    fakes.codex.reply(Completion(text="cut short", stop_reason="max_tokens"))
+    resp = httpx.post(proxy + path, json={"model": "gpt-5.4", **body})
+    assert resp.status_code == 200
+    data = resp.json()
+    key, value = check
+    found = data["choices"][0][key] if key == "finish_reason" else data[key]
+    assert found == value
+
+
+def test_codex_session_path_for_anthropic_client(proxy: str, fakes: Fakes) -> None:
+    for _ in range(2):
+        httpx.post(
+            proxy + "/api/codex/claude-sess/v1/messages",
+            json={"model": "gpt-5.4", "max_tokens": 9, "messages": USER},
+        )
+    assert [r.headers["session_id"] for r in fakes.codex.requests] == ["claude-sess", "claude-sess"]
+    assert {r.json["prompt_cache_key"] for r in fakes.codex.requests} == {"claude-sess"}
