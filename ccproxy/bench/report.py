@@ -114,6 +114,8 @@ def tables(res: Results) -> str:
                     _f(r.m("ccproxy", "rate"), 0),
                     _f(_ratio(r.m("ccproxy", "rate"), r.m("direct", "rate")), 2),
                     _f(_ratio(r.m("ccproxy", "rate"), r.m("nginx", "rate")), 2),
+                    _f(r.m("nginx", "cpu_us"), 0),
+                    _f(r.m("ccproxy", "cpu_us"), 0),
                     f"{errs}/{total}",
                 ]
             )
@@ -136,7 +138,9 @@ def tables(res: Results) -> str:
                     "req/s ccproxy",
                     "req/s ×direct",
                     "req/s ×nginx",
-                    "errors/requests",
+                    "CPU µs/req nginx",
+                    "CPU µs/req ccproxy",
+                    "errors/requests (all targets)",
                 ],
                 body,
             )
@@ -166,6 +170,7 @@ def tables(res: Results) -> str:
                     _f(r.m("direct", "rate"), 0),
                     _f(r.m("nginx", "rate"), 0),
                     _f(r.m("ccproxy", "rate"), 0),
+                    _f(r.m("ccproxy", "cpu_us"), 0),
                     f"{total}/{bad}/{errs}",
                 ]
             )
@@ -189,7 +194,8 @@ def tables(res: Results) -> str:
                     "streams/s direct",
                     "streams/s nginx",
                     "streams/s ccproxy",
-                    "checked/bad/errors",
+                    "CPU µs/stream ccproxy",
+                    "checked/bad/errors (all targets)",
                 ],
                 body,
             )

@@ -288,12 +288,12 @@ class Bench:
             {},
             self.pin.load,
         )
+        self.procs["upstream"] = up
         up.start(stdout=subprocess.PIPE)
         assert up.popen is not None and up.popen.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(up.popen.stdout.readline), 20)
         if not line.startswith(b"READY "):
             raise RuntimeError(f"fake upstream did not start: {line!r} {up.stderr_tail()}")
-        self.procs["upstream"] = up
         self.ports["direct"] = int(line.split()[1])
         nginx = nginx_binary() if self.s.use_nginx else None
         if self.s.use_nginx and nginx is None:
@@ -301,9 +301,10 @@ class Bench:
         if nginx:
             port = free_port()
             proc = nginx_proc(nginx, self.dir, port, self.ports["direct"], self.pin.proxy)
+            self.procs["nginx"] = proc  # registered first, so a failed start is still stopped
             proc.start()
             await wait_healthy(proc, port)
-            self.procs["nginx"], self.ports["nginx"] = proc, port
+            self.ports["nginx"] = port
         wrk = which("wrk") if self.s.use_wrk else None
         if self.s.use_wrk and wrk is None:
             self.note(
@@ -314,9 +315,10 @@ class Bench:
         await self.startup_times()
         port = free_port()
         proc = ccproxy_proc(port, self.ports["direct"], self.dir, self.pin.proxy)
+        self.procs["ccproxy"] = proc
         proc.start()
         self.res.process.setdefault("startup_s", []).append(await wait_healthy(proc, port))
-        self.procs["ccproxy"], self.ports["ccproxy"] = proc, port
+        self.ports["ccproxy"] = port
         self.res.process["rss_started_mb"] = rss_mb(proc.pid)
 
     async def stop(self) -> None:
