@@ -15,12 +15,16 @@ SECRET_KEYS = re.compile(
 )
 # Bearer values, Anthropic keys/OAuth tokens, OpenAI keys, JWTs.
 SECRET_VALUES = re.compile(
-    r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}|sk-[A-Za-z0-9_-]{8,}|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+    r"((?:authorization|x-api-key|cookie)[\"']?\s*[:=]\s*[\"']?(?:Bearer\s+)?)[^\s\"',]+"
+    r"|(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}"
+    r"|sk-[A-Za-z0-9_-]{8,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
+    re.IGNORECASE,
 )
 
 
 def redact_text(text: str) -> str:
-    return SECRET_VALUES.sub(lambda m: (m.group(1) or "") + "***", text)
+    return SECRET_VALUES.sub(lambda m: (m.group(1) or m.group(2) or "") + "***", text)
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -78,9 +82,31 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    # Route stdlib loggers (uvicorn, aiohttp) through the same level; their access log is ours instead.
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # Stdlib loggers (uvicorn, aiohttp) share the level and the redaction; their access log is ours instead.
+    handler = logging.StreamHandler(_Stderr())  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_redact_record)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_ccproxy", False)]:
+        root.removeHandler(old)
+    handler._ccproxy = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _redact_record(record: logging.LogRecord) -> bool:
+    """Scrub secrets from stdlib records (e.g. uvicorn's debug dump of WebSocket handshake headers)."""
+    message = record.getMessage()
+    cleaned = redact_text(message)
+    if record.exc_info and record.exc_info[1] is not None:
+        cleaned += "\n" + redact_text(logging.Formatter().formatException(record.exc_info))
+        record.exc_info = None
+        record.exc_text = None
+    record.msg, record.args = cleaned, None
+    return True
 
 
 def ensure_configured() -> None:

@@ -44,7 +44,6 @@ UPSTREAM_SECRETS = {
     "codex token nonce": CODEX_NONCE,
 }
 CLIENT_SECRETS = {"claude code's api key": CLAUDE_CLIENT_KEY, "codex cli's api key": CODEX_CLIENT_KEY}
-HANDSHAKE_DUMP = "DEBUG uvicorn.error: < "  # uvicorn's websockets protocol, one request header per line
 
 
 def proxy_settings(fakes: RunningFakes, request_dir: Path) -> dict[str, str]:
@@ -112,8 +111,7 @@ def test_no_token_in_logs_or_request_files(
         assert any(marker in p.read_text(errors="replace") for p in request_files)
 
     secrets = {**UPSTREAM_SECRETS, **CLIENT_SECRETS}
-    # The WebSocket handshake's header dump (uvicorn at DEBUG) is left to the xfail test below.
-    stderr = "\n".join(line for line in log.splitlines() if not line.startswith(HANDSHAKE_DUMP))
+    stderr = log
     leaks = [
         f"{what} in {where}"
         for where, text in [("stderr", stderr), *((str(p), p.read_text(errors="replace")) for p in files)]
@@ -127,12 +125,6 @@ def test_no_token_in_logs_or_request_files(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="at logging.level=debug uvicorn's websockets protocol logs the handshake's request headers "
-    "(authorization: Bearer <client key or ccproxy auth token>) through stdlib logging, which "
-    "ccproxy.logs.configure does not redact",
-)
 def test_debug_log_keeps_websocket_handshake_credentials_out(
     logged_proxy: tuple[ProxyProcess, Path], run_codex: RunCodex
 ) -> None:
