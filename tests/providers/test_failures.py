@@ -313,6 +313,8 @@ def retrying(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "plugins.claude_api.retry_attempts": 1,
             "plugins.claude_api.retry_max_wait": 1.0,
             "plugins.codex.access_token": CODEX_TOKEN,
+            "plugins.codex.retry_attempts": 1,
+            "plugins.codex.retry_max_wait": 1.0,
         },
     ) as url:
         yield url
@@ -331,6 +333,14 @@ def test_bounded_retry_once_before_first_byte(retrying: str, fakes: Fakes, statu
     assert message.content
     first, second = fakes.anthropic.requests
     assert first.body == second.body
+
+
+def test_bounded_retry_on_codex(retrying: str, fakes: Fakes) -> None:
+    fakes.codex.reply_error(429, "slow down", headers={"retry-after": "0.05"})
+    client = openai.OpenAI(base_url=retrying + "/api/codex/v1", api_key="x", max_retries=0)
+    events = [e.type for e in client.responses.create(model="gpt-5.4", input="hi", stream=True)]
+    assert events[-1] == "response.completed"
+    assert len(fakes.codex.requests) == 2
 
 
 def test_bounded_retry_gives_up_after_one(retrying: str, fakes: Fakes) -> None:
