@@ -83,7 +83,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         cache_logger_on_first_use=True,
     )
     # Stdlib loggers (uvicorn, aiohttp) share the level and the redaction; their access log is ours instead.
-    handler = logging.StreamHandler(_Stderr())  # type: ignore[arg-type]
+    handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_redact_record)
     root = logging.getLogger()

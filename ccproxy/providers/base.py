@@ -20,6 +20,7 @@ from ccproxy.auth.credential import Credential, CredentialError
 from ccproxy.auth.manager import ProviderName, TokenManager
 from ccproxy.auth.oauth import OAuthSettings, default_settings
 from ccproxy.errors import ProxyError
+from ccproxy.formats.aliases import AliasRule, resolve_model
 from ccproxy.formats.base import Format
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
 from ccproxy.proxy import Call, Outbound
@@ -53,6 +54,9 @@ class ProviderSettings(PluginSettings):
         0, ge=0, le=5, description="Retries of a 429/529 before the first byte reached the client"
     )
     retry_max_wait: float = Field(10.0, ge=0, description="Longest retry-after honoured by a retry")
+    aliases: list[AliasRule] = Field(
+        default_factory=list, description="Model aliases (exact / prefix / regex), first match wins"
+    )
 
     # Which provider's OAuth defaults fill in a partial `oauth` table; set by each subclass.
     oauth_provider: ClassVar[ProviderName]
@@ -82,6 +86,9 @@ class _Upstream:
 
     async def prepare(self, call: Call) -> Outbound:
         credential = await self.plugin.credential(self.ctx)
+        model = call.body.get("model")
+        if isinstance(model, str) and self.ctx.settings.aliases:
+            call.body["model"] = resolve_model(model, self.ctx.settings.aliases)
         return self.plugin.build(self.ctx, call, credential)
 
     async def unauthorized(self, call: Call, failed: Outbound) -> Outbound | None:

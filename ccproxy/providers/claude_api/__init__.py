@@ -11,7 +11,7 @@ from pydantic import Field
 from starlette.routing import BaseRoute, Route
 
 from ccproxy.auth.credential import Credential
-from ccproxy.formats.aliases import AliasRule, resolve_model
+from ccproxy.formats.aliases import AliasRule
 from ccproxy.formats.base import Format
 from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, forwardable, side_endpoint
@@ -70,15 +70,11 @@ class ClaudeAPIPlugin(ProviderPlugin):
     def build(self, ctx: PluginContext, call: Call, credential: Credential) -> Outbound:
         s: ClaudeAPISettings = ctx.settings
         body = call.body
-        changed = False
-        model = body.get("model")
-        if isinstance(model, str):
-            resolved = resolve_model(model, s.aliases)
-            if resolved != model:
-                body["model"] = resolved
-                changed = True
+        # Sticky across rebuilds (a 401 refresh builds again on the already-edited body).
+        changed = call.state.get("edited", False) or body.get("model") != call.client_model
         changed |= ensure_identity(body, s.system_identity)
         changed |= limit_cache_control(body)
+        call.state["edited"] = changed
         if changed:
             # The rules edit call.body in place, so a rebuild (the 401 retry) finds nothing left to change:
             # the client's bytes are stale from now on and must not be sent instead of the edited body.

@@ -16,6 +16,7 @@ from starlette.websockets import WebSocket
 from ccproxy.auth.codex import CodexClaims
 from ccproxy.auth.credential import Credential
 from ccproxy.errors import ProxyError
+from ccproxy.formats.aliases import AliasRule
 from ccproxy.formats.base import Format
 from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, side_endpoint
@@ -56,6 +57,12 @@ class CodexSettings(ProviderSettings):
     models: list[ModelInfo] = Field(
         default_factory=lambda: list(CODEX_MODELS), description="Catalog served by /api/codex/v1/models"
     )
+    # GPT model names are never rewritten (the backend gates them on client identity, not on us); only
+    # Claude names, which Claude Code sends by default and the backend cannot serve, get a default.
+    aliases: list[AliasRule] = Field(
+        default_factory=lambda: [AliasRule(match="claude-", kind="prefix", target="gpt-5.5")],
+        description="Model aliases; by default Claude model names map to gpt-5.5",
+    )
 
 
 class CodexPlugin(ProviderPlugin):
@@ -90,7 +97,7 @@ class CodexPlugin(ProviderPlugin):
             Route("/api/codex/chat/completions", chat, methods=["POST"]),
             Route("/api/codex/v1/chat/completions", chat, methods=["POST"]),
             Route("/api/codex/v1/messages", messages, methods=["POST"]),
-            *model_routes("/api/codex/v1/models", s.models, [], "openai"),
+            *model_routes("/api/codex/v1/models", s.models, s.aliases, "openai"),
             Route("/api/codex/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),
             Route("/api/codex/{session_id}/responses", responses, methods=["POST"]),
             WebSocketRoute("/api/codex/{session_id}/responses", socket),
