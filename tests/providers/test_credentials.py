@@ -344,3 +344,26 @@ async def test_revoked_token_under_concurrency_refreshes_once(
     assert provider.access_token_valid(fresh)
     retried = [r for r in fakes.anthropic.requests if r.headers["authorization"] == f"Bearer {fresh}"]
     assert len(retried) == 20
+
+
+@pytest.mark.parametrize("route", ["messages-stream", "chat-stream"])
+def test_upstream_401_retry_on_streams(
+    make_proxy: MakeProxy, fakes: Fakes, oauth: OAuthServer, home: Home, route: str
+) -> None:
+    old = oauth.state.claude.issue_tokens(expires_in=3600)
+    write_claude_credentials(home.claude_credentials, old, expires_in=3600)
+    fakes.anthropic.reply_error(401, "revoked").reply_text("streamed after the retry")
+    with make_proxy(**claude_oauth_settings(oauth)) as url:
+        if route == "messages-stream":
+            client = anthropic.Anthropic(base_url=url + "/api", api_key="x", max_retries=0)
+            with client.messages.stream(model="sonnet", max_tokens=10, messages=USER) as s:  # type: ignore[arg-type]
+                text = "".join(s.text_stream)
+        else:
+            chat = openai.OpenAI(base_url=url + "/api/v1", api_key="x", max_retries=0)
+            chunks = chat.chat.completions.create(model="sonnet", messages=USER, stream=True)  # type: ignore[arg-type]
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "streamed after the retry"
+    assert oauth.state.claude.refresh_count == 1
+    first, second = fakes.anthropic.requests
+    assert first.body == second.body
+    assert second.json["model"] == "claude-sonnet-4-5"
