@@ -33,6 +33,7 @@ from ccproxy.sse import SSEEvent, SSEParser
 from ccproxy.upstream import UpstreamClient
 
 log = structlog.get_logger("ccproxy.proxy")
+access_log = structlog.get_logger("ccproxy.access")
 
 # Upstream response headers worth handing to the client (rate limits, retry signals, upstream ids).
 _PASS_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "x-codex-", "openai-")
@@ -227,6 +228,7 @@ class Proxy:
         hooks = self.ctx.hooks
         hooks.request_started(event)
         meter = _UsageMeter(provider.upstream_format) if hooks.listening else None
+        record = self.recorder.start(call.request_id, path, call.headers, call.body)
         resp: aiohttp.ClientResponse | None = None
         try:
             resp = await self._send(call, provider, await provider.prepare(call))
@@ -239,6 +241,7 @@ class Proxy:
                     if ev.data and ev.data != "[DONE]":
                         if meter is not None:
                             _observe(meter, ev.event, ev.data)
+                        record.chunk(ev.raw)
                         yield ev
             event.status = 200
         except ProxyError as exc:
@@ -255,6 +258,11 @@ class Proxy:
             event.status = event.status or 499
             event.duration = time.perf_counter() - event.started
             hooks.request_finished(event)
+            record.finish(event.status, None)
+            access_log.info(
+                "request", method="WS", path=path, status=event.status,
+                ms=round(event.duration * 1000, 2), request_id=call.request_id,
+            )
 
     async def _send(self, call: Call, provider: Provider, outbound: Outbound) -> aiohttp.ClientResponse:
         attempts_left = provider.retry_attempts
