@@ -259,6 +259,7 @@ class Bench:
         self.wrk: Wrk | None = None
         self.expected: dict[str, bytes] = {}
         self.peak_rss = 0.0
+        self.last_load = 0.0
 
     def _pin_proxy(self) -> None:
         if self.pin.proxy:
@@ -322,6 +323,10 @@ class Bench:
         self.res.process["rss_started_mb"] = rss_mb(proc.pid)
 
     async def stop(self) -> None:
+        cc = self.procs.get("ccproxy")
+        if cc is not None and cc.alive() and self.last_load:
+            self.res.process["rss_end_mb"] = rss_mb(cc.pid)
+            self.res.process["rss_end_after_s"] = time.perf_counter() - self.last_load
         for name in ("ccproxy", "nginx", "upstream"):
             if name in self.procs:
                 self.procs[name].stop()
@@ -474,6 +479,7 @@ class Bench:
                     )
                     if scn.kind == "slow":
                         await asyncio.sleep(0.5)  # let 1,000 closed connections drain
+        self.last_load = time.perf_counter()
         await asyncio.sleep(2.0)
         self.res.process["rss_after_mb"] = rss_mb(self.procs["ccproxy"].pid)
         self.res.process["rss_peak_mb"] = self.peak_rss
