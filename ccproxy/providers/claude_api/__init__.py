@@ -70,11 +70,9 @@ class ClaudeAPIPlugin(ProviderPlugin):
     def build(self, ctx: PluginContext, call: Call, credential: Credential) -> Outbound:
         s: ClaudeAPISettings = ctx.settings
         body = call.body
-        # Sticky across rebuilds (a 401 refresh builds again on the already-edited body).
-        changed = call.state.get("edited", False) or body.get("model") != call.client_model
+        changed = body.get("model") != call.client_model  # an alias was applied
         changed |= ensure_identity(body, s.system_identity)
         changed |= limit_cache_control(body)
-        call.state["edited"] = changed
         if changed:
             # The rules edit call.body in place, so a rebuild (the 401 retry) finds nothing left to change:
             # the client's bytes are stale from now on and must not be sent instead of the edited body.
@@ -88,8 +86,7 @@ class ClaudeAPIPlugin(ProviderPlugin):
             # OpenAI SDK headers mean nothing to Anthropic; keep only what identifies the client.
             headers = {k: v for k, v in headers.items() if not k.startswith(("x-stainless-", "openai-"))}
         url = s.base_url.rstrip("/") + call.upstream_path + (f"?{call.query}" if call.query else "")
-        raw = call.raw if not changed and call.raw is not None else orjson.dumps(body)
-        return Outbound(url, headers, raw)
+        return Outbound(url, headers, call.raw if call.raw is not None else orjson.dumps(body))
 
     def mock_settings(self, fake_base_url: str) -> dict[str, Any]:
         return {
