@@ -140,14 +140,24 @@ class Proxy:
         hooks = self.ctx.hooks
         hooks.request_started(event)
         record = self.recorder.start(request_id, request.url.path, headers, body)
+        watcher = _DisconnectWatcher(request.receive)
         try:
             response = await self._forward(call, provider, translation, body, event, record)
+        except asyncio.CancelledError:
+            if not watcher.fired:
+                raise
+            # The client left before the answer started: the upstream call is already cancelled with it.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            event.status, event.error = 499, "client disconnected"
+            response = Response(b"", 499)
         except ProxyError as exc:
             event.status, event.error = exc.info.status, exc.info.message
             response = error_response(client_format, exc.info, request_id, exc.headers)
         except TranslationError as exc:
             event.status, event.error = exc.status, exc.message
             response = _error(client_format, exc.status, exc.message, request_id, param=exc.param)
+        finally:
+            watcher.stop()
         if not isinstance(response, _Stream):
             event.status = event.status or response.status_code
             event.duration = time.perf_counter() - event.started
@@ -566,6 +576,30 @@ class _Stream(Response):
                 record.chunk(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _DisconnectWatcher:
+    """Cancels the request's task if the client disconnects while the upstream is still being asked.
+
+    One watcher task per request; the answer itself runs in the request's own task (no second task).
+    """
+
+    __slots__ = ("_task", "fired")
+
+    def __init__(self, receive: Receive) -> None:
+        self.fired = False
+        current = asyncio.current_task()
+        assert current is not None
+
+        async def watch() -> None:
+            await _wait_disconnect(receive)
+            self.fired = True
+            current.cancel()
+
+        self._task = asyncio.ensure_future(watch())
+
+    def stop(self) -> None:
+        self._task.cancel()
 
 
 async def _wait_disconnect(receive: Receive) -> None:

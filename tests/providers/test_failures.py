@@ -369,3 +369,24 @@ def test_no_retry_by_default(proxy: str, fakes: Fakes) -> None:
     with pytest.raises(anthropic.OverloadedError):
         client.messages.create(model="sonnet", max_tokens=5, messages=USER)  # type: ignore[arg-type]
     assert len(fakes.anthropic.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/api/codex/v1/responses", {"model": "gpt-5.4", "input": "hi"}),
+        ("/api/codex/v1/chat/completions", {"model": "gpt-5.4", "messages": USER}),
+    ],
+    ids=["responses", "chat"],
+)
+def test_client_leaving_a_non_streaming_call_cancels_upstream(
+    proxy: str, fakes: Fakes, path: str, payload: dict[str, object]
+) -> None:
+    """A non-streaming client served from a slow upstream stream: leaving early cancels the upstream."""
+    fakes.codex.reply_text(LONG, delay=0.05)  # the proxy would need ~10 s to collect the answer
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(proxy + path, json=payload, timeout=httpx.Timeout(5, read=0.3))
+    closed_at = time.monotonic()
+    seen = fakes.watch.wait_for("/responses", timeout=3)
+    assert seen is not None, "the fake never saw the proxy drop the upstream request"
+    assert seen - closed_at < 0.2, f"upstream cancelled {seen - closed_at:.3f}s after the client left"
