@@ -3,14 +3,22 @@
 Request: Responses body → Anthropic body. Response: Anthropic message → ``response`` object. Stream:
 Anthropic events → Responses events with ``sequence_number`` from 0 (NOTES §4.3).
 
-Block mapping: consecutive text blocks → one ``message`` item (one ``output_text`` part each); ``tool_use`` →
-``function_call`` (Anthropic id as ``call_id``); ``thinking`` / ``redacted_thinking`` → one ``reasoning`` item
-each, whose ``encrypted_content`` carries the complete block (``common.encode_thinking_block``) so it replays
-unmodified when the client sends the item back. Server-tool blocks have no item here and are skipped.
+Block mapping: consecutive text blocks → one ``message`` item (one ``output_text`` part each); ``tool_use``
+→ ``function_call`` (Anthropic id as ``call_id``), or ``custom_tool_call`` when the request declared that
+name as a ``custom`` (freeform) tool; ``thinking`` / ``redacted_thinking`` → one ``reasoning`` item each,
+whose ``encrypted_content`` carries the complete block (``common.encode_thinking_block``) so it replays
+unmodified when the client sends the item back. A web search ``server_tool_use`` and its
+``web_search_tool_result`` → one ``web_search_call`` item; other server-tool blocks have no item here.
+
+Tools (docs/formats.md, "Responses on Anthropic: tools"): ``function`` → Anthropic tool; ``custom`` →
+Anthropic tool with one string property ``input`` (grammar in the description); ``web_search`` →
+Anthropic's server ``web_search_20250305`` (dropped when the client allows cached results only);
+``tool_search`` → dropped (deferred tools are offered up front); anything else is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -28,6 +36,15 @@ _REFUSED = {
     "top_logprobs": "Anthropic returns no token log probabilities",
     "max_tool_calls": "Anthropic has no tool call limit",
 }
+
+_WEB_SEARCH_TYPES = (
+    "web_search",
+    "web_search_2025_08_26",
+    "web_search_preview",
+    "web_search_preview_2025_03_11",
+)
+ANTHROPIC_WEB_SEARCH = "web_search_20250305"
+_USER_LOCATION_FIELDS = ("city", "region", "country", "timezone")
 
 # --- request ------------------------------------------------------------------------------------------
 
@@ -80,8 +97,14 @@ def _add_item(builder: common.MessagesBuilder, item: Any, param: str) -> None:
         _add_message(builder, item, param)
     elif kind == "function_call":
         builder.add("assistant", [_tool_use(item, param)])
-    elif kind == "function_call_output":
+    elif kind == "custom_tool_call":
+        builder.add("assistant", [_custom_tool_use(item, param)])
+    elif kind in ("function_call_output", "custom_tool_call_output"):
         builder.add("user", [_tool_result(item, param)])
+    elif kind == "web_search_call":
+        # A finished hosted search: its results live in Anthropic's encrypted web_search_tool_result, which
+        # the item cannot carry; the answer built from them is in the message items that follow. Dropped.
+        pass
     elif kind == "reasoning":
         # Our own items carry the Anthropic block; another provider's encrypted reasoning cannot be replayed
         # to Anthropic (NOTES §4.11) and is dropped.
@@ -143,8 +166,20 @@ def _tool_use(item: JSON, param: str) -> JSON:
     return {
         "type": "tool_use",
         "id": common.anthropic_tool_id(str(item.get("call_id") or "")),
-        "name": str(item.get("name") or ""),
+        "name": _flat_name(item.get("namespace"), str(item.get("name") or "")),
         "input": parsed,
+    }
+
+
+def _custom_tool_use(item: JSON, param: str) -> JSON:
+    text = item.get("input")
+    if not isinstance(text, str):
+        raise TranslationError("custom_tool_call input must be a string", param=f"{param}.input")
+    return {
+        "type": "tool_use",
+        "id": common.anthropic_tool_id(str(item.get("call_id") or "")),
+        "name": _flat_name(item.get("namespace"), str(item.get("name") or "")),
+        "input": {common.FREEFORM_PROPERTY: text},
     }
 
 
@@ -168,28 +203,57 @@ def _tool_result(item: JSON, param: str) -> JSON:
 
 
 def _tools(body: JSON, out: JSON) -> None:
-    converted = []
+    converted: list[JSON] = []
     for i, tool in enumerate(body.get("tools") or []):
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else None
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        param = f"tools[{i}]"
+        if kind in ("function", "custom"):
+            converted.append(_client_tool(tool, None, param))
+        elif kind == "namespace":
+            # A group of tools (Codex: sub-agents, MCP servers): flattened to ``<namespace>__<name>``; calls
+            # come back with ``namespace`` and the inner ``name`` (the request's tool table decides).
+            namespace = tool.get("name")
+            if not isinstance(namespace, str) or not namespace:
+                raise TranslationError("namespace tools need a name", param=f"{param}.name")
+            for j, inner in enumerate(tool.get("tools") or []):
+                inner_kind = inner.get("type") if isinstance(inner, dict) else None
+                if inner_kind not in ("function", "custom"):
+                    raise TranslationError(
+                        f"tool type {inner_kind!r} is not supported in a namespace",
+                        param=f"{param}.tools[{j}].type",
+                    )
+                converted.append(_client_tool(inner, tool, f"{param}.tools[{j}]"))
+        elif kind in _WEB_SEARCH_TYPES:
+            search = _web_search_tool(tool, param)
+            if search is not None:
+                converted.append(search)
+        elif kind == "tool_search":
+            # Discovery of deferred tools (Codex runs it client-side). Deferred tools are offered up front
+            # here (their ``defer_loading`` is ignored), so there is nothing left to discover: dropped.
+            continue
+        else:
             raise TranslationError(
-                f"tool type {kind!r} is not supported; use function tools", param=f"tools[{i}].type"
+                f"tool type {kind!r} is not supported; use function, custom or web_search tools",
+                param=f"{param}.type",
             )
-        converted.append(
-            common.anthropic_tool(
-                tool.get("name"), tool.get("description"), tool.get("parameters"), f"tools[{i}]"
-            )
-        )
+    seen: set[str] = set()
+    for tool in converted:
+        if tool["name"] in seen:
+            raise TranslationError(f"tool name {tool['name']!r} is used twice", param="tools")
+        seen.add(tool["name"])
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         # No Anthropic subset switch: offer only the allowed tools (NOTES §4.9).
-        keep = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
+        allowed = [t for t in choice.get("tools") or [] if isinstance(t, dict)]
+        keep = {t.get("name") for t in allowed}
+        if any(t.get("type") in _WEB_SEARCH_TYPES for t in allowed):
+            keep.add("web_search")
         converted = [t for t in converted if t["name"] in keep]
         choice = choice.get("mode", "auto")
     if not converted:
         return
     out["tools"] = converted
-    names = {t["name"] for t in converted}
+    names = {t["name"] for t in converted if "type" not in t}  # client tools (server tools have a type)
     anthropic_choice = _tool_choice(choice, names)
     if body.get("parallel_tool_calls") is False and anthropic_choice["type"] != "none":
         anthropic_choice["disable_parallel_tool_use"] = True
@@ -201,13 +265,90 @@ def _tool_choice(choice: Any, names: set[str]) -> JSON:
         return common.anthropic_tool_choice("auto")
     if choice in ("auto", "none", "required"):
         return common.anthropic_tool_choice(str(choice))
-    if isinstance(choice, dict) and choice.get("type") == "function":
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
         if choice.get("name") not in names:
             raise TranslationError(
                 f"tool_choice names unknown tool {choice.get('name')!r}", param="tool_choice"
             )
         return common.anthropic_tool_choice("auto", str(choice["name"]))
     raise TranslationError("unsupported tool_choice", param="tool_choice")
+
+
+def _web_search_tool(tool: JSON, param: str) -> JSON | None:
+    """Anthropic's server web search for a hosted ``web_search`` tool; ``None`` (not offered) when the client
+    allows cached results only: Anthropic has no offline mode, and live access is what was ruled out."""
+    if tool.get("external_web_access") is False:
+        return None
+    out: JSON = {"type": ANTHROPIC_WEB_SEARCH, "name": "web_search"}
+    filters = tool.get("filters")
+    domains = filters.get("allowed_domains") if isinstance(filters, dict) else None
+    if domains:
+        if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+            raise TranslationError("allowed_domains must be a list of strings", param=f"{param}.filters")
+        out["allowed_domains"] = list(domains)
+    location = tool.get("user_location")
+    if isinstance(location, dict):
+        fields = {k: location[k] for k in _USER_LOCATION_FIELDS if isinstance(location.get(k), str)}
+        if fields:
+            out["user_location"] = {"type": "approximate", **fields}
+    return out  # search_context_size and search_content_types have no Anthropic counterpart
+
+
+def _client_tool(tool: JSON, namespace: JSON | None, param: str) -> JSON:
+    """Anthropic tool for a Responses ``function`` or ``custom`` tool (``namespace``: its group, if any)."""
+    name, description = tool.get("name"), tool.get("description")
+    if namespace is not None:
+        if not isinstance(name, str) or not name:
+            raise TranslationError("tools need a name", param=f"{param}.name")
+        group = f"Part of the `{namespace['name']}` tools"
+        if isinstance(namespace.get("description"), str) and namespace["description"]:
+            group += f": {namespace['description']}"
+        description = f"{description}\n\n({group})" if description else f"({group})"
+        name = _flat_name(namespace["name"], name)
+    if tool.get("type") == "custom":
+        return common.anthropic_freeform_tool(name, description, tool.get("format"), param)
+    return common.anthropic_tool(name, description, tool.get("parameters"), param)
+
+
+def _flat_name(namespace: Any, name: str) -> str:
+    return f"{namespace}__{name}" if isinstance(namespace, str) and namespace else name
+
+
+ToolTable = dict[str, tuple[str, str | None, str]]
+
+
+def _tool_table(request: JSON) -> ToolTable:
+    """Anthropic tool name → ``(kind, namespace, name)`` of the request's function and custom tools: the
+    output item type (``function_call`` / ``custom_tool_call``) and the names to report for a ``tool_use``."""
+    table: ToolTable = {}
+    for tool in request.get("tools") or []:
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("type") in ("function", "custom"):
+            table[str(tool.get("name"))] = (str(tool["type"]), None, str(tool.get("name")))
+        elif tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
+            for inner in tool.get("tools") or []:
+                if isinstance(inner, dict) and inner.get("type") in ("function", "custom"):
+                    flat = _flat_name(tool["name"], str(inner.get("name")))
+                    table[flat] = (str(inner["type"]), tool["name"], str(inner.get("name")))
+    return table
+
+
+def _call_item(tools: ToolTable, block_id: Any, flat: Any, payload: str, item_id: str, status: str) -> JSON:
+    """The output item for a ``tool_use`` of tool ``flat``: ``custom_tool_call`` (``payload`` is the input
+    text) or ``function_call`` (``payload`` is the arguments JSON), with the client's name and namespace."""
+    kind, namespace, name = tools.get(str(flat), ("function", None, flat))
+    if kind == "custom":
+        item = _custom_tool_call(block_id, name, payload, item_id)
+    else:
+        item = _function_call(block_id, name, payload, item_id, status)
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
+
+
+def _is_custom(tools: ToolTable, flat: Any) -> bool:
+    return tools.get(str(flat), ("function",))[0] == "custom"
 
 
 def _text_format(text: Any, out: JSON) -> None:
@@ -282,6 +423,37 @@ def _function_call(block_id: Any, name: Any, arguments: str, item_id: str, statu
     }
 
 
+def _custom_tool_call(block_id: Any, name: Any, text: str, item_id: str) -> JSON:
+    return {"id": item_id, "type": "custom_tool_call", "call_id": block_id, "name": name, "input": text}
+
+
+def _web_search_call(item_id: str, status: str, query: Any, sources: list[JSON] | None) -> JSON:
+    action: JSON = {"type": "search"}
+    if isinstance(query, str) and query:
+        action["query"] = query
+        action["queries"] = [query]
+    if sources is not None:
+        action["sources"] = sources
+    return {"id": item_id, "type": "web_search_call", "status": status, "action": action}
+
+
+def _search_result(block: JSON) -> tuple[str, list[JSON]]:
+    """``(status, sources)`` of a ``web_search_tool_result`` block (an error object: the search failed)."""
+    content = block.get("content")
+    if not isinstance(content, list):
+        return "failed", []
+    sources = [
+        {"type": "url", "url": str(r["url"])}
+        for r in content
+        if isinstance(r, dict) and r.get("type") == "web_search_result" and r.get("url")
+    ]
+    return "completed", sources
+
+
+def _search_query(tool_input: Any) -> Any:
+    return tool_input.get("query") if isinstance(tool_input, dict) else None
+
+
 def _text_part(text: str) -> JSON:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
@@ -309,6 +481,8 @@ def convert_response(message: JSON, ctx: TranslationContext) -> JSON:
     """Anthropic message → Responses ``response`` object."""
     output: list[JSON] = []
     parts: list[JSON] = []  # output_text parts of the message item being built
+    tools = _tool_table(ctx.request)
+    searches: dict[Any, JSON] = {}  # server_tool_use id → its web_search_call item
 
     def close_message(status: str = "completed") -> None:
         if parts:
@@ -328,15 +502,31 @@ def convert_response(message: JSON, ctx: TranslationContext) -> JSON:
         if kind == "text":
             parts.append(_text_part(block.get("text", "")))
             continue
+        if kind == "server_tool_use" and block.get("name") == "web_search":
+            close_message()
+            item = _web_search_call(
+                common.new_id("ws_"), "incomplete", _search_query(block.get("input")), None
+            )
+            searches[block.get("id")] = item
+            output.append(item)
+            continue
+        if kind == "web_search_tool_result" and block.get("tool_use_id") in searches:
+            item = searches[block.get("tool_use_id")]
+            item["status"], item["action"]["sources"] = _search_result(block)
+            continue
         if kind not in ("tool_use", "thinking", "redacted_thinking"):
-            continue  # server tool blocks: no Responses item for them here
+            continue  # other server tool blocks: no Responses item for them here
         close_message()
         if kind == "tool_use":
-            arguments = common.json_dumps(block.get("input") or {})
+            custom = _is_custom(tools, block.get("name"))
+            payload = (
+                common.freeform_input(block.get("input"))
+                if custom
+                else common.json_dumps(block.get("input") or {})
+            )
+            item_id = common.new_id("ctc_" if custom else "fc_")
             output.append(
-                _function_call(
-                    block.get("id"), block.get("name"), arguments, common.new_id("fc_"), "completed"
-                )
+                _call_item(tools, block.get("id"), block.get("name"), payload, item_id, "completed")
             )
         else:
             output.append(_reasoning_item(block, common.new_id("rs_")))
@@ -358,6 +548,7 @@ class _Item:
         "block",
         "call_id",
         "content_index",
+        "decoder",
         "index",
         "item_id",
         "kind",
@@ -369,13 +560,14 @@ class _Item:
     def __init__(self, index: int, item_id: str, kind: str) -> None:
         self.index = index
         self.item_id = item_id
-        self.kind = kind  # "message", "function_call", "reasoning"
+        self.kind = kind  # "message", "function_call", "custom_tool_call", "reasoning", "web_search_call"
         self.parts: list[str] = []  # text of the current part, or argument fragments
         self.content_index = -1
         self.call_id: Any = None
         self.name: Any = None
         self.block: JSON = {}
         self.summary_open = False
+        self.decoder: common.FreeformInputDecoder | None = None
 
 
 class ResponsesStream:
@@ -389,11 +581,13 @@ class ResponsesStream:
         "_done",
         "_message",
         "_output",
+        "_searches",
         "_seq",
         "_shell",
         "_started",
         "_stop_details",
         "_stop_reason",
+        "_tools",
         "_usage",
     )
 
@@ -410,6 +604,8 @@ class ResponsesStream:
         self._usage: JSON = {}
         self._stop_reason: str | None = None
         self._stop_details: Any = None
+        self._tools = _tool_table(ctx.request)
+        self._searches: dict[Any, _Item] = {}  # server_tool_use id → its open web_search_call item
 
     def _event(self, kind: str, data: JSON) -> bytes:
         data["type"] = kind
@@ -463,15 +659,23 @@ class ResponsesStream:
         kind = block.get("type")
         if kind == "text":
             return out + self._text_start(index, block.get("text") or "")
+        if kind == "server_tool_use" and block.get("name") == "web_search":
+            return out + self._search_start(index, block)
+        if kind == "web_search_tool_result" and block.get("tool_use_id") in self._searches:
+            self._blocks[index] = None
+            return out + self._search_done(self._searches.pop(block.get("tool_use_id")), block)
         if kind not in ("tool_use", "thinking", "redacted_thinking"):
             self._blocks[index] = None
             return out
         out += self._close_message()
         if kind == "tool_use":
-            item = self._new_item("function_call", "fc_")
+            custom = _is_custom(self._tools, block.get("name"))
+            item = self._new_item(*(("custom_tool_call", "ctc_") if custom else ("function_call", "fc_")))
             item.call_id, item.name = block.get("id"), block.get("name")
+            if custom:
+                item.decoder = common.FreeformInputDecoder()
             self._blocks[index] = item
-            added = _function_call(item.call_id, item.name, "", item.item_id, "in_progress")
+            added = _call_item(self._tools, item.call_id, item.name, "", item.item_id, "in_progress")
             return out + self._event(
                 "response.output_item.added", {"output_index": item.index, "item": added}
             )
@@ -484,6 +688,32 @@ class ResponsesStream:
             return out + self._close_block(item)
         text = block.get("thinking")
         return out + (self._summary_delta(item, text) if text else b"")
+
+    def _search_start(self, index: int, block: JSON) -> bytes:
+        out = self._close_message()
+        item = self._new_item("web_search_call", "ws_")
+        item.call_id = block.get("id")
+        item.block = {"query": _search_query(block.get("input"))}
+        self._blocks[index] = item
+        self._searches[item.call_id] = item
+        head = {"item_id": item.item_id, "output_index": item.index}
+        added = {"id": item.item_id, "type": "web_search_call", "status": "in_progress"}
+        out += self._event("response.output_item.added", {"output_index": item.index, "item": added})
+        return out + self._event("response.web_search_call.in_progress", head)
+
+    def _search_done(self, item: _Item, result: JSON | None, status: str = "completed") -> bytes:
+        """The search's result arrived (or the stream ended first): complete its web_search_call item."""
+        for key in [k for k, v in self._blocks.items() if v is item]:
+            del self._blocks[key]
+        sources: list[JSON] | None = None
+        if result is not None:
+            status, sources = _search_result(result)
+        out = b""
+        if status == "completed":
+            head = {"item_id": item.item_id, "output_index": item.index}
+            out = self._event("response.web_search_call.completed", head)
+        done = _web_search_call(item.item_id, status, item.block.get("query"), sources)
+        return out + self._item_done(item.index, done)
 
     def _text_start(self, index: int, text: str) -> bytes:
         out = b""
@@ -563,6 +793,17 @@ class ResponsesStream:
                     "delta": fragment,
                 },
             )
+        if kind == "input_json_delta" and item.kind == "custom_tool_call" and item.decoder is not None:
+            text = item.decoder.feed(delta.get("partial_json") or "")
+            if not text:
+                return b""
+            return self._event(
+                "response.custom_tool_call_input.delta",
+                {"item_id": item.item_id, "output_index": item.index, "delta": text},
+            )
+        if kind == "input_json_delta" and item.kind == "web_search_call":
+            item.parts.append(delta.get("partial_json") or "")
+            return b""
         if kind == "thinking_delta" and item.kind == "reasoning":
             text = delta.get("thinking")
             return self._summary_delta(item, text) if text else b""
@@ -583,17 +824,33 @@ class ResponsesStream:
             ) + self._event("response.content_part.done", {**head, "part": _text_part(text)})
         if item.kind == "function_call":
             arguments = "".join(item.parts) or "{}"  # a tool without arguments has input {} (NOTES §4.2)
-            done = _function_call(item.call_id, item.name, arguments, item.item_id, status)
+            done = _call_item(self._tools, item.call_id, item.name, arguments, item.item_id, status)
             out = self._event(
                 "response.function_call_arguments.done",
                 {
                     "item_id": item.item_id,
                     "output_index": item.index,
                     "arguments": arguments,
-                    "name": item.name,
+                    "name": done["name"],
                 },
             )
             return out + self._item_done(item.index, done)
+        if item.kind == "custom_tool_call":
+            text = item.decoder.text() if item.decoder is not None else ""
+            out = self._event(
+                "response.custom_tool_call_input.done",
+                {"item_id": item.item_id, "output_index": item.index, "input": text},
+            )
+            return out + self._item_done(
+                item.index, _call_item(self._tools, item.call_id, item.name, text, item.item_id, status)
+            )
+        if item.kind == "web_search_call":
+            # The query is complete; the item stays open until its web_search_tool_result block.
+            if item.parts:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    item.block["query"] = _search_query(orjson.loads("".join(item.parts)))
+            head = {"item_id": item.item_id, "output_index": item.index}
+            return self._event("response.web_search_call.searching", head)
         out = b""
         if item.kind == "reasoning" and item.block.get("type") == "thinking":
             item.block["thinking"] = "".join(item.parts)
@@ -663,9 +920,14 @@ class ResponsesStream:
         out = b""
         # Blocks cut off by max_tokens never got content_block_stop (NOTES §4.1): close them here.
         for item in {
-            id(v): v for v in self._blocks.values() if v is not None and v.kind != "message"
+            id(v): v
+            for v in self._blocks.values()
+            if v is not None and v.kind not in ("message", "web_search_call")
         }.values():
             out += self._close_block(item, status)
+        for search in self._searches.values():  # no web_search_tool_result arrived
+            out += self._search_done(search, None, "incomplete")
+        self._searches.clear()
         if self._stop_reason == "refusal":
             out += self._refusal()
         out += self._close_message(status)

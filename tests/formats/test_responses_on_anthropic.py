@@ -24,7 +24,7 @@ def test_registered() -> None:
         ({"background": True}, "background"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"temperature": -1}, "temperature"),
-        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"tools": [{"type": "file_search"}]}, "tools[0].type"),
         ({"text": {"format": {"type": "json_object"}}}, "text.format"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
     ],
