@@ -1,4 +1,4 @@
-"""Codex CLI (the real ``codex exec``) on a Claude subscription: ``/api/v1/responses`` translated to Anthropic.
+"""Codex CLI (the real ``codex exec``) on a Claude subscription: ``/api/v1/responses`` on Anthropic.
 
 Codex uses a custom provider with ``base_url = <proxy>/api/v1`` and ``wire_api = "responses"``. What it sends
 depends on the model slug: ``gpt-5.5`` (in its bundled catalog) brings ``apply_patch`` as a ``custom``
@@ -128,7 +128,12 @@ def test_codex_on_claude_applies_a_freeform_patch(
     assert _tools_by_name(first)["apply_patch"]["input_schema"] == FREEFORM_SCHEMA
     # Codex echoed the custom_tool_call and its custom_tool_call_output: a tool_use and its tool_result
     (use,) = _blocks(second, "tool_use")
-    assert use == {"type": "tool_use", "id": "toolu_patch_1", "name": "apply_patch", "input": {"input": PATCH}}
+    assert use == {
+        "type": "tool_use",
+        "id": "toolu_patch_1",
+        "name": "apply_patch",
+        "input": {"input": PATCH},
+    }
     (result,) = _blocks(second, "tool_result")
     assert result["tool_use_id"] == "toolu_patch_1"
     assert "notes/hello.txt" in str(result.get("content")), result
