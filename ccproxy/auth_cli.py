@@ -20,8 +20,12 @@ PLUGIN_OF: dict[ProviderName, str] = {"claude": "claude_api", "codex": "codex"}
 
 def provider_name(value: str) -> ProviderName:
     aliases: dict[str, ProviderName] = {
-        "claude": "claude", "claude_api": "claude", "anthropic": "claude",
-        "codex": "codex", "openai": "codex", "chatgpt": "codex",
+        "claude": "claude",
+        "claude_api": "claude",
+        "anthropic": "claude",
+        "codex": "codex",
+        "openai": "codex",
+        "chatgpt": "codex",
     }
     try:
         return aliases[value.lower()]

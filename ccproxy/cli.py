@@ -76,7 +76,9 @@ def serve(
     config: ConfigOption = None,
     auth_token: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--auth-token", help="Require this token on every route but /health", show_default=False),
+        typer.Option(
+            "--auth-token", help="Require this token on every route but /health", show_default=False
+        ),
     ] = None,
     allow_unauthenticated: Annotated[
         bool, typer.Option("--allow-unauthenticated", help="Allow a non-loopback bind without a token")

@@ -103,7 +103,11 @@ def schema() -> str:
             plugin_props[ep.name] = plugin.settings_model.model_json_schema()
         except Exception as exc:  # a broken plugin still leaves the core schema usable
             plugin_props[ep.name] = {"description": f"failed to load: {exc}"}
-    doc["properties"]["plugins"] = {"type": "object", "properties": plugin_props, "additionalProperties": False}
+    doc["properties"]["plugins"] = {
+        "type": "object",
+        "properties": plugin_props,
+        "additionalProperties": False,
+    }
     return json.dumps(doc, indent=2)
 
 
@@ -135,7 +139,6 @@ def init(path: Path | None, *, force: bool) -> Path:
 
 
 def _toml_section(name: str, model: BaseModel) -> list[str]:
-    import tomlkit
 
     lines = [f"[{name}]"]
     nested: list[tuple[str, BaseModel]] = []

@@ -32,10 +32,10 @@ class CoreMiddleware:
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and self.auth_token is not None:
-            if not self._authorized(_headers(scope)):
-                await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
-                return
+        kind = scope["type"]
+        if kind == "websocket" and self.auth_token is not None and not self._authorized(_headers(scope)):
+            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            return
         if scope["type"] != "http" or scope["path"].startswith(UNGUARDED_PREFIX):
             await self.app(scope, receive, send)
             return

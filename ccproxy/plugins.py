@@ -246,8 +246,9 @@ def load_plugins(config: LoadedConfig, *, mock: bool = False, fake_base_url: str
 def _enabled(plugin: Plugin, settings: PluginSettings, config: LoadedConfig, name: str) -> tuple[bool, str]:
     if settings.enabled is None:
         default = plugin.default_enabled
-        return default, "enabled by default" if default else f"disabled by default; {plugin.enable_hint}".rstrip(
-            "; "
+        return (
+            default,
+            "enabled by default" if default else f"disabled by default; {plugin.enable_hint}".rstrip("; "),
         )
     source = config.source_of(f"plugins.{name}.enabled")
     where = {"cli": "on the command line", "env": "by environment", "file": "in the config file"}.get(

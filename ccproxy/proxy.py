@@ -11,6 +11,7 @@ usage for the lifecycle hooks, request logging) happens here, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,8 +25,14 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ccproxy.errors import ProxyError, error_response
-from ccproxy.formats.base import Format, StreamTranslator, Translation, TranslationContext, TranslationError
-from ccproxy.formats.base import get_translation
+from ccproxy.formats.base import (
+    Format,
+    StreamTranslator,
+    Translation,
+    TranslationContext,
+    TranslationError,
+    get_translation,
+)
 from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, status_for_stream_error
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
@@ -134,8 +141,14 @@ class Proxy:
             raw if translation is None else None,
         )
         event = RequestEvent(
-            request_id, provider.name, request.url.path, client_format.value,
-            provider.upstream_format.value, model, stream, time.perf_counter(),
+            request_id,
+            provider.name,
+            request.url.path,
+            client_format.value,
+            provider.upstream_format.value,
+            model,
+            stream,
+            time.perf_counter(),
         )
         hooks = self.ctx.hooks
         hooks.request_started(event)
@@ -232,8 +245,14 @@ class Proxy:
         Raises ``ProxyError`` for an upstream error status; lifecycle hooks see the call like any other.
         """
         event = RequestEvent(
-            call.request_id, provider.name, path, call.client_format.value,
-            provider.upstream_format.value, call.client_model, True, time.perf_counter(),
+            call.request_id,
+            provider.name,
+            path,
+            call.client_format.value,
+            provider.upstream_format.value,
+            call.client_model,
+            True,
+            time.perf_counter(),
         )
         hooks = self.ctx.hooks
         hooks.request_started(event)
@@ -270,8 +289,12 @@ class Proxy:
             hooks.request_finished(event)
             record.finish(event.status, None)
             access_log.info(
-                "request", method="WS", path=path, status=event.status,
-                ms=round(event.duration * 1000, 2), request_id=call.request_id,
+                "request",
+                method="WS",
+                path=path,
+                status=event.status,
+                ms=round(event.duration * 1000, 2),
+                request_id=call.request_id,
             )
 
     async def _send(self, call: Call, provider: Provider, outbound: Outbound) -> aiohttp.ClientResponse:
@@ -281,7 +304,9 @@ class Proxy:
             try:
                 resp = await self.http.send(outbound.method, outbound.url, outbound.headers, outbound.body)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise ProxyError(502, f"cannot reach upstream {provider.name}: {type(exc).__name__}") from None
+                raise ProxyError(
+                    502, f"cannot reach upstream {provider.name}: {type(exc).__name__}"
+                ) from None
             if resp.status == 401 and not refreshed:
                 refreshed = True
                 retry = await provider.unauthorized(call, outbound)
@@ -290,7 +315,9 @@ class Proxy:
                     outbound = retry
                     continue
             if resp.status in (429, 529) and attempts_left > 0:
-                wait = _retry_wait(resp.headers, provider.retry_attempts - attempts_left, provider.retry_max_wait)
+                wait = _retry_wait(
+                    resp.headers, provider.retry_attempts - attempts_left, provider.retry_max_wait
+                )
                 if wait is not None:
                     attempts_left -= 1
                     resp.release()
@@ -305,12 +332,12 @@ def _translation(client: Format, upstream: Format) -> Translation | None:
     try:
         return get_translation(client, upstream)
     except KeyError:
-        raise ProxyError(400, f"{client.value} requests cannot be served by a {upstream.value} upstream") from None
+        raise ProxyError(
+            400, f"{client.value} requests cannot be served by a {upstream.value} upstream"
+        ) from None
 
 
-def _error(
-    fmt: Format, status: int, message: str, request_id: str, *, param: str | None = None
-) -> Response:
+def _error(fmt: Format, status: int, message: str, request_id: str, *, param: str | None = None) -> Response:
     return error_response(fmt, ErrorInfo(status, "", message, param), request_id)
 
 
@@ -446,10 +473,8 @@ async def _passthrough(
 
 def _observe(meter: _UsageMeter, name: str | None, data: str) -> None:
     if name in ("message_start", "message_delta", "response.completed", "response.incomplete"):
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError):
             meter.observe(name, orjson.loads(data))
-        except orjson.JSONDecodeError:
-            pass
 
 
 def _rewrite_first_model(out: bytes, model: str) -> bytes:

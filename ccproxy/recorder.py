@@ -74,7 +74,12 @@ class Recorder:
             return NULL_RECORD
         return _Record(
             self,
-            {"request_id": request_id, "path": path, "headers": redact_headers(headers), "request": redact(body)},
+            {
+                "request_id": request_id,
+                "path": path,
+                "headers": redact_headers(headers),
+                "request": redact(body),
+            },
         )
 
     def write(self, data: dict[str, Any]) -> None:

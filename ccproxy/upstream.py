@@ -43,7 +43,9 @@ class UpstreamClient:
         self, method: str, url: str, headers: dict[str, str], body: bytes | None = None, **kwargs: Any
     ) -> aiohttp.ClientResponse:
         """Send and return once the status line and headers arrived; the caller releases the response."""
-        return await self.session.request(method, url, headers=headers, data=body, allow_redirects=False, **kwargs)
+        return await self.session.request(
+            method, url, headers=headers, data=body, allow_redirects=False, **kwargs
+        )
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

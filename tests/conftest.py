@@ -28,7 +28,12 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
         "CODEX_HOME": home / ".codex",
     }.items():
         monkeypatch.setenv(name, str(value))
-    for name in ("CLAUDE_CODE_OAUTH_TOKEN", "CCPROXY_CONFIG", "CCPROXY_VERBOSE_API", "CCPROXY_REQUEST_LOG_DIR"):
+    for name in (
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "CCPROXY_CONFIG",
+        "CCPROXY_VERBOSE_API",
+        "CCPROXY_REQUEST_LOG_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home
 

@@ -178,9 +178,13 @@ def _anthropic_type(info: ErrorInfo) -> str:
 
 def _openai_type(info: ErrorInfo) -> str:
     if info.type in _STATUS_BY_ANTHROPIC_TYPE or info.type not in {"", None}:
-        mapped = {"authentication_error": "invalid_request_error", "not_found_error": "invalid_request_error",
-                  "api_error": "server_error", "overloaded_error": "server_error",
-                  "request_too_large": "invalid_request_error"}
+        mapped = {
+            "authentication_error": "invalid_request_error",
+            "not_found_error": "invalid_request_error",
+            "api_error": "server_error",
+            "overloaded_error": "server_error",
+            "request_too_large": "invalid_request_error",
+        }
         return mapped.get(info.type, info.type)
     return OPENAI_TYPES.get(info.status, "server_error")
 

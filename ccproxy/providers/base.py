@@ -29,11 +29,31 @@ from ccproxy.proxy import Call, Outbound
 # not decode (upstreams.md §3.4).
 DROP_HEADERS = frozenset(
     {
-        "host", "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
-        "proxy-authenticate", "proxy-authorization", "proxy-connection", "x-forwarded-for",
-        "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded", "accept-encoding",
-        "content-encoding", "origin", "referer", "authorization", "x-api-key", "content-length",
-        "cdn-loop", "cookie", "x-request-id",
+        "host",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "forwarded",
+        "accept-encoding",
+        "content-encoding",
+        "origin",
+        "referer",
+        "authorization",
+        "x-api-key",
+        "content-length",
+        "cdn-loop",
+        "cookie",
+        "x-request-id",
     }
 )
 _DROP_PREFIXES = ("access-control-", "cf-", "sec-")
@@ -142,7 +162,9 @@ class ProviderPlugin(Plugin):
     async def health(self, ctx: PluginContext) -> list[HealthCheck]:
         settings: ProviderSettings = ctx.settings
         if settings.access_token is not None:
-            return [HealthCheck("credentials", "pass", "static access token configured", {"source": "config"})]
+            return [
+                HealthCheck("credentials", "pass", "static access token configured", {"source": "config"})
+            ]
         tokens: TokenManager | None = ctx.state.get("tokens")
         if tokens is None:
             return [HealthCheck("credentials", "warn", "not started")]
@@ -151,11 +173,13 @@ class ProviderPlugin(Plugin):
         status: Literal["pass", "warn"] = "pass" if state == "valid" else "warn"
         output = {
             "valid": f"logged in via {info['source']}",
-            "expired": f"credentials expired; they are refreshed on the next request or run `{self.login_command}`",
+            "expired": f"credentials expired; refreshed on the next request, or run `{self.login_command}`",
             "missing": f"no credentials; run `{self.login_command}`",
             "invalid": f"credentials unusable: {info.get('error') or 'invalid'}; run `{self.login_command}`",
         }[state]
-        details = {k: info.get(k) for k in ("state", "source", "plan", "expires_at") if info.get(k) is not None}
+        details = {
+            k: info.get(k) for k in ("state", "source", "plan", "expires_at") if info.get(k) is not None
+        }
         return [HealthCheck("credentials", status, output, details)]
 
     def upstream(self, ctx: PluginContext) -> _Upstream:

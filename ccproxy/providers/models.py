@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,16 +29,41 @@ class ModelInfo(BaseModel):
 
 
 CLAUDE_MODELS = [
-    ModelInfo(id="claude-opus-4-5", display_name="Claude Opus 4.5", context_window=200_000,
-              max_output_tokens=64_000, created_at="2025-11-24T00:00:00Z"),
-    ModelInfo(id="claude-sonnet-4-5", display_name="Claude Sonnet 4.5", context_window=200_000,
-              max_output_tokens=64_000, created_at="2025-09-29T00:00:00Z"),
-    ModelInfo(id="claude-haiku-4-5", display_name="Claude Haiku 4.5", context_window=200_000,
-              max_output_tokens=64_000, created_at="2025-10-15T00:00:00Z"),
-    ModelInfo(id="claude-opus-4-1", display_name="Claude Opus 4.1", context_window=200_000,
-              max_output_tokens=32_000, created_at="2025-08-05T00:00:00Z"),
-    ModelInfo(id="claude-sonnet-4", display_name="Claude Sonnet 4", context_window=200_000,
-              max_output_tokens=64_000, created_at="2025-05-22T00:00:00Z"),
+    ModelInfo(
+        id="claude-opus-4-5",
+        display_name="Claude Opus 4.5",
+        context_window=200_000,
+        max_output_tokens=64_000,
+        created_at="2025-11-24T00:00:00Z",
+    ),
+    ModelInfo(
+        id="claude-sonnet-4-5",
+        display_name="Claude Sonnet 4.5",
+        context_window=200_000,
+        max_output_tokens=64_000,
+        created_at="2025-09-29T00:00:00Z",
+    ),
+    ModelInfo(
+        id="claude-haiku-4-5",
+        display_name="Claude Haiku 4.5",
+        context_window=200_000,
+        max_output_tokens=64_000,
+        created_at="2025-10-15T00:00:00Z",
+    ),
+    ModelInfo(
+        id="claude-opus-4-1",
+        display_name="Claude Opus 4.1",
+        context_window=200_000,
+        max_output_tokens=32_000,
+        created_at="2025-08-05T00:00:00Z",
+    ),
+    ModelInfo(
+        id="claude-sonnet-4",
+        display_name="Claude Sonnet 4",
+        context_window=200_000,
+        max_output_tokens=64_000,
+        created_at="2025-05-22T00:00:00Z",
+    ),
 ]
 CLAUDE_ALIASES = [
     AliasRule(match="sonnet", target="claude-sonnet-4-5"),

@@ -81,7 +81,9 @@ def test_request_id_is_accepted_or_made(served: Callable[..., str]) -> None:
 
 def test_error_envelopes_by_route(served: Callable[..., str]) -> None:
     url = served(config_for({"plugins.claude_api.access_token": "t"}))
-    bad = httpx.post(url + "/api/v1/messages", content=b"{not json", headers={"content-type": "application/json"})
+    bad = httpx.post(
+        url + "/api/v1/messages", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert bad.status_code == 400
     assert bad.json()["type"] == "error" and bad.json()["error"]["type"] == "invalid_request_error"
     assert bad.json()["request_id"] == bad.headers["x-request-id"]
@@ -96,8 +98,10 @@ def test_missing_credentials_say_how_to_log_in(served: Callable[..., str]) -> No
     resp = httpx.post(url + "/api/v1/messages", json=MESSAGES)
     assert resp.status_code == 401
     assert "ccproxy auth login" in resp.json()["error"]["message"]
-    chat = httpx.post(url + "/api/v1/chat/completions", json={"model": "sonnet", "messages": [
-        {"role": "user", "content": "hi"}]})
+    chat = httpx.post(
+        url + "/api/v1/chat/completions",
+        json={"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert chat.status_code == 401 and "ccproxy auth login" in chat.json()["error"]["message"]
 
 
@@ -114,8 +118,13 @@ def test_example_plugin_is_discovered_configured_and_hooked(
     install_plugins: Callable[[dict[str, str]], None], served: Callable[..., str]
 ) -> None:
     install_plugins({"hello": "ccproxy_hello:plugin"})
-    config = config_for({"plugins.hello.greeting": "bonjour", "plugins.claude_api.access_token": "t",
-                         "plugins.claude_api.base_url": "http://127.0.0.1:9"})
+    config = config_for(
+        {
+            "plugins.hello.greeting": "bonjour",
+            "plugins.claude_api.access_token": "t",
+            "plugins.claude_api.base_url": "http://127.0.0.1:9",
+        }
+    )
     url = served(config)
     assert httpx.get(url + "/hello").json() == {"greeting": "bonjour", "requests_seen": 0}
     health = httpx.get(url + "/health").json()
@@ -126,7 +135,8 @@ def test_example_plugin_is_discovered_configured_and_hooked(
 
 
 def test_broken_plugin_is_skipped_and_server_starts(
-    install_plugins: Callable[[dict[str, str]], None], served: Callable[..., str],
+    install_plugins: Callable[[dict[str, str]], None],
+    served: Callable[..., str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     install_plugins({"broken": "ccproxy_does_not_exist:plugin", "notaplugin": "ccproxy_hello:HelloSettings"})

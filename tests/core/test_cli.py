@@ -21,11 +21,13 @@ from ccproxy.testing.fake_oauth import create_app as fake_oauth_app
 CCPROXY = [sys.executable, "-m", "ccproxy"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([*CCPROXY, *args], capture_output=True, text=True, env=full_env, input=stdin,
-                          timeout=60, cwd=cwd)
+    return subprocess.run(
+        [*CCPROXY, *args], capture_output=True, text=True, env=full_env, input=stdin, timeout=60, cwd=cwd
+    )
 
 
 def test_version_and_help() -> None:
@@ -60,8 +62,14 @@ def test_config_init_show_and_schema(tmp_path: Path) -> None:
     assert run("config", "init", str(target)).returncode == 2  # refuses to overwrite
     assert "# port = 8000" in text
     target.write_text(text.replace("# host = ", "host = ", 1))
-    shown = run("config", "show", "--json", "--config", str(target),
-                env={"SERVER__PORT": "9100", "SECURITY__AUTH_TOKEN": "very-secret"})
+    shown = run(
+        "config",
+        "show",
+        "--json",
+        "--config",
+        str(target),
+        env={"SERVER__PORT": "9100", "SECURITY__AUTH_TOKEN": "very-secret"},
+    )
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert data["server.port"] == {"value": 9100, "source": "env"}
@@ -76,7 +84,9 @@ def test_config_init_show_and_schema(tmp_path: Path) -> None:
 def test_plugins_list() -> None:
     result = run("plugins", "list")
     assert result.returncode == 0
-    assert "claude_api" in result.stdout and "codex" in result.stdout and "disabled by default" in result.stdout
+    assert (
+        "claude_api" in result.stdout and "codex" in result.stdout and "disabled by default" in result.stdout
+    )
 
 
 def test_config_codex_enable_keeps_comments(tmp_path: Path) -> None:
@@ -106,8 +116,12 @@ def _free_port() -> int:
 
 def test_serve_answers_health_within_a_second() -> None:
     port = _free_port()
-    proc = subprocess.Popen([*CCPROXY, "serve", "--port", str(port), "--mock"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*CCPROXY, "serve", "--port", str(port), "--mock"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         started = time.monotonic()
         while True:
@@ -120,8 +134,10 @@ def test_serve_answers_health_within_a_second() -> None:
         # generous bound for a loaded CI machine; `make bench` measures the real start-up time
         assert time.monotonic() - started < 3
         assert resp.json()["status"] == "pass"
-        chat = httpx.post(f"http://127.0.0.1:{port}/api/codex/v1/chat/completions",
-                          json={"model": "gpt-5.5", "messages": [{"role": "user", "content": "hi"}]})
+        chat = httpx.post(
+            f"http://127.0.0.1:{port}/api/codex/v1/chat/completions",
+            json={"model": "gpt-5.5", "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"]
     finally:
         proc.terminate()
@@ -145,14 +161,23 @@ def test_auth_login_no_browser_end_to_end(provider: str, isolated_home: Path) ->
     """`ccproxy auth login --no-browser` against the fake OAuth server, the browser step done by hand."""
     with serve_app(fake_oauth_app()) as oauth:
         if provider == "claude":
-            env = {"PLUGINS__CLAUDE_API__OAUTH__TOKEN_URL": f"{oauth}/v1/oauth/token",
-                   "PLUGINS__CLAUDE_API__OAUTH__AUTHORIZE_URL": f"{oauth}/oauth/authorize"}
+            env = {
+                "PLUGINS__CLAUDE_API__OAUTH__TOKEN_URL": f"{oauth}/v1/oauth/token",
+                "PLUGINS__CLAUDE_API__OAUTH__AUTHORIZE_URL": f"{oauth}/oauth/authorize",
+            }
         else:
-            env = {"PLUGINS__CODEX__OAUTH__TOKEN_URL": f"{oauth}/codex/oauth/token",
-                   "PLUGINS__CODEX__OAUTH__AUTHORIZE_URL": f"{oauth}/codex/oauth/authorize"}
-        proc = subprocess.Popen([*CCPROXY, "auth", "login", provider, "--no-browser"], text=True,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={**os.environ, **env})
+            env = {
+                "PLUGINS__CODEX__OAUTH__TOKEN_URL": f"{oauth}/codex/oauth/token",
+                "PLUGINS__CODEX__OAUTH__AUTHORIZE_URL": f"{oauth}/codex/oauth/authorize",
+            }
+        proc = subprocess.Popen(
+            [*CCPROXY, "auth", "login", provider, "--no-browser"],
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **env},
+        )
         assert proc.stdout is not None and proc.stdin is not None
         url = ""
         while not url:

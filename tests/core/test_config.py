@@ -25,8 +25,9 @@ def test_defaults() -> None:
 
 def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
     toml = write(tmp_path / "c.toml", "[server]\nport = 7000\nhost = '127.0.0.2'\nworkers = 3\n")
-    config = load_config(config_file=toml, env={"SERVER__PORT": "7100", "SERVER__HOST": "127.0.0.3"},
-                         cli={"server.port": 7200})
+    config = load_config(
+        config_file=toml, env={"SERVER__PORT": "7100", "SERVER__HOST": "127.0.0.3"}, cli={"server.port": 7200}
+    )
     s = config.settings.server
     assert (s.port, s.host, s.workers) == (7200, "127.0.0.3", 3)
     assert config.source_of("server.port") == "cli"
@@ -36,14 +37,16 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
 
 
 def test_env_nesting_and_known_variables(tmp_path: Path) -> None:
-    config = load_config(env={
-        "LOGGING__LEVEL": "debug",
-        "CCPROXY_VERBOSE_API": "true",
-        "CCPROXY_REQUEST_LOG_DIR": str(tmp_path / "logs"),
-        "PLUGINS__CLAUDE_API__BASE_URL": "http://127.0.0.1:9",
-        "UNRELATED__THING": "ignored",
-        "PATH": "/bin",
-    })
+    config = load_config(
+        env={
+            "LOGGING__LEVEL": "debug",
+            "CCPROXY_VERBOSE_API": "true",
+            "CCPROXY_REQUEST_LOG_DIR": str(tmp_path / "logs"),
+            "PLUGINS__CLAUDE_API__BASE_URL": "http://127.0.0.1:9",
+            "UNRELATED__THING": "ignored",
+            "PATH": "/bin",
+        }
+    )
     assert config.settings.logging.level == "debug"
     assert config.settings.logging.verbose_api is True
     assert config.settings.logging.request_log_dir == tmp_path / "logs"
@@ -106,7 +109,9 @@ def test_unknown_key_names_key_file_and_suggestion(tmp_path: Path) -> None:
 
 
 def test_unknown_env_key_names_the_variable() -> None:
-    with pytest.raises(ConfigError, match="environment variable LOGGING__LEVLE.*did you mean 'logging.level'"):
+    with pytest.raises(
+        ConfigError, match=r"environment variable LOGGING__LEVLE.*did you mean 'logging.level'"
+    ):
         load_config(env={"LOGGING__LEVLE": "debug"})
 
 
@@ -120,26 +125,30 @@ def test_bad_value_names_key_value_and_expectation(tmp_path: Path) -> None:
 
 def test_bad_value_in_plugin_section() -> None:
     config = load_config(env={"PLUGINS__CLAUDE_API__RETRY_ATTEMPTS": "many"})
-    with pytest.raises(ConfigError, match="plugins.claude_api.retry_attempts.*PLUGINS__CLAUDE_API__RETRY_ATTEMPTS"):
+    with pytest.raises(
+        ConfigError, match=r"plugins.claude_api.retry_attempts.*PLUGINS__CLAUDE_API__RETRY_ATTEMPTS"
+    ):
         load_plugins(config)
 
 
 def test_unknown_plugin_key_and_unknown_plugin(tmp_path: Path) -> None:
     toml = write(tmp_path / "c.toml", "[plugins.claude_api]\nbase_ulr = 'x'\n")
-    with pytest.raises(ConfigError, match="plugins.claude_api.base_ulr.*did you mean 'plugins.claude_api.base_url'"):
+    with pytest.raises(
+        ConfigError, match=r"plugins.claude_api.base_ulr.*did you mean 'plugins.claude_api.base_url'"
+    ):
         load_plugins(load_config(config_file=toml, env={}))
     toml = write(tmp_path / "d.toml", "[plugins.claude_ap]\nenabled = true\n")
-    with pytest.raises(ConfigError, match="unknown plugin 'plugins.claude_ap'.*did you mean 'claude_api'"):
+    with pytest.raises(ConfigError, match=r"unknown plugin 'plugins.claude_ap'.*did you mean 'claude_api'"):
         load_plugins(load_config(config_file=toml, env={}))
 
 
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     toml = write(tmp_path / "c.toml", "[server\n")
-    with pytest.raises(ConfigError, match="invalid TOML"):
+    with pytest.raises(ConfigError, match=r"invalid TOML"):
         load_config(config_file=toml, env={})
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match=r"config file not found"):
         load_config(config_file=tmp_path / "nope.toml", env={})
-    with pytest.raises(ConfigError, match="CCPROXY_CONFIG"):
+    with pytest.raises(ConfigError, match=r"CCPROXY_CONFIG"):
         load_config(env={"CCPROXY_CONFIG": str(tmp_path / "nope.toml")})
 
 

@@ -14,11 +14,11 @@ from ccproxy.recorder import Recorder
 from ccproxy.sse import DONE, SSEParser, frame
 
 STREAM = (
-    b"event: message_start\ndata: {\"type\":\"message_start\"}  \n\n"
+    b'event: message_start\ndata: {"type":"message_start"}  \n\n'
     b": keep-alive comment\n\n"
-    b"event: ping\r\ndata: {\"type\":\"ping\"}\r\n\r\n"
+    b'event: ping\r\ndata: {"type":"ping"}\r\n\r\n'
     b"data: first line\ndata: second line\n\n"
-    b"event: message_stop\ndata: {\"type\":\"message_stop\"}"
+    b'event: message_stop\ndata: {"type":"message_stop"}'
 )
 
 
@@ -57,19 +57,28 @@ def test_redaction_of_keys_and_values() -> None:
     }
     out = redact(data)
     text = json.dumps(out)
-    for secret in ("abcdefghijklmnop", "sk-ant-api03", "rt-123456789", "zzzzzzzzzzzz", "qwertyuiopasdf",
-                   "eyJzdWIiOiJ4In0"):
+    for secret in (
+        "abcdefghijklmnop",
+        "sk-ant-api03",
+        "rt-123456789",
+        "zzzzzzzzzzzz",
+        "qwertyuiopasdf",
+        "eyJzdWIiOiJ4In0",
+    ):
         assert secret not in text
     assert out["count"] == 3 and out["list"][1] == "plain"
     assert redact_headers({"Authorization": "Bearer abcdefghijk", "accept": "x"}) == {
-        "Authorization": "***", "accept": "x"}
+        "Authorization": "***",
+        "accept": "x",
+    }
     assert redact_text("no secrets here") == "no secrets here"
 
 
 def test_structlog_output_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
     configure("info", "json")
-    structlog.get_logger("t").info("calling", authorization="Bearer abcdefghijklmnopq",
-                                   detail="got sk-ant-oat01-secretsecretsecret back")
+    structlog.get_logger("t").info(
+        "calling", authorization="Bearer abcdefghijklmnopq", detail="got sk-ant-oat01-secretsecretsecret back"
+    )
     logging.getLogger("t").handlers.clear()
     err = capsys.readouterr().err
     assert "abcdefghijklmnopq" not in err and "secretsecretsecret" not in err and "calling" in err
@@ -77,8 +86,12 @@ def test_structlog_output_is_redacted(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_request_log_dir_files_are_private_and_redacted(tmp_path: Path) -> None:
     recorder = Recorder(verbose=False, directory=tmp_path / "logs")
-    record = recorder.start("req1", "/api/v1/messages", {"x-api-key": "sk-ant-secret-123456"},
-                            {"model": "m", "api_key": "sk-inline-abcdefgh"})
+    record = recorder.start(
+        "req1",
+        "/api/v1/messages",
+        {"x-api-key": "sk-ant-secret-123456"},
+        {"model": "m", "api_key": "sk-inline-abcdefgh"},
+    )
     record.finish(200, b'{"ok": true, "token": "sk-ant-oat01-returnedvalue"}')
     written = tmp_path / "logs" / "req1.json"
     assert written.stat().st_mode & 0o777 == 0o600

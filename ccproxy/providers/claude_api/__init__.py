@@ -26,7 +26,9 @@ class ClaudeAPISettings(ProviderSettings):
     oauth_provider: ClassVar[Any] = "claude"
 
     base_url: str = Field("https://api.anthropic.com", description="Anthropic API base URL")
-    anthropic_version: str = Field("2023-06-01", description="anthropic-version sent when the client sends none")
+    anthropic_version: str = Field(
+        "2023-06-01", description="anthropic-version sent when the client sends none"
+    )
     required_betas: list[str] = Field(
         default_factory=lambda: ["claude-code-20250219", "oauth-2025-04-20"],
         description="Betas an OAuth call needs; merged with the client's own, nothing else is added",
@@ -60,8 +62,12 @@ class ClaudeAPIPlugin(ProviderPlugin):
                 self.endpoint(ctx, Format.ANTHROPIC, "/v1/messages/count_tokens"),
                 methods=["POST"],
             ),
-            Route("/api/v1/chat/completions", self.endpoint(ctx, Format.CHAT, "/v1/messages"), methods=["POST"]),
-            Route("/api/v1/responses", self.endpoint(ctx, Format.RESPONSES, "/v1/messages"), methods=["POST"]),
+            Route(
+                "/api/v1/chat/completions", self.endpoint(ctx, Format.CHAT, "/v1/messages"), methods=["POST"]
+            ),
+            Route(
+                "/api/v1/responses", self.endpoint(ctx, Format.RESPONSES, "/v1/messages"), methods=["POST"]
+            ),
             *model_routes("/api/v1/models", s.models, s.aliases, "anthropic"),
             # Claude Code's probes and telemetry on its base URL (ANTHROPIC_BASE_URL=.../api).
             Route("/api/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),

@@ -143,7 +143,10 @@ class CodexPlugin(ProviderPlugin):
             {
                 "exp": 4102444800,
                 "email": "offline@example.invalid",
-                "https://api.openai.com/auth": {"chatgpt_account_id": "acct-offline", "chatgpt_plan_type": "pro"},
+                "https://api.openai.com/auth": {
+                    "chatgpt_account_id": "acct-offline",
+                    "chatgpt_plan_type": "pro",
+                },
             }
         )
         return {

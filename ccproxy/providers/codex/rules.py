@@ -8,8 +8,20 @@ from typing import Any
 # top_p, response_format, user, ...) is answered with "Unsupported parameter" and is removed instead.
 ALLOWED_KEYS = frozenset(
     {
-        "model", "instructions", "input", "tools", "tool_choice", "parallel_tool_calls", "reasoning",
-        "store", "stream", "include", "prompt_cache_key", "text", "client_metadata", "service_tier",
+        "model",
+        "instructions",
+        "input",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "reasoning",
+        "store",
+        "stream",
+        "include",
+        "prompt_cache_key",
+        "text",
+        "client_metadata",
+        "service_tier",
     }
 )
 _MOVED_ROLES = ("system", "developer")
@@ -22,7 +34,9 @@ def backend_body(body: dict[str, Any], prompt_cache_key: str) -> tuple[dict[str,
     out["stream"] = True
     out["store"] = False
     out.setdefault("prompt_cache_key", prompt_cache_key)
-    instructions = [out["instructions"]] if isinstance(out.get("instructions"), str) and out["instructions"] else []
+    instructions = (
+        [out["instructions"]] if isinstance(out.get("instructions"), str) and out["instructions"] else []
+    )
     raw_input = out.get("input", [])
     if isinstance(raw_input, str):
         raw_input = [_user_message(raw_input)]

@@ -72,13 +72,25 @@ class ResponsesSocket:
         body["stream"] = True
         request_id = uuid.uuid4().hex
         headers = {k.lower(): v for k, v in self.ws.headers.items()}
-        call = Call(request_id, Format.RESPONSES, "/responses", "", headers, body, True,
-                    body.get("model") if isinstance(body.get("model"), str) else None, self.session_id)
+        call = Call(
+            request_id,
+            Format.RESPONSES,
+            "/responses",
+            "",
+            headers,
+            body,
+            True,
+            body.get("model") if isinstance(body.get("model"), str) else None,
+            self.session_id,
+        )
         output: list[Any] = []
         try:
             async for event in self.proxy.events(call, self.provider, self.ws.url.path):
                 await self.ws.send_text(event.data)
-                if event.event in ("response.output_item.done", None) or '"response.output_item.done"' in event.data:
+                if (
+                    event.event in ("response.output_item.done", None)
+                    or '"response.output_item.done"' in event.data
+                ):
                     data = orjson.loads(event.data)
                     if data.get("type") == "response.output_item.done" and isinstance(data.get("item"), dict):
                         output.append(data["item"])
@@ -106,8 +118,10 @@ class ResponsesSocket:
 
     async def _failed(self, status: int, message: str, code: str | None = None) -> None:
         response = _response(f"resp_ws_{uuid.uuid4().hex}", {}, "failed")
-        response["error"] = {"code": code or ("rate_limit_exceeded" if status == 429 else "server_error"),
-                             "message": message}
+        response["error"] = {
+            "code": code or ("rate_limit_exceeded" if status == 429 else "server_error"),
+            "message": message,
+        }
         event = {"type": "response.failed", "sequence_number": 0, "response": response}
         await self.ws.send_text(orjson.dumps(event).decode())
 
@@ -122,8 +136,13 @@ def _response(response_id: str, body: dict[str, Any], status: str) -> dict[str, 
         "output": [],
         "error": None,
         "incomplete_details": None,
-        "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
-                  "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
+        "usage": {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "total_tokens": 0,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
     }
 
 
