@@ -659,8 +659,8 @@ class FreeformInputDecoder:
             return ""
         try:
             return freeform_input(orjson.loads(raw))
-        except orjson.JSONDecodeError:
-            return "".join(self.streamed) if self._state == "tail" else raw
+        except orjson.JSONDecodeError:  # cut off (max_tokens): what was decoded so far, else the raw text
+            return "".join(self.streamed) if self._state in ("string", "tail") else raw
 
 
 def _escaped_prefix(text: str) -> tuple[int, bool]:
