@@ -69,6 +69,8 @@ CLAUDE_ALIASES = [
     AliasRule(match="sonnet", target="claude-sonnet-4-5"),
     AliasRule(match="opus", target="claude-opus-4-5"),
     AliasRule(match="haiku", target="claude-haiku-4-5"),
+    # OpenAI model names (an OpenAI client's or the Codex CLI's default) on the Claude route.
+    AliasRule(match="gpt-", kind="prefix", target="claude-sonnet-4-5"),
 ]
 
 

@@ -283,5 +283,11 @@ def test_in_band_stream_error(client: anthropic.Anthropic, fakes: Fakes) -> None
 
 def test_upstream_404_for_unknown_model(client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as info:
-        client.messages.create(model="gpt-4o", max_tokens=64, messages=USER)
-    assert "gpt-4o" in str(info.value)
+        client.messages.create(model="no-such-model", max_tokens=64, messages=USER)
+    assert "no-such-model" in str(info.value)
+
+
+def test_openai_model_names_default_to_sonnet(client: anthropic.Anthropic, fakes: Fakes) -> None:
+    message = client.messages.create(model="gpt-4o", max_tokens=64, messages=USER)
+    assert message.model == "gpt-4o"  # the client's name comes back
+    assert fakes.anthropic.last_request.json["model"] == "claude-sonnet-4-5"
