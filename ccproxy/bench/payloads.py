@@ -300,7 +300,13 @@ def check_stream(fmt: Format, body: bytes, expected_deltas: int, exact: bytes | 
     if deltas != want:
         if "".join(deltas) == "".join(want):
             return f"deltas merged or split: {len(deltas)} events for {len(want)} deltas"
-        return f"deltas missing or out of order ({len(deltas)} of {len(want)})"
+        at = next(
+            (i for i, (got, exp) in enumerate(zip(deltas, want, strict=False)) if got != exp), len(want)
+        )
+        return (
+            f"deltas missing or out of order ({len(deltas)} for {len(want)}; first difference at #{at}: "
+            f"got {deltas[at : at + 3]!r}, expected {want[at : at + 3]!r})"
+        )
     return ""
 
 

@@ -246,7 +246,7 @@ def tables(res: Results) -> str:
         ["`ccproxy --help` (s, median)", _f(median(pr.get("help_s", [])))],
         ["RSS idle after warm-up (MB)", _f(pr.get("rss_idle_mb"), 1)],
         ["RSS peak under slow streams (MB, sampled every 50 ms)", _f(pr.get("rss_peak_mb"), 1)],
-        ["RSS 2 s after the last load (MB)", _f(pr.get("rss_after_mb"), 1)],
+        [f"RSS {2 * res.settings.settle:g} s after the last load (MB)", _f(pr.get("rss_after_mb"), 1)],
         [
             f"RSS at the end of the run, {pr.get('rss_end_after_s', 0):.0f} s after the scenario load (MB)",
             _f(pr.get("rss_end_mb"), 1),

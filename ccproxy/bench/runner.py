@@ -41,7 +41,7 @@ TARGETS = ("direct", "nginx", "ccproxy")
 @dataclass
 class Settings:
     reps: int = 3
-    json_seconds: int = 2
+    json_seconds: float = 2
     stream_seconds: float = 1.5
     json_conns: tuple[int, ...] = (1, 32, 128)
     stream_conns: tuple[int, ...] = (1, 32, 128)
@@ -59,6 +59,7 @@ class Settings:
     help_reps: int = 5
     micro: bool = True
     warmup: bool = True
+    settle: float = 1.0  # seconds of quiet before the idle and after-load memory readings
     mode: str = "full"
 
     @classmethod
@@ -83,7 +84,7 @@ class Settings:
     def smoke(cls) -> Settings:
         return cls(
             reps=1,
-            json_seconds=1,
+            json_seconds=0.3,
             stream_seconds=0.2,
             json_conns=(1,),
             stream_conns=(2,),
@@ -101,6 +102,7 @@ class Settings:
             help_reps=1,
             micro=False,
             warmup=False,
+            settle=0.1,
             mode="smoke",
         )
 
@@ -452,7 +454,7 @@ class Bench:
         for scn in todo if self.s.warmup else ():
             if scn.kind != "slow" and scn.conns <= 32:
                 await self.measure(scn, "ccproxy", seconds=0.2 if scn.kind == "stream" else 1)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(self.s.settle)
         self.res.process["rss_idle_mb"] = rss_mb(self.procs["ccproxy"].pid)
         for rep in range(self.s.reps):
             order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
@@ -478,9 +480,9 @@ class Bench:
                         flush=True,
                     )
                     if scn.kind == "slow":
-                        await asyncio.sleep(0.5)  # let 1,000 closed connections drain
+                        await asyncio.sleep(self.s.settle / 2)  # let 1,000 closed connections drain
         self.last_load = time.perf_counter()
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2 * self.s.settle)
         self.res.process["rss_after_mb"] = rss_mb(self.procs["ccproxy"].pid)
         self.res.process["rss_peak_mb"] = self.peak_rss
         try:
