@@ -138,7 +138,7 @@ class Scenario:
         """(path, body, headers, answer format) for this scenario at ``target``."""
         stream = self.kind != "json"
         host = f"{HOST}:{port}"
-        if target == "ccproxy":
+        if target not in ("direct", "nginx"):  # ccproxy, ccproxy-w2, variant: the client's request
             body = p.client_body(self.route, stream=stream, marker=self.marker, large=self.large)
             return self.route.path, body, p.headers_for(self.route.client, host), self.route.client
         body = p.direct_body(self.route, stream=stream, marker=self.marker, large=self.large)
@@ -504,10 +504,17 @@ class Bench:
             self.ports["ccproxy-w2"], self.procs["ccproxy-w2"] = port, proc
             for _ in range(2):  # both workers warm
                 await self.measure(scn, "ccproxy-w2", seconds=1)
-            one, two = [], []
+            one: list[float] = []
+            two: list[float] = []
+            errors = 0
             for _ in range(self.s.reps):
-                one.append((await self.measure(scn, "ccproxy")).rate)
-                two.append((await self.measure(scn, "ccproxy-w2")).rate)
+                for target, rates in (("ccproxy", one), ("ccproxy-w2", two)):
+                    sample = await self.measure(scn, target)
+                    rates.append(sample.rate)
+                    errors += sample.errors
+            self.res.process["workers_errors"] = errors
+            if errors:
+                self.note(f"--workers comparison: {errors} failed requests; the ratio is not valid")
             self.res.process["workers_rps_1"] = one
             self.res.process["workers_rps_2"] = two
             print(f"  workers: 1 -> {median(one):.0f} req/s, 2 -> {median(two):.0f} req/s", flush=True)
@@ -576,8 +583,11 @@ class Bench:
                 await self.measure(scn1, "variant", seconds=1)
                 lat = await self.measure(scn1, "variant")
                 thr = await self.measure(scn32, "variant")
+                if lat.errors or thr.errors:
+                    self.note(f"server variant {loop_name}/{http}: {lat.errors + thr.errors} failed requests")
                 variants.append(
                     {
+                        "errors": lat.errors + thr.errors,
                         "loop": loop_name,
                         "http": http,
                         "p50_1conn_ms": lat.p50,
