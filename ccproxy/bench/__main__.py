@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_true", help="short run (~2 min): fewer scenarios, no nginx")
     mode.add_argument("--smoke", action="store_true", help="a few seconds on tiny settings (machinery check)")
     parser.add_argument("--reps", type=int, help="repetitions (default 3; at least 3 for published numbers)")
-    parser.add_argument("--json", type=Path, default=Path("bench/latest.json"), help="write the results here")
+    parser.add_argument(
+        "--json", type=Path, help="write the results here (default bench/latest.json, -quick/-smoke suffixed)"
+    )
     parser.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")
     parser.add_argument("--check", type=Path, help="fail when a ratio worsens >20%% against this baseline")
     parser.add_argument("--write-baseline", type=Path, help="write this run's ratios as a baseline file")
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         for t in report.targets(results)
     ]
     data["table"] = text
+    if args.json is None:  # the published full results are never overwritten by a short run
+        args.json = Path(
+            "bench/latest.json" if settings.mode == "full" else f"bench/latest-{settings.mode}.json"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
     print(f"results written to {args.json}")
