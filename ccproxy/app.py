@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -77,6 +78,9 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             except Exception as exc:
                 log.error("plugin failed to start", plugin=entry.name, error=f"{type(exc).__name__}: {exc}")
                 entry.error = f"startup failed: {exc}"
+        # Start-up objects (modules, settings, routes) never die: keep them out of every GC pass.
+        gc.collect()
+        gc.freeze()
         log.info("ccproxy ready", version=__version__, plugins=[p.name for p in plugins.active], mock=mock)
         try:
             yield

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hmac
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -32,18 +32,25 @@ class CoreMiddleware:
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "websocket" and self.auth_token is not None and not self._authorized(_headers(scope)):
-            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+        if scope["type"] != "http":
+            guarded = scope["type"] == "websocket" and self.auth_token is not None
+            if guarded and not self._authorized(_headers(scope)):
+                await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+                return
+            await self.app(scope, receive, send)
             return
-        if scope["type"] != "http" or scope["path"].startswith(UNGUARDED_PREFIX):
+        path: str = scope["path"]
+        if path.startswith(UNGUARDED_PREFIX):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = _headers(scope)
-        request_id = headers.get("x-request-id", "")
-        if not _VALID_REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
+        request_id = ""
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                request_id = value.decode("latin-1")
+                break
+        if not request_id or not _VALID_REQUEST_ID.match(request_id):
+            request_id = secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
         rid_header = (b"x-request-id", request_id.encode())
         status = 0
@@ -55,19 +62,20 @@ class CoreMiddleware:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
-        path: str = scope["path"]
         try:
-            if self.auth_token is not None and path not in OPEN_PATHS and not self._authorized(headers):
-                fmt = format_for(path, headers)
-                info = ErrorInfo(401, "authentication_error", "missing or invalid ccproxy auth token")
-                response = error_response(fmt, info, request_id, {"www-authenticate": "Bearer"})
-                await response(scope, receive, send_with_id)
-                return
+            if self.auth_token is not None and path not in OPEN_PATHS:
+                headers = _headers(scope)
+                if not self._authorized(headers):
+                    fmt = format_for(path, headers)
+                    info = ErrorInfo(401, "authentication_error", "missing or invalid ccproxy auth token")
+                    response = error_response(fmt, info, request_id, {"www-authenticate": "Bearer"})
+                    await response(scope, receive, send_with_id)
+                    return
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error", request_id=request_id, path=path)
             if status == 0:  # nothing sent yet: answer in the caller's format
-                fmt = format_for(path, headers)
+                fmt = format_for(path, _headers(scope))
                 info = ErrorInfo(500, "api_error", "internal proxy error; see the server log")
                 await error_response(fmt, info, request_id)(scope, receive, send_with_id)
         finally:

@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 import structlog
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -37,7 +35,7 @@ from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, 
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
 from ccproxy.sse import SSEEvent, SSEParser
-from ccproxy.upstream import UpstreamClient
+from ccproxy.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 log = structlog.get_logger("ccproxy.proxy")
 access_log = structlog.get_logger("ccproxy.access")
@@ -101,17 +99,29 @@ class Proxy:
         self.ctx = ctx
         self.recorder = recorder
 
-    async def handle(
+    async def serve(
         self,
-        request: Request,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
         provider: Provider,
         client_format: Format,
         upstream_path: str,
-        *,
-        session_id: str | None = None,
+    ) -> None:
+        """The ASGI entry point of every proxied route (no framework Request object on the hot path)."""
+        response = await self.handle(scope, receive, provider, client_format, upstream_path)
+        await response(scope, receive, send)
+
+    async def handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        provider: Provider,
+        client_format: Format,
+        upstream_path: str,
     ) -> Response:
-        request_id = str(request.scope.get("state", {}).get("request_id", ""))
-        raw = await request.body()
+        request_id = str(scope.get("state", {}).get("request_id", ""))
+        raw = await _read_body(receive)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -127,23 +137,24 @@ class Proxy:
             upstream_body = translation.request(body) if translation else body
         except TranslationError as exc:
             return _error(client_format, exc.status, exc.message, request_id, param=exc.param)
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        path: str = scope["path"]
         call = Call(
             request_id,
             client_format,
             upstream_path,
-            request.url.query,
+            scope["query_string"].decode("latin-1"),
             headers,
             upstream_body,
             stream,
             model,
-            session_id,
+            scope.get("path_params", {}).get("session_id"),
             raw if translation is None else None,
         )
         event = RequestEvent(
             request_id,
             provider.name,
-            request.url.path,
+            path,
             client_format.value,
             provider.upstream_format.value,
             model,
@@ -152,8 +163,8 @@ class Proxy:
         )
         hooks = self.ctx.hooks
         hooks.request_started(event)
-        record = self.recorder.start(request_id, request.url.path, headers, body)
-        watcher = _DisconnectWatcher(request.receive)
+        record = self.recorder.start(request_id, path, headers, body)
+        watcher = _DisconnectWatcher(receive)
         try:
             response = await self._forward(call, provider, translation, body, event, record)
         except asyncio.CancelledError:
@@ -258,14 +269,14 @@ class Proxy:
         hooks.request_started(event)
         meter = _UsageMeter(provider.upstream_format) if hooks.listening else None
         record = self.recorder.start(call.request_id, path, call.headers, call.body)
-        resp: aiohttp.ClientResponse | None = None
+        resp: UpstreamResponse | None = None
         try:
             resp = await self._send(call, provider, await provider.prepare(call))
             if resp.status >= 400:
                 info = parse_error(resp.status, await _read_capped(resp))
                 raise ProxyError(resp.status, info.message, code=info.code, param=info.param)
             parser = SSEParser()
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.iter_chunks():
                 for ev in parser.feed(chunk):
                     if ev.data and ev.data != "[DONE]":
                         if meter is not None:
@@ -297,13 +308,13 @@ class Proxy:
                 request_id=call.request_id,
             )
 
-    async def _send(self, call: Call, provider: Provider, outbound: Outbound) -> aiohttp.ClientResponse:
+    async def _send(self, call: Call, provider: Provider, outbound: Outbound) -> UpstreamResponse:
         attempts_left = provider.retry_attempts
         refreshed = False
         while True:
             try:
                 resp = await self.http.send(outbound.method, outbound.url, outbound.headers, outbound.body)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (UpstreamError, TimeoutError, OSError) as exc:
                 raise ProxyError(
                     502, f"cannot reach upstream {provider.name}: {type(exc).__name__}"
                 ) from None
@@ -355,9 +366,9 @@ def _retry_wait(headers: Any, attempt: int, cap: float) -> float | None:
     return wait if wait <= cap else None
 
 
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+async def _read_capped(resp: UpstreamResponse) -> bytes:
     try:
-        return await resp.content.read(_MAX_ERROR_BODY)
+        return await resp.read(_MAX_ERROR_BODY)
     finally:
         resp.release()
 
@@ -431,12 +442,12 @@ class _UsageMeter:
         u.reasoning_tokens = (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
 
 
-_STREAM_ERRORS = (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError)
+_STREAM_ERRORS = (UpstreamError, TimeoutError, OSError)
 _LOST = "upstream connection lost mid-stream"
 
 
 async def _passthrough(
-    resp: aiohttp.ClientResponse,
+    resp: UpstreamResponse,
     upstream: Format,
     client: Format,
     restore: str | None,
@@ -448,7 +459,7 @@ async def _passthrough(
     first = True
     parser = SSEParser() if meter is not None else None
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.iter_chunks():
             data = tail + chunk if tail else chunk
             cut = data.rfind(b"\n\n")
             if cut < 0:
@@ -494,11 +505,11 @@ def _rewrite_first_model(out: bytes, model: str) -> bytes:
 
 
 async def _translate_stream(
-    resp: aiohttp.ClientResponse, translator: StreamTranslator, meter: _UsageMeter | None
+    resp: UpstreamResponse, translator: StreamTranslator, meter: _UsageMeter | None
 ) -> AsyncIterator[bytes]:
     parser = SSEParser()
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.iter_chunks():
             out = b""
             for ev in parser.feed(chunk):
                 if not ev.data or ev.data == "[DONE]":
@@ -519,13 +530,13 @@ async def _translate_stream(
     yield translator.finish()
 
 
-async def _collect(resp: aiohttp.ClientResponse, upstream: Format) -> dict[str, Any]:
+async def _collect(resp: UpstreamResponse, upstream: Format) -> dict[str, Any]:
     """Read a Responses stream to its terminal event and return the final ``response`` object."""
     if upstream is not Format.RESPONSES:
         raise ProxyError(502, "upstream streamed an answer to a non-streaming request")
     parser = SSEParser()
     final: dict[str, Any] | None = None
-    async for chunk in resp.content.iter_any():
+    async for chunk in resp.iter_chunks():
         for ev in parser.feed(chunk):
             if not ev.data or ev.data == "[DONE]":
                 continue
@@ -552,7 +563,7 @@ class _Stream(Response):
 
     def __init__(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         body: AsyncIterator[bytes],
         headers: dict[str, str],
         event: RequestEvent,
@@ -603,6 +614,20 @@ class _Stream(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    parts = [body]
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
+
+
 class _DisconnectWatcher:
     """Cancels the request's task if the client disconnects while the upstream is still being asked.
 
@@ -632,6 +657,3 @@ async def _wait_disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-Handler = Callable[[Request], Awaitable[Response]]

@@ -54,6 +54,7 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
         "log_level": settings.logging.level,
         "timeout_graceful_shutdown": settings.server.graceful_shutdown_seconds,
         "server_header": False,
+        "proxy_headers": False,  # we never trust X-Forwarded-*; and it is a layer per request
     }
     if settings.server.workers > 1 or settings.server.reload:
         # Worker processes build their own app from the same layers.

@@ -8,13 +8,13 @@ settings. Token caching, refresh, 401 retry, errors and streaming all live in ``
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import Field, SecretStr, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ccproxy.auth.credential import Credential, CredentialError
 from ccproxy.auth.manager import ProviderName, TokenManager
@@ -23,7 +23,7 @@ from ccproxy.errors import ProxyError
 from ccproxy.formats.aliases import AliasRule, resolve_model
 from ccproxy.formats.base import Format
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
-from ccproxy.proxy import Call, Outbound
+from ccproxy.proxy import Call, Outbound, Proxy
 
 # Never forwarded upstream: hop-by-hop, client credentials, proxy/CDN metadata, and encodings we could
 # not decode (upstreams.md §3.4).
@@ -188,19 +188,23 @@ class ProviderPlugin(Plugin):
         upstream: _Upstream = ctx.state["upstream"]
         return upstream
 
-    def endpoint(
-        self, ctx: PluginContext, client: Format, upstream_path: str
-    ) -> Callable[[Request], Awaitable[Response]]:
-        """A route handler that sends ``client``-format requests through the shared data path."""
-        adapter = self.upstream(ctx)
+    def endpoint(self, ctx: PluginContext, client: Format, upstream_path: str) -> ASGIApp:
+        """A raw ASGI route app that sends ``client``-format requests through the shared data path."""
         proxy = ctx.proxy
         assert proxy is not None
+        return _Endpoint(proxy, self.upstream(ctx), client, upstream_path)
 
-        async def handler(request: Request) -> Response:
-            session_id = request.path_params.get("session_id")
-            return await proxy.handle(request, adapter, client, upstream_path, session_id=session_id)
 
-        return handler
+class _Endpoint:
+    """Mounted as a Starlette route's app: no Request object or exception wrapper per call."""
+
+    __slots__ = ("client", "path", "provider", "proxy")
+
+    def __init__(self, proxy: Proxy, provider: _Upstream, client: Format, path: str) -> None:
+        self.proxy, self.provider, self.client, self.path = proxy, provider, client, path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.proxy.serve(scope, receive, send, self.provider, self.client, self.path)
 
 
 def _spec(provider: ProviderName, settings: OAuthSettings | None) -> Any:

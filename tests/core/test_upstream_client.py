@@ -1,0 +1,243 @@
+"""The hot-path upstream client against real loopback servers: framing, keep-alive, failures, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from ccproxy.upstream import UpstreamClient, UpstreamError
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await reader.readexactly(length)
+
+
+class Server:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.url = ""
+
+    async def start(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await handler(reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=tls)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[UpstreamClient]:
+    c = UpstreamClient(connect_timeout=2, read_timeout=2)
+    yield c
+    await c.close()
+
+
+def keep_alive_handler(server: Server, answers: int = 100) -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(answers):
+            head, body = await _read_request(reader)
+            server.heads.append(head)
+            payload = b'{"echo": %d}' % len(body)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                % (len(payload), payload)
+            )
+            await writer.drain()
+
+    return handle
+
+
+async def test_keep_alive_reuses_one_connection(client: UpstreamClient) -> None:
+    server = Server()
+    await server.start(keep_alive_handler(server))
+    for _ in range(5):
+        resp = await client.send("POST", server.url + "/v1/messages?beta=true", {"x-test": "1"}, b"hello")
+        assert resp.status == 200 and resp.content_type == "application/json"
+        assert await resp.read() == b'{"echo": 5}'
+        resp.release()
+    assert server.connections == 1
+    head = server.heads[0].decode()
+    assert head.startswith("POST /v1/messages?beta=true HTTP/1.1\r\n")
+    assert "host: 127.0.0.1:" in head and "x-test: 1" in head and "content-length: 5" in head
+
+
+async def test_header_injection_is_dropped(client: UpstreamClient) -> None:
+    server = Server()
+    await server.start(keep_alive_handler(server))
+    resp = await client.send("POST", server.url + "/", {"x-evil": "a\r\ninjected: yes", "x-ok": "fine"}, b"")
+    await resp.read()
+    resp.release()
+    assert b"injected" not in server.heads[0] and b"x-ok: fine" in server.heads[0]
+
+
+async def test_stale_keep_alive_connection_is_retried_once(client: UpstreamClient) -> None:
+    server = Server()
+    await server.start(keep_alive_handler(server, answers=1))  # closes after each answer
+    for _ in range(3):
+        resp = await client.send("POST", server.url + "/", {}, b"x")
+        assert await resp.read() == b'{"echo": 1}'
+        resp.release()
+        await asyncio.sleep(0.05)  # let the close arrive for some, not necessarily all
+    assert server.connections == 3
+
+
+async def test_chunked_stream_arrives_in_pieces_and_ends(client: UpstreamClient) -> None:
+    gate = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        writer.write(b"7\r\ndata: 1\r\n")
+        await writer.drain()
+        await gate.wait()
+        writer.write(b"7\r\ndata: 2\r\n0\r\n\r\n")
+        await writer.drain()
+
+    server = Server()
+    await server.start(handle)
+    resp = await client.send("POST", server.url + "/", {}, b"{}")
+    assert resp.content_type == "text/event-stream"
+    chunks = resp.iter_chunks()
+    assert await chunks.__anext__() == b"data: 1"  # delivered before the rest exists
+    gate.set()
+    rest = [c async for c in chunks]
+    assert b"".join(rest) == b"data: 2"
+    resp.release()
+
+
+async def test_body_until_close(client: UpstreamClient) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
+        await writer.drain()
+
+    server = Server()
+    await server.start(handle)
+    resp = await client.send("GET", server.url + "/", {})
+    assert await resp.read() == b"all of it"
+    resp.release()
+
+
+async def test_upstream_dropping_mid_body_raises(client: UpstreamClient) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+        await writer.drain()
+
+    server = Server()
+    await server.start(handle)
+    resp = await client.send("POST", server.url + "/", {}, b"")
+    with pytest.raises(UpstreamError, match="closed the connection"):
+        await resp.read()
+
+
+async def test_read_timeout_and_unreachable() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(5)
+
+    server = Server()
+    await server.start(silent)
+    quick = UpstreamClient(connect_timeout=1, read_timeout=0.2)
+    with pytest.raises(TimeoutError):
+        await quick.send("POST", server.url + "/", {}, b"")
+    with pytest.raises(UpstreamError, match="cannot connect"):
+        await quick.send("POST", "http://127.0.0.1:9/", {}, b"")
+    with pytest.raises(UpstreamError, match="unsupported upstream URL"):
+        await quick.send("POST", "ftp://example.invalid/", {}, b"")
+    await quick.close()
+
+
+async def test_invalid_http_is_an_upstream_error(client: UpstreamClient) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+
+    server = Server()
+    await server.start(garbage)
+    with pytest.raises(UpstreamError):
+        await client.send("POST", server.url + "/", {}, b"")
+
+
+async def test_slow_reader_pauses_the_socket(client: UpstreamClient) -> None:
+    big = b"x" * (4 << 20)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big))
+        writer.write(big)
+        await writer.drain()
+
+    server = Server()
+    await server.start(handle)
+    resp = await client.send("GET", server.url + "/", {})
+    await asyncio.sleep(0.3)  # nobody reads: the client must stop buffering at its high-water mark
+    assert resp._conn.buffered < 3 << 20
+    assert len(await resp.read()) == len(big)
+    resp.release()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+async def test_tls(tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    server = Server()
+    await server.start(keep_alive_handler(server), tls=server_ctx)
+    trusting = UpstreamClient(ssl_context=ssl.create_default_context(cafile=str(cert)))
+    for _ in range(2):
+        resp = await trusting.send("POST", server.url + "/", {}, b"tls")
+        assert await resp.read() == b'{"echo": 3}'
+        resp.release()
+    assert server.connections == 1
+    await trusting.close()
+    untrusting = UpstreamClient()
+    with pytest.raises(UpstreamError, match="cannot connect"):
+        await untrusting.send("POST", server.url + "/", {}, b"")
+    await untrusting.close()
