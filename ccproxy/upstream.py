@@ -6,7 +6,7 @@ order of magnitude slower under concurrency. This client does only what the data
 at a time per pooled connection, a streamed body with back-pressure, connect/read timeouts, TLS, and a
 safe retry when a reused keep-alive connection turns out to have been closed by the server.
 
-OAuth token calls (cold path) keep using aiohttp through ``UpstreamClient.session``.
+OAuth token calls (cold path, hours apart) use aiohttp, imported only when one happens.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import aiohttp
 import httptools
 
 _HIGH_WATER = 1 << 20  # buffered body bytes at which we stop reading the socket (slow client)
@@ -284,14 +283,6 @@ class UpstreamClient:
         self.read_timeout = read_timeout
         self._ssl = ssl_context
         self._pools: dict[str, tuple[_Pool, str, str]] = {}
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """An aiohttp session for the cold path (OAuth token calls), created on first use."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        return self._session
 
     async def send(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
@@ -347,6 +338,3 @@ class UpstreamClient:
         for pool, _, _ in self._pools.values():
             pool.close()
         self._pools.clear()
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None

@@ -19,11 +19,8 @@ import webbrowser
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
-
-import aiohttp
-from aiohttp import web
 
 from ccproxy.auth.claude import claude_provider
 from ccproxy.auth.codex import codex_provider
@@ -32,6 +29,10 @@ from ccproxy.auth.files import file_lock
 from ccproxy.auth.manager import ProviderName, ProviderSpec, TokenManager
 from ccproxy.auth.oauth import OAuthSettings, build_authorize_url, exchange_code
 from ccproxy.auth.pkce import generate_pkce, generate_state
+
+if TYPE_CHECKING:  # aiohttp (and its web server) load only when a login or refresh runs
+    import aiohttp
+    from aiohttp import web
 
 log = logging.getLogger("ccproxy.auth")
 
@@ -101,6 +102,8 @@ async def login(
         got_state = state
 
     own_session = session is None
+    import aiohttp
+
     http = session or aiohttp.ClientSession()
     try:
         tokens = await exchange_code(
@@ -246,6 +249,8 @@ class _CallbackServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get(self.path, self._callback)
         if self.path != "/cancel":
@@ -274,6 +279,8 @@ class _CallbackServer:
 
     @staticmethod
     def _page(status: int, title: str, text: str) -> web.Response:
+        from aiohttp import web
+
         body = _PAGE.format(title=html.escape(title), text=html.escape(text))
         return web.Response(status=status, text=body, content_type="text/html")
 
@@ -301,4 +308,6 @@ class _CallbackServer:
     async def _cancel(self, request: web.Request) -> web.Response:
         if not self.result.done():
             self.result.set_exception(CredentialError("login cancelled (another login took over the port)"))
+        from aiohttp import web
+
         return web.Response(text="Login cancelled")

@@ -15,13 +15,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Literal
 
 from ccproxy.auth.credential import Credential, CredentialError, CredentialSource
 from ccproxy.auth.files import file_lock
 from ccproxy.auth.oauth import OAuthSettings, TokenResponse, refresh_access_token
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("ccproxy.auth")
 
@@ -322,6 +323,8 @@ class TokenManager:
     async def _call_refresh(self, refresh_token: str) -> TokenResponse:
         if self.session is not None and not self.session.closed:
             return await refresh_access_token(self.session, self.provider.settings, refresh_token)
+        import aiohttp
+
         async with aiohttp.ClientSession() as session:  # CLI use: refreshes are rare, no pool needed
             return await refresh_access_token(session, self.provider.settings, refresh_token)
 

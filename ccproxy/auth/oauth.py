@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from ccproxy.auth.credential import CredentialError
+
+if TYPE_CHECKING:  # aiohttp is imported on first use: the proxy's start-up never pays for it
+    import aiohttp
 from ccproxy.auth.pkce import PKCE
 
 # Codes after which the same refresh token will never work again: a new login is needed.
@@ -220,6 +222,8 @@ async def _token_request(
     secrets: tuple[str, ...],
     what: str,
 ) -> TokenResponse:
+    import aiohttp
+
     label = f"{settings.provider} {what}"
     headers = {"Accept": "application/json"}
     if settings.user_agent:

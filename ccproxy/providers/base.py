@@ -134,11 +134,9 @@ class ProviderPlugin(Plugin):
     async def startup(self, ctx: PluginContext) -> None:
         settings: ProviderSettings = ctx.settings
         if settings.access_token is None:
-            assert ctx.http is not None
+            # No shared session: a refresh is rare (hours apart) and opens its own short-lived one.
             ctx.state["tokens"] = TokenManager(
-                _spec(self.auth_provider, settings.oauth),
-                session=ctx.http.session,
-                grace_seconds=settings.refresh_grace_seconds,
+                _spec(self.auth_provider, settings.oauth), grace_seconds=settings.refresh_grace_seconds
             )
 
     async def credential(self, ctx: PluginContext) -> Credential:
@@ -208,9 +206,13 @@ class _Endpoint:
 
 
 def _spec(provider: ProviderName, settings: OAuthSettings | None) -> Any:
-    from ccproxy.auth.login import get_provider
+    if provider == "claude":
+        from ccproxy.auth.claude import claude_provider
 
-    return get_provider(provider, settings)
+        return claude_provider(settings)
+    from ccproxy.auth.codex import codex_provider
+
+    return codex_provider(settings)
 
 
 def static_credential(token: str, provider: ProviderName) -> Credential:
