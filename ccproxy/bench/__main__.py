@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         baseline = orjson.loads(args.check.read_bytes())
         ok, summary = report.check(results, baseline)
         print(f"\nregression check against {args.check}:\n{summary}")
+        if not ok and report.only_ratios_failed(results):
+            # A shared 2-core VM swings by tens of percent between runs: a real regression is worse twice.
+            print("\nonly ratios worsened: running once more to tell a regression from machine noise")
+            again = run_fast(run(settings))
+            ok, summary = report.check(again, baseline)
+            print(f"\nregression check (second run) against {args.check}:\n{summary}")
         return 0 if ok else 1
     return 0
 

@@ -617,3 +617,10 @@ def check(res: Results, baseline: dict[str, Any]) -> tuple[bool, str]:
         "bench-check passed" if ok else "bench-check FAILED (a ratio worsened by more than 20%, or errors)"
     )
     return ok, "\n".join([*lines, verdict])
+
+
+def only_ratios_failed(res: Results) -> bool:
+    """True when the run had no errors, bad streams or failed probes (so only timing ratios can fail)."""
+    if any(outcome != "ok" for outcome in res.probes.values()):
+        return False
+    return all(not r.errors()[1] and not r.errors()[2] for r in rows(res))
