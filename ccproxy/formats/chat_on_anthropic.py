@@ -16,8 +16,9 @@ from typing import Any
 import orjson
 
 from ccproxy.formats import common
+from ccproxy.formats.anthropic_events import AnthropicEventStream
 from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, TranslationError, register
-from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, status_for_stream_error
+from ccproxy.formats.errors import ErrorInfo, render_stream_error
 from ccproxy.sse import DONE
 
 # Chat parameters that change the answer in a way Anthropic cannot reproduce: refused with a 400.
@@ -333,38 +334,31 @@ def _chat_id(message_id: Any) -> str:
 _TEXT, _TOOL, _THINKING, _IGNORED = 0, 1, 2, 3
 
 
-class ChatStream:
+class ChatStream(AnthropicEventStream):
     """Anthropic events → Chat chunks. Constant work per event: chunk bytes are a precomputed prefix
     (id, created, model) + the serialised delta + a fixed suffix; nothing accumulated is re-serialised."""
 
     __slots__ = (
         "_blocks",
         "_ctx",
-        "_done",
         "_head",
         "_prefix",
         "_started",
-        "_stop_details",
-        "_stop_reason",
         "_suffix",
         "_thinking_count",
         "_tool_count",
-        "_usage",
     )
 
     def __init__(self, ctx: TranslationContext) -> None:
+        super().__init__()
         self._ctx = ctx
         self._prefix = b""
         self._suffix = b""
         self._started = False
-        self._done = False
         # Anthropic block index → [kind, ordinal, state]; state: tool "arguments seen", thinking text parts.
         self._blocks: dict[int, list[Any]] = {}
         self._tool_count = 0
         self._thinking_count = 0
-        self._usage: JSON = {}
-        self._stop_reason: str | None = None
-        self._stop_details: Any = None
 
     # The chunk envelope is fixed per stream; only the delta and finish_reason vary.
     def _start(self, message_id: Any) -> None:
@@ -384,33 +378,9 @@ class ChatStream:
     def _chunk(self, delta: JSON) -> bytes:
         return self._prefix + orjson.dumps(delta) + self._suffix
 
-    def feed(self, event: str | None, data: JSON) -> bytes:
-        if self._done:
-            return b""
-        kind = event or data.get("type")
-        if kind == "content_block_delta":
-            return self._delta(data)
-        if kind == "content_block_start":
-            return self._block_start(data)
-        if kind == "content_block_stop":
-            return self._block_stop(data)
-        if kind == "message_start":
-            message = data.get("message") or {}
-            self._usage = dict(message.get("usage") or {})
-            self._start(message.get("id"))
-            return self._chunk({"role": "assistant", "content": ""})
-        if kind == "message_delta":
-            delta = data.get("delta") or {}
-            self._stop_reason = delta.get("stop_reason") or self._stop_reason
-            self._stop_details = delta.get("stop_details") or self._stop_details
-            self._usage.update(data.get("usage") or {})  # cumulative counts: overwrite, never add
-            return b""
-        if kind == "message_stop":
-            return self._end()
-        if kind == "error":
-            info = parse_error(200, data)
-            return self._error(ErrorInfo(status_for_stream_error(info), info.type, info.message))
-        return b""  # ping and event types this translation does not know
+    def _on_message_start(self, message: JSON) -> bytes:
+        self._start(message.get("id"))
+        return self._chunk({"role": "assistant", "content": ""})
 
     def _block_start(self, data: JSON) -> bytes:
         if not self._started:
@@ -518,21 +488,6 @@ class ChatStream:
     def _error(self, info: ErrorInfo) -> bytes:
         self._done = True
         return render_stream_error(Format.CHAT, info) + DONE
-
-    def finish(self) -> bytes:
-        if self._done:
-            return b""
-        if self._stop_reason is not None:
-            return self._end()  # only message_stop was lost: the answer is complete
-        # The upstream ended before saying why it stopped: the answer is truncated, so say so in-band.
-        return self._error(
-            ErrorInfo(502, "api_error", "upstream stream ended before the message was complete")
-        )
-
-    def fail(self, status: int, error_type: str, message: str) -> bytes:
-        if self._done:
-            return b""
-        return self._error(ErrorInfo(status, error_type, message))
 
 
 def _open_stream(ctx: TranslationContext) -> ChatStream:

@@ -24,8 +24,9 @@ from typing import Any
 import orjson
 
 from ccproxy.formats import common
+from ccproxy.formats.anthropic_events import AnthropicEventStream
 from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, TranslationError, register
-from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, status_for_stream_error
+from ccproxy.formats.errors import ErrorInfo, render_stream_error
 from ccproxy.sse import frame
 
 _REFUSED = {
@@ -570,7 +571,7 @@ class _Item:
         self.decoder: common.FreeformInputDecoder | None = None
 
 
-class ResponsesStream:
+class ResponsesStream(AnthropicEventStream):
     """Anthropic events → Responses events. Per event: one or a few small dicts serialised with orjson;
     text and argument fragments are appended to lists and joined once, when their item is done."""
 
@@ -578,32 +579,25 @@ class ResponsesStream:
         "_blocks",
         "_count",
         "_ctx",
-        "_done",
         "_message",
         "_output",
         "_searches",
         "_seq",
         "_shell",
         "_started",
-        "_stop_details",
-        "_stop_reason",
         "_tools",
-        "_usage",
     )
 
     def __init__(self, ctx: TranslationContext) -> None:
+        super().__init__()
         self._ctx = ctx
         self._seq = 0
         self._started = False
-        self._done = False
         self._shell: JSON = {}
         self._output: dict[int, JSON] = {}  # completed items by output_index, for the terminal Response
         self._count = 0  # output items started: the next output_index
         self._blocks: dict[int, _Item | None] = {}  # Anthropic block index → its item (None: skipped block)
         self._message: _Item | None = None  # the open message item, shared by consecutive text blocks
-        self._usage: JSON = {}
-        self._stop_reason: str | None = None
-        self._stop_details: Any = None
         self._tools = _tool_table(ctx.request)
         self._searches: dict[Any, _Item] = {}  # server_tool_use id → its open web_search_call item
 
@@ -620,33 +614,12 @@ class ResponsesStream:
             "response.in_progress", {"response": self._shell}
         )
 
-    def feed(self, event: str | None, data: JSON) -> bytes:
-        if self._done:
-            return b""
-        kind = event or data.get("type")
-        if kind == "content_block_delta":
-            return self._delta(data)
-        if kind == "content_block_start":
-            return self._block_start(data)
-        if kind == "content_block_stop":
-            item = self._blocks.get(data.get("index", 0))
-            return self._close_block(item) if item is not None else b""
-        if kind == "message_start":
-            message = data.get("message") or {}
-            self._usage = dict(message.get("usage") or {})
-            return self._start(message.get("id"))
-        if kind == "message_delta":
-            delta = data.get("delta") or {}
-            self._stop_reason = delta.get("stop_reason") or self._stop_reason
-            self._stop_details = delta.get("stop_details") or self._stop_details
-            self._usage.update(data.get("usage") or {})  # cumulative counts: overwrite, never add
-            return b""
-        if kind == "message_stop":
-            return self._end()
-        if kind == "error":
-            info = parse_error(200, data)
-            return self._error(ErrorInfo(status_for_stream_error(info), info.type, info.message))
-        return b""  # ping and unknown event types
+    def _on_message_start(self, message: JSON) -> bytes:
+        return self._start(message.get("id"))
+
+    def _block_stop(self, data: JSON) -> bytes:
+        item = self._blocks.get(data.get("index", 0))
+        return self._close_block(item) if item is not None else b""
 
     def _new_item(self, kind: str, prefix: str) -> _Item:
         self._count += 1
@@ -950,20 +923,6 @@ class ResponsesStream:
 
     def _final_output(self) -> list[JSON]:
         return [self._output[k] for k in sorted(self._output)]
-
-    def finish(self) -> bytes:
-        if self._done:
-            return b""
-        if self._stop_reason is not None:
-            return self._end()  # only message_stop was lost: the answer is complete
-        return self._error(
-            ErrorInfo(502, "api_error", "upstream stream ended before the message was complete")
-        )
-
-    def fail(self, status: int, error_type: str, message: str) -> bytes:
-        if self._done:
-            return b""
-        return self._error(ErrorInfo(status, error_type, message))
 
 
 def _error_code(info: ErrorInfo) -> str:
