@@ -65,8 +65,8 @@ class Settings:
     @classmethod
     def quick(cls) -> Settings:
         return cls(
-            json_seconds=1,
-            stream_seconds=0.5,
+            json_seconds=2,
+            stream_seconds=1,
             json_conns=(1, 32),
             stream_conns=(1, 32),
             large_conns=(1,),
