@@ -1,0 +1,108 @@
+"""`ccproxy serve` as a real process: graceful shutdown with a stream in flight, several workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from ccproxy.testing import running_fake_upstreams
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
+        try:
+            if httpx.get(url + "/health", timeout=0.5).status_code in (200, 503):
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError("server did not become healthy")
+
+
+def test_sigterm_lets_a_stream_in_flight_finish() -> None:
+    with running_fake_upstreams() as fakes:
+        words = " ".join(f"w{i}" for i in range(30))
+        fakes.anthropic.reply_text(words, delay=0.05)  # about 1.5 s of stream
+        port = _free_port()
+        env = {
+            **os.environ,
+            "PLUGINS__CLAUDE_API__BASE_URL": fakes.url,
+            "PLUGINS__CLAUDE_API__ACCESS_TOKEN": "sk-ant-oat01-test",
+            "SERVER__GRACEFUL_SHUTDOWN_SECONDS": "10",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ccproxy", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(url, proc)
+            body = {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 100,
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            with httpx.stream("POST", url + "/api/v1/messages", json=body, timeout=10) as resp:
+                chunks = resp.iter_bytes()
+                received = next(chunks)
+                proc.send_signal(signal.SIGTERM)  # shutdown starts with the answer half sent
+                received += b"".join(chunks)
+            assert received.rstrip().endswith(b'data: {"type":"message_stop"}')
+            assert b'"w29' in received or b"w29" in received
+            # uvicorn re-raises the signal once the graceful shutdown is done: "terminated by SIGTERM"
+            assert proc.wait(timeout=15) in (0, -signal.SIGTERM)
+            # no new connections once shutting down
+            try:
+                httpx.get(url + "/health", timeout=0.5)
+                raise AssertionError("server still accepting after shutdown")
+            except httpx.TransportError:
+                pass
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_several_workers_serve() -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccproxy", "serve", "--port", str(port), "--workers", "2", "--mock"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        for _ in range(6):
+            resp = httpx.post(
+                url + "/api/v1/chat/completions",
+                timeout=10,
+                json={"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["choices"][0]["message"]["content"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
