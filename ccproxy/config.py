@@ -251,7 +251,3 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]
         else:
             items.append((dotted, value))
     return items
-
-
-def flatten(data: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    return _flatten(data)

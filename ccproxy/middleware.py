@@ -10,7 +10,6 @@ import hmac
 import re
 import secrets
 import time
-from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -103,7 +102,3 @@ class CoreMiddleware:
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-def request_id_of(scope: dict[str, Any]) -> str:
-    return str(scope.get("state", {}).get("request_id", ""))

@@ -231,10 +231,7 @@ def _tools(body: JSON, out: JSON) -> None:
     if not converted:
         return  # tool_choice without tools means nothing to Anthropic
     out["tools"] = converted
-    anthropic_choice = _tool_choice(choice, names)
-    if body.get("parallel_tool_calls") is False and anthropic_choice["type"] != "none":
-        anthropic_choice["disable_parallel_tool_use"] = True
-    out["tool_choice"] = anthropic_choice
+    common.set_tool_choice(out, _tool_choice(choice, names), body.get("parallel_tool_calls"))
 
 
 def _tool_choice(choice: Any, names: list[str]) -> JSON:

@@ -689,3 +689,10 @@ def _escaped_prefix(text: str) -> tuple[int, bool]:
             continue
         i += 6
     return i, False
+
+
+def set_tool_choice(out: JSON, choice: JSON, parallel_tool_calls: Any) -> None:
+    """``tool_choice`` on an Anthropic request, carrying ``parallel_tool_calls: false`` (OpenAI) over."""
+    if parallel_tool_calls is False and choice["type"] != "none":
+        choice["disable_parallel_tool_use"] = True
+    out["tool_choice"] = choice

@@ -255,10 +255,7 @@ def _tools(body: JSON, out: JSON) -> None:
         return
     out["tools"] = converted
     names = {t["name"] for t in converted if "type" not in t}  # client tools (server tools have a type)
-    anthropic_choice = _tool_choice(choice, names)
-    if body.get("parallel_tool_calls") is False and anthropic_choice["type"] != "none":
-        anthropic_choice["disable_parallel_tool_use"] = True
-    out["tool_choice"] = anthropic_choice
+    common.set_tool_choice(out, _tool_choice(choice, names), body.get("parallel_tool_calls"))
 
 
 def _tool_choice(choice: Any, names: set[str]) -> JSON:

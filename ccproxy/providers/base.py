@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-import orjson
 from pydantic import Field, SecretStr, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
@@ -219,10 +218,6 @@ def static_credential(token: str, provider: ProviderName) -> Credential:
     return Credential(access_token=token, source="config", account_id=f"{provider}-static")
 
 
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status, media_type="application/json")
-
-
 async def side_endpoint(request: Request) -> Response:
     """Claude Code's telemetry and probes on its base URL: answered here, never forwarded anywhere."""
-    return json_response({})
+    return Response(b"{}", media_type="application/json")
