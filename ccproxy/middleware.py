@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
+from ccproxy.memory import IdleTrimmer
 
 log = structlog.get_logger("ccproxy.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -29,8 +30,19 @@ class CoreMiddleware:
         self.app = app
         self.auth_token = auth_token.encode() if auth_token else None
         self.access_log = access_log
+        self.memory = IdleTrimmer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        self.memory.started()
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.memory.finished()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             guarded = scope["type"] == "websocket" and self.auth_token is not None
             if guarded and not self._authorized(_headers(scope)):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -165,6 +165,7 @@ class Proxy:
         hooks.request_started(event)
         record = self.recorder.start(request_id, path, headers, body)
         watcher = _DisconnectWatcher(receive)
+        response: Response | None = None
         try:
             response = await self._forward(call, provider, translation, body, event, record)
         except asyncio.CancelledError:
@@ -181,7 +182,10 @@ class Proxy:
             event.status, event.error = exc.status, exc.message
             response = _error(client_format, exc.status, exc.message, request_id, param=exc.param)
         finally:
-            watcher.stop()
+            if isinstance(response, _Stream):
+                response.watcher = watcher  # the same watcher guards the whole stream: no task per stream
+            else:
+                watcher.stop()
         if not isinstance(response, _Stream):
             event.status = event.status or response.status_code
             event.duration = time.perf_counter() - event.started
@@ -211,6 +215,8 @@ class Proxy:
         restore = _restore_model(call)
         meter = _UsageMeter(upstream_format) if self.ctx.hooks.listening else None
         if is_sse and call.stream:
+            if meter is not None:
+                event.usage = meter.usage  # filled in as the stream's events pass
             if translation is None:
                 body_iter = _passthrough(resp, upstream_format, call.client_format, restore, meter)
             else:
@@ -452,7 +458,7 @@ async def _passthrough(
     client: Format,
     restore: str | None,
     meter: _UsageMeter | None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Forward upstream bytes as they come, cut at frame boundaries so an abrupt end stays well-formed."""
     tail = b""
     last = b""
@@ -506,7 +512,7 @@ def _rewrite_first_model(out: bytes, model: str) -> bytes:
 
 async def _translate_stream(
     resp: UpstreamResponse, translator: StreamTranslator, meter: _UsageMeter | None
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     parser = SSEParser()
     try:
         async for chunk in resp.iter_chunks():
@@ -559,12 +565,18 @@ async def _collect(resp: UpstreamResponse, upstream: Format) -> dict[str, Any]:
 
 
 class _Stream(Response):
-    """A streaming response that notices a client disconnect at once and cancels the upstream call."""
+    """A streaming response, sent from the request's own task.
+
+    The request's disconnect watcher stays on for the whole stream: when the client leaves, it cancels this
+    task wherever it waits (upstream read or client write), and the upstream connection is closed.
+    """
+
+    watcher: _DisconnectWatcher | None = None
 
     def __init__(
         self,
         upstream: UpstreamResponse,
-        body: AsyncIterator[bytes],
+        body: AsyncGenerator[bytes, None],
         headers: dict[str, str],
         event: RequestEvent,
         ctx: PluginContext,
@@ -585,33 +597,37 @@ class _Stream(Response):
         self.record = record
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        pump = asyncio.ensure_future(self._pump(send))
-        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        ev, record, watcher = self.event, self.record, self.watcher
+        finished = disconnected = False
         try:
-            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self.body_iter:
+                if chunk:
+                    record.chunk(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finished = True
+        except asyncio.CancelledError:
+            if watcher is None or not watcher.fired:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # our own cancel: the client left
+            disconnected = True
+        except BaseException as exc:
+            ev.error = ev.error or f"stream failed: {type(exc).__name__}"
+            raise
         finally:
-            disconnected = watch.done() and not pump.done()
-            for task in (pump, watch):
-                task.cancel()
-            await asyncio.gather(pump, watch, return_exceptions=True)
-            self.upstream.close() if disconnected or not pump.done() else self.upstream.release()
-            ev = self.event
-            ev.status = 499 if disconnected else 200
+            if watcher is not None:
+                watcher.stop()
+            if finished:
+                self.upstream.release()
+            else:
+                self.upstream.close()
+                await self.body_iter.aclose()
+            ev.status = 200 if finished else 499 if disconnected else 500
             ev.error = ev.error or ("client disconnected" if disconnected else None)
             ev.duration = time.perf_counter() - ev.started
             self.plugin_ctx.hooks.request_finished(ev)
-            self.record.finish(ev.status, None)
-        if pump.done() and not pump.cancelled() and (exc := pump.exception()) is not None:
-            raise exc
-
-    async def _pump(self, send: Send) -> None:
-        record = self.record
-        async for chunk in self.body_iter:
-            if chunk:
-                record.chunk(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            record.finish(ev.status, None)
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -629,9 +645,10 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 class _DisconnectWatcher:
-    """Cancels the request's task if the client disconnects while the upstream is still being asked.
+    """Cancels the request's task if the client disconnects, until ``stop()``.
 
-    One watcher task per request; the answer itself runs in the request's own task (no second task).
+    One watcher task per request, for the upstream call and, on a stream, the whole answer; the answer
+    itself runs in the request's own task.
     """
 
     __slots__ = ("_task", "fired")
@@ -646,10 +663,14 @@ class _DisconnectWatcher:
             self.fired = True
             current.cancel()
 
-        self._task = asyncio.ensure_future(watch())
+        self._task: asyncio.Task[None] | None = asyncio.ensure_future(watch())
 
     def stop(self) -> None:
-        self._task.cancel()
+        if self._task is not None:
+            # Dropping the reference breaks the watcher → task → CancelledError → frame → watcher cycle,
+            # so one request leaves nothing for the garbage collector.
+            self._task.cancel()
+            self._task = None
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -16,12 +16,14 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 
 import httptools
 
 _HIGH_WATER = 1 << 20  # buffered body bytes at which we stop reading the socket (slow client)
 _IDLE_SECONDS = 50.0  # keep-alive connections older than this are not reused (servers close at ~60 s)
+# Idle connections kept per origin. A burst of 1,000 streams would otherwise leave 1,000 sockets (and their
+# TLS state) open until they age out; steady traffic reuses far fewer, and a new connection is cheap.
+_MAX_IDLE = 64
 
 
 class UpstreamError(OSError):
@@ -97,12 +99,15 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.received_any = False
+        self.read_timeout = 0.0
+        self.wait_started = 0.0
+        self._deadline: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
         self.header_items: list[tuple[str, str]] = []
         self.head: asyncio.Future[UpstreamResponse] | None = None
-        self.chunks: deque[bytes] = deque()
+        self.chunks: list[bytes] = []
         self.buffered = 0
         self.complete = False
         self.error: BaseException | None = None
@@ -125,6 +130,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._disarm()
         if self.complete:
             return
         head = self.head
@@ -160,6 +166,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
+        self._disarm()
         self._wake()
 
     # -- used by the client and the response
@@ -167,22 +174,27 @@ class _Connection(asyncio.Protocol):
     async def request(self, head: bytes, body: bytes | None, read_timeout: float) -> UpstreamResponse:
         assert self.transport is not None
         self._reset()
-        self.head = self.loop.create_future()
+        self.head = future = self.loop.create_future()
         self.received_any = False
         self.read_timeout = read_timeout
+        self.wait_started = self.loop.time()
+        # One timer per request, not one per wait: a stream of 1,000 events would otherwise create and
+        # cancel 1,000 timers. It re-arms itself until a wait has lasted ``read_timeout``.
+        self._deadline = self.loop.call_at(self.wait_started + read_timeout, self._check_deadline)
         if body:
             self.transport.writelines((head, body))
         else:
             self.transport.write(head)
-        response: UpstreamResponse = await self._wait(self.head, read_timeout)
+        response: UpstreamResponse = await future
         return response
 
     async def next_chunk(self) -> bytes:
         """The body bytes that have arrived (joined), waiting for more; ``b""`` at the end."""
         while True:
-            if self.chunks:
-                data = self.chunks.popleft() if len(self.chunks) == 1 else b"".join(self.chunks)
-                self.chunks.clear()
+            chunks = self.chunks
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.chunks = []
                 self.buffered = 0
                 if self.paused and self.transport is not None:
                     self.paused = False
@@ -192,15 +204,29 @@ class _Connection(asyncio.Protocol):
                 return b""
             if self.error is not None:
                 raise self.error
-            self.waiter = self.loop.create_future()
-            await self._wait(self.waiter, self.read_timeout)
+            self.waiter = waiter = self.loop.create_future()
+            self.wait_started = self.loop.time()
+            await waiter
 
-    async def _wait(self, future: asyncio.Future[Any], timeout: float) -> Any:
-        handle = self.loop.call_later(timeout, _expire, future)
-        try:
-            return await future
-        finally:
-            handle.cancel()
+    def _check_deadline(self) -> None:
+        self._deadline = None
+        if self.complete or self.closed:
+            return
+        now = self.loop.time()
+        waiting = (self.head is not None and not self.head.done()) or (
+            self.waiter is not None and not self.waiter.done()
+        )
+        if waiting and now - self.wait_started >= self.read_timeout:
+            self._fail(TimeoutError("upstream did not answer in time"))
+            self.abort()
+            return
+        start = self.wait_started if waiting else now
+        self._deadline = self.loop.call_at(start + self.read_timeout, self._check_deadline)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def finish(self) -> None:
         if self.complete and not self.closed and self.keep_alive:
@@ -210,6 +236,7 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        self._disarm()
         if self.transport is not None:
             self.transport.abort()
 
@@ -225,17 +252,13 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
 
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError("upstream did not answer in time"))
-
-
 class _Pool:
     """Idle keep-alive connections to one origin, most recently used first."""
 
     def __init__(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
         self.host, self.port, self.tls = host, port, tls
-        self.idle: list[_Connection] = []
+        self.idle: deque[_Connection] = deque()
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def get(self, connect_timeout: float) -> tuple[_Connection, bool]:
         now = time.monotonic()
@@ -264,8 +287,25 @@ class _Pool:
     def put(self, conn: _Connection) -> None:
         conn.idle_since = time.monotonic()
         self.idle.append(conn)
+        if len(self.idle) > _MAX_IDLE:
+            self.idle.popleft().abort()
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(_IDLE_SECONDS, self._close_stale)
+
+    def _close_stale(self) -> None:
+        """Close what aged out, so a quiet proxy holds no sockets the server is about to drop anyway."""
+        self._sweep = None
+        limit = time.monotonic() - _IDLE_SECONDS
+        while self.idle and (self.idle[0].idle_since <= limit or self.idle[0].closed):
+            self.idle.popleft().abort()
+        if self.idle:
+            delay = self.idle[0].idle_since + _IDLE_SECONDS - time.monotonic()
+            self._sweep = asyncio.get_running_loop().call_later(max(delay, 1.0), self._close_stale)
 
     def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in self.idle:
             conn.abort()
         self.idle.clear()

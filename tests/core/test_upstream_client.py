@@ -171,6 +171,55 @@ async def test_read_timeout_and_unreachable() -> None:
     await quick.close()
 
 
+async def test_read_timeout_is_per_wait_not_per_stream() -> None:
+    """A stream that keeps sending may outlast the read timeout; a silence longer than it may not."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, body = await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(8):  # 8 x 0.1 s = 0.8 s in all, against a 0.3 s timeout
+            writer.write(b"2\r\nok\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        if body == b"stall":
+            await asyncio.sleep(5)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    server = Server()
+    await server.start(trickle)
+    quick = UpstreamClient(connect_timeout=1, read_timeout=0.3)
+    resp = await quick.send("POST", server.url + "/", {}, b"go")
+    assert await resp.read() == b"ok" * 8
+    resp.release()
+    resp = await quick.send("POST", server.url + "/", {}, b"stall")
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await resp.read()
+    assert asyncio.get_running_loop().time() - started < 2
+    resp.close()
+    await quick.close()
+
+
+async def test_idle_pool_is_capped_and_swept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ccproxy import upstream
+
+    monkeypatch.setattr(upstream, "_MAX_IDLE", 2)
+    monkeypatch.setattr(upstream, "_IDLE_SECONDS", 0.2)
+    server = Server()
+    await server.start(keep_alive_handler(server))
+    c = UpstreamClient(connect_timeout=1, read_timeout=2)
+    responses = [await c.send("POST", server.url + "/", {}, b"x") for _ in range(4)]  # 4 connections
+    for resp in responses:
+        await resp.read()
+        resp.release()
+    pool = c._route(server.url + "/")[0]
+    assert len(pool.idle) == 2  # the two oldest were closed, not kept
+    await asyncio.sleep(0.5)
+    assert len(pool.idle) == 0  # aged out, closed without waiting for the next request
+    await c.close()
+
+
 async def test_invalid_http_is_an_upstream_error(client: UpstreamClient) -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)

@@ -4,7 +4,8 @@ upstreams, and the bounded 429/529 retry."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -12,9 +13,11 @@ import openai
 import orjson
 import pytest
 
+from ccproxy.app import create_app
 from ccproxy.sse import frame
+from ccproxy.testing.server import serve_app
 
-from .conftest import CLAUDE_TOKEN, CODEX_TOKEN, Fakes, MakeProxy, start_proxy
+from .conftest import CLAUDE_TOKEN, CODEX_TOKEN, Fakes, MakeProxy, proxy_config, start_proxy
 
 USER = [{"role": "user", "content": "hello"}]
 LONG = " ".join(f"word{i}" for i in range(400))
@@ -187,6 +190,44 @@ def test_client_disconnect_cancels_upstream(
     seen = fakes.watch.wait_for(suffix, timeout=3)
     assert seen is not None, "the fake never saw the proxy drop the upstream request"
     assert seen - closed_at < 0.2, f"upstream cancelled {seen - closed_at:.3f}s after the client left"
+
+
+def test_lifecycle_events_tell_a_finished_stream_from_an_abandoned_one(
+    fakes: Fakes, tmp_path: Path, install_plugins: Callable[[dict[str, str]], None]
+) -> None:
+    """What metrics and the usage ledger will read: status, error and usage of every stream."""
+    install_plugins({"hello": "ccproxy_hello:plugin"})
+    import ccproxy_hello
+
+    seen = ccproxy_hello.plugin.finished
+    seen.clear()
+    tokens = {"plugins.claude_api.access_token": CLAUDE_TOKEN, "plugins.codex.access_token": CODEX_TOKEN}
+    app = create_app(proxy_config(fakes, tmp_path, **tokens))
+    finished = [
+        ("/api/v1/messages", MESSAGES_BODY, b"message_stop"),  # passthrough
+        ("/api/v1/chat/completions", CHAT_BODY, b"[DONE]"),  # translated
+        ("/api/codex/v1/responses", RESPONSES_BODY, b"response.completed"),  # the other upstream
+    ]
+    with serve_app(app) as url:
+        for path, body, end in finished:
+            (fakes.anthropic if "codex" not in path else fakes.codex).reply_text("all of it")
+            assert end in httpx.post(url + path, json=body).content
+        fakes.anthropic.reply_text(LONG, delay=0.05)
+        with (
+            httpx.Client(timeout=5) as http,
+            http.stream("POST", url + "/api/v1/messages", json=MESSAGES_BODY) as r,
+        ):
+            next(r.iter_raw())
+        deadline = time.monotonic() + 3
+        while len(seen) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert app.memory.in_flight == 0
+    *done, left = seen
+    for event in done:
+        assert (event.status, event.error, event.stream) == (200, None, True), event
+        assert event.usage is not None and event.usage.output_tokens > 0 and event.usage.input_tokens > 0
+    assert [e.path for e in done] == [path for path, _, _ in finished]
+    assert (left.status, left.error) == (499, "client disconnected") and left.duration < 2
 
 
 def test_sdk_client_closing_stream_cancels_upstream(proxy: str, fakes: Fakes) -> None:

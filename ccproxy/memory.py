@@ -1,0 +1,64 @@
+"""Give memory back to the OS once a burst of traffic is over.
+
+After 1,000 concurrent streams, CPython and glibc keep the freed memory (pymalloc arenas with a few live
+objects, glibc heap pages below the top), so a proxy that idled at 50 MB stays at 85 MB for hours. Once
+no request has been in flight for ``quiet`` seconds, one full collection and ``malloc_trim(0)`` return
+it. The hot path pays two integer updates per request; the timer only runs while there is traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+from collections.abc import Callable
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim  # glibc only; musl and macOS have no such call
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+class IdleTrimmer:
+    def __init__(self, quiet: float = 1.0, trim: Callable[[int], int] | None = None) -> None:
+        self.quiet = quiet
+        self.in_flight = 0
+        self.completed = 0
+        self.trims = 0
+        self._trim = trim if trim is not None else _load_malloc_trim()
+        self._seen = 0  # ``completed`` at the last timer tick
+        self._armed = False
+
+    def started(self) -> None:
+        self.in_flight += 1
+        if not self._armed:
+            self._armed = True
+            self._seen = self.completed
+            asyncio.get_running_loop().call_later(self.quiet, self._tick)
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+        self.completed += 1
+
+    def _tick(self) -> None:
+        if self.in_flight or self.completed != self._seen:  # still busy: look again later
+            self._seen = self.completed
+            asyncio.get_running_loop().call_later(self.quiet, self._tick)
+            return
+        self._armed = False
+        self.release()
+
+    def release(self) -> None:
+        gc.collect()
+        if self._trim is not None:
+            self._trim(0)
+        self.trims += 1

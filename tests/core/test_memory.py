@@ -1,0 +1,37 @@
+"""Memory is handed back once traffic stops, and only then."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ccproxy.memory import IdleTrimmer, _load_malloc_trim
+
+
+async def test_trims_once_after_a_quiet_period_and_not_while_busy() -> None:
+    calls: list[int] = []
+    trimmer = IdleTrimmer(quiet=0.05, trim=lambda pad: calls.append(pad) or 1)
+    trimmer.started()
+    await asyncio.sleep(0.2)  # a long request: in flight the whole time
+    assert calls == []
+    trimmer.finished()
+    for _ in range(5):  # a steady trickle of short requests keeps it from trimming
+        trimmer.started()
+        await asyncio.sleep(0.03)
+        trimmer.finished()
+    assert calls == []
+    await asyncio.sleep(0.2)
+    assert calls == [0] and trimmer.trims == 1
+    await asyncio.sleep(0.2)  # no traffic, no more work
+    assert trimmer.trims == 1
+    trimmer.started()
+    trimmer.finished()
+    await asyncio.sleep(0.2)
+    assert trimmer.trims == 2
+
+
+def test_malloc_trim_is_found_on_glibc() -> None:
+    import platform
+
+    trim = _load_malloc_trim()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert trim is not None and trim(0) in (0, 1)
