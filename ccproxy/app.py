@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +17,7 @@ from ccproxy import __version__
 from ccproxy.config import LoadedConfig, load_config
 from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
+from ccproxy.memory import settle_after_startup
 from ccproxy.middleware import CoreMiddleware
 from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
 from ccproxy.proxy import Proxy
@@ -78,9 +78,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             except Exception as exc:
                 log.error("plugin failed to start", plugin=entry.name, error=f"{type(exc).__name__}: {exc}")
                 entry.error = f"startup failed: {exc}"
-        # Start-up objects (modules, settings, routes) never die: keep them out of every GC pass.
-        gc.collect()
-        gc.freeze()
+        settle_after_startup()
         log.info("ccproxy ready", version=__version__, plugins=[p.name for p in plugins.active], mock=mock)
         try:
             yield

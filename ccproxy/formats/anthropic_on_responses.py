@@ -11,7 +11,7 @@ Mapping tables and what is refused or ignored: ``docs/formats.md`` ("Clients on 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -402,7 +402,6 @@ class AnthropicStream:
         "_block_key",
         "_block_kind",
         "_done",
-        "_handlers",
         "_has_tools",
         "_index",
         "_items",
@@ -422,36 +421,17 @@ class AnthropicStream:
         self._has_tools = False
         self._refusal = False
         self._items: dict[int, JSON] = {}  # output_index → function_call item (for id and name)
-        self._handlers: dict[str, Callable[[JSON], bytes]] = {
-            "response.created": self._on_created,
-            "response.in_progress": self._on_created,
-            "response.output_item.added": self._on_item_added,
-            "response.output_item.done": self._on_item_done,
-            "response.content_part.added": self._on_part_added,
-            "response.content_part.done": self._on_part_done,
-            "response.output_text.delta": self._on_text_delta,
-            "response.refusal.delta": self._on_refusal_delta,
-            "response.reasoning_summary_part.added": self._on_summary_part,
-            "response.reasoning_summary_text.delta": self._on_thinking_delta,
-            "response.reasoning_text.delta": self._on_thinking_delta,
-            "response.function_call_arguments.delta": self._on_args_delta,
-            "response.function_call_arguments.done": self._on_args_done,
-            "response.completed": self._on_terminal,
-            "response.incomplete": self._on_terminal,
-            "response.failed": self._on_failed,
-            "error": self._on_error,
-        }
 
     # protocol ---------------------------------------------------------------------------------------------
 
     def feed(self, event: str | None, data: JSON) -> bytes:
         kind = data.get("type") or event
-        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             return b""  # unknown and uninteresting events (web_search_call.*, annotations, …) are tolerated
-        if self._done and handler != self._on_error:
+        if self._done and handler is not AnthropicStream._on_error:
             return b""
-        return handler(data)
+        return handler(self, data)
 
     def finish(self) -> bytes:
         """Upstream ended: after a terminal event nothing is due; an abrupt end still closes the message."""
@@ -667,6 +647,27 @@ class AnthropicStream:
             return b""
         self._args_sent = True
         return self._delta({"type": "input_json_delta", "partial_json": arguments})
+
+    # one table per class, not bound methods per instance (those would make a reference cycle per stream)
+    _HANDLERS: ClassVar[dict[str, Callable[[AnthropicStream, JSON], bytes]]] = {
+        "response.created": _on_created,
+        "response.in_progress": _on_created,
+        "response.output_item.added": _on_item_added,
+        "response.output_item.done": _on_item_done,
+        "response.content_part.added": _on_part_added,
+        "response.content_part.done": _on_part_done,
+        "response.output_text.delta": _on_text_delta,
+        "response.refusal.delta": _on_refusal_delta,
+        "response.reasoning_summary_part.added": _on_summary_part,
+        "response.reasoning_summary_text.delta": _on_thinking_delta,
+        "response.reasoning_text.delta": _on_thinking_delta,
+        "response.function_call_arguments.delta": _on_args_delta,
+        "response.function_call_arguments.done": _on_args_done,
+        "response.completed": _on_terminal,
+        "response.incomplete": _on_terminal,
+        "response.failed": _on_failed,
+        "error": _on_error,
+    }
 
 
 def _empty_thinking() -> JSON:

@@ -10,7 +10,7 @@ Chat has no place for reasoning content: reasoning items are dropped (their toke
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, TranslationError, register
 from ccproxy.formats.common import (
@@ -350,7 +350,6 @@ class ChatStream:
         "_current",
         "_done",
         "_failed",
-        "_handlers",
         "_head",
         "_include_usage",
         "_model",
@@ -368,26 +367,13 @@ class ChatStream:
         self._current = -1  # output_index of the function call being streamed
         self._args_sent = False
         self._call_open = False
-        self._handlers: dict[str, Callable[[JSON], bytes]] = {
-            "response.created": self._on_created,
-            "response.output_text.delta": self._on_text_delta,
-            "response.refusal.delta": self._on_refusal_delta,
-            "response.output_item.added": self._on_item_added,
-            "response.output_item.done": self._on_item_done,
-            "response.function_call_arguments.delta": self._on_args_delta,
-            "response.function_call_arguments.done": self._on_args_done,
-            "response.completed": self._on_terminal,
-            "response.incomplete": self._on_terminal,
-            "response.failed": self._on_error,
-            "error": self._on_error,
-        }
 
     def feed(self, event: str | None, data: JSON) -> bytes:
         kind = data.get("type") or event
-        handler = self._handlers.get(kind) if isinstance(kind, str) else None
-        if handler is None or self._failed or (self._done and handler != self._on_error):
+        handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None or self._failed or (self._done and handler is not ChatStream._on_error):
             return b""
-        return handler(data)
+        return handler(self, data)
 
     def finish(self) -> bytes:
         if self._failed:
@@ -489,6 +475,21 @@ class ChatStream:
     def _on_error(self, data: JSON) -> bytes:
         self._failed = True
         return render_stream_error(Format.CHAT, parse_stream_error(data))
+
+    # one table per class, not bound methods per instance (those would make a reference cycle per stream)
+    _HANDLERS: ClassVar[dict[str, Callable[[ChatStream, JSON], bytes]]] = {
+        "response.created": _on_created,
+        "response.output_text.delta": _on_text_delta,
+        "response.refusal.delta": _on_refusal_delta,
+        "response.output_item.added": _on_item_added,
+        "response.output_item.done": _on_item_done,
+        "response.function_call_arguments.delta": _on_args_delta,
+        "response.function_call_arguments.done": _on_args_done,
+        "response.completed": _on_terminal,
+        "response.incomplete": _on_terminal,
+        "response.failed": _on_error,
+        "error": _on_error,
+    }
 
 
 register(
