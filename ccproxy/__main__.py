@@ -1,5 +1,5 @@
 """``python -m ccproxy``."""
 
-from ccproxy.cli import main
+from ccproxy.launch import main
 
 main()

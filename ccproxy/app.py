@@ -11,7 +11,8 @@ import orjson
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ccproxy import __version__
 from ccproxy.config import LoadedConfig, load_config
@@ -41,6 +42,33 @@ class App(CoreMiddleware):
 
     config: LoadedConfig
     plugins: PluginSet
+
+
+class FixedPaths:
+    """Starlette's router with a dict in front: a proxied call to a fixed path skips the route scan.
+
+    Only raw-ASGI routes without path parameters are in the dict, and only when no earlier route would
+    match the same path, so the answer is always the one the router would have chosen.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.exact: dict[str, tuple[frozenset[str], ASGIApp]] = {}
+        for index, route in enumerate(router.routes):
+            if not isinstance(route, Route) or route.param_convertors or route.app is not route.endpoint:
+                continue
+            methods = frozenset(route.methods or ())
+            probe = {"type": "http", "path": route.path, "method": next(iter(methods), "GET")}
+            if methods and not any(r.matches(probe)[0] is not Match.NONE for r in router.routes[:index]):
+                self.exact.setdefault(route.path, (methods, route.app))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hit = self.exact.get(scope["path"])
+            if hit is not None and scope["method"] in hit[0]:
+                await hit[1](scope, receive, send)
+                return
+        await self.router(scope, receive, send)
 
 
 def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet | None = None) -> App:
@@ -92,7 +120,8 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             await http.close()
 
     token = settings.security.auth_token
-    app = App(Router(routes, lifespan=lifespan), auth_token=token.get_secret_value() if token else None)
+    router = FixedPaths(Router(routes, lifespan=lifespan))
+    app = App(router, auth_token=token.get_secret_value() if token else None)
     app.config = config
     app.plugins = plugins
     return app

@@ -271,7 +271,7 @@ def _click_exceptions() -> Any:
 def main() -> None:
     click = _click_exceptions()
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="ccproxy")
     except click.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else "", err=False)
         code = 0

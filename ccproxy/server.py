@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 from pathlib import Path
@@ -57,6 +58,7 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
         "proxy_headers": False,  # we never trust X-Forwarded-*; and it is a layer per request
     }
     if settings.server.workers > 1 or settings.server.reload:
+        gc.enable()  # this process only supervises; the workers are fresh interpreters
         # Worker processes build their own app from the same layers.
         layer = {**cli, "_mock": mock, "_config_file": str(config_file) if config_file else None}
         os.environ[CLI_ENV] = orjson.dumps(layer, default=str).decode()

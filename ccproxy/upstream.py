@@ -245,6 +245,7 @@ class _Connection(asyncio.Protocol):
 
     def finish(self) -> None:
         if self.complete and not self.closed and self.keep_alive:
+            self._reset()  # an idle connection holds nothing of its last answer
             self.pool.put(self)
         else:
             self.abort()
@@ -284,16 +285,14 @@ class _Pool:
             conn.abort()
         loop = asyncio.get_running_loop()
         try:
-            transport, conn = await asyncio.wait_for(
-                loop.create_connection(
+            async with asyncio.timeout(connect_timeout):  # unlike wait_for, no extra task per connect
+                transport, conn = await loop.create_connection(
                     lambda: _Connection(self),
                     self.host,
                     self.port,
                     ssl=self.tls,
                     server_hostname=self.host if self.tls else None,
-                ),
-                connect_timeout,
-            )
+                )
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         conn.transport = transport  # uvloop may run connection_made only after create_connection returns

@@ -60,7 +60,7 @@ def ccproxy_command() -> list[str]:
     script = Path(sys.executable).parent / "ccproxy"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from ccproxy.cli import main; main()"]
+    return [sys.executable, "-m", "ccproxy"]
 
 
 def rss_mb(pid: int) -> float:

@@ -59,7 +59,7 @@ class Settings:
     help_reps: int = 5
     micro: bool = True
     warmup: bool = True
-    settle: float = 1.0  # seconds of quiet before the idle and after-load memory readings
+    settle: float = 2.5  # quiet seconds before the idle/after-load memory readings (idle trim: after 1-2 s)
     mode: str = "full"
 
     @classmethod

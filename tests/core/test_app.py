@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ccproxy.app import FixedPaths, create_app
 from ccproxy.config import ConfigError
 from ccproxy.plugins import load_plugins
 from ccproxy.server import check_bind
@@ -174,3 +175,23 @@ def test_unknown_config_is_refused_before_serving() -> None:
 
 
 def _unused(*_: Any) -> None: ...
+
+
+def test_fixed_path_dispatch_picks_what_the_router_would() -> None:
+    from starlette.routing import Match, Route
+
+    app = create_app(config_for({"plugins.codex.enabled": True}))
+    fixed = app.app
+    assert isinstance(fixed, FixedPaths)
+    assert "/api/v1/messages" in fixed.exact and "/api/codex/v1/responses" in fixed.exact
+    for path, (methods, target) in fixed.exact.items():
+        for method in methods:
+            scope = {"type": "http", "path": path, "method": method}
+            first = next(r for r in fixed.router.routes if r.matches(scope)[0] is not Match.NONE)
+            assert isinstance(first, Route) and first.app is target, path
+
+
+def test_wrong_method_on_a_fixed_path_still_gets_the_routers_answer(served: Callable[..., str]) -> None:
+    url = served(config_for())
+    assert httpx.get(url + "/api/v1/messages").status_code == 405
+    assert httpx.post(url + "/api/v1/messages/", json=MESSAGES, follow_redirects=False).status_code == 307

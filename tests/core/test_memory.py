@@ -35,3 +35,18 @@ def test_malloc_trim_is_found_on_glibc() -> None:
     trim = _load_malloc_trim()
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert trim is not None and trim(0) in (0, 1)
+
+
+def test_settling_after_startup_turns_the_collector_back_on() -> None:
+    import gc
+
+    from ccproxy.memory import settle_after_startup
+
+    before = gc.get_threshold()
+    gc.disable()  # as `ccproxy serve` starts
+    try:
+        settle_after_startup()
+        assert gc.isenabled() and gc.get_threshold()[2] == 100 and gc.get_freeze_count() > 0
+    finally:
+        gc.enable()
+        gc.set_threshold(*before)

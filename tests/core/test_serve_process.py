@@ -8,9 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
+from ccproxy.launch import MARKER, wants_glibc_malloc
 from ccproxy.testing import running_fake_upstreams
 
 
@@ -106,3 +109,46 @@ def test_several_workers_serve() -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        pairs = [item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item]
+    return {k.decode(): v.decode() for k, v in pairs}
+
+
+@pytest.mark.skipif(not wants_glibc_malloc(["ccproxy", "serve"], {}), reason="glibc Linux only")
+@pytest.mark.parametrize("preset", [None, "pymalloc"])
+def test_serve_runs_on_glibc_malloc_in_the_same_process(preset: str | None) -> None:
+    """The re-exec keeps the PID (service managers and signals still reach it); a user's choice wins."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", MARKER)}
+    if preset:
+        env["PYTHONMALLOC"] = preset
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ccproxy"), "serve", "--port", str(port), "--mock"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        assert _environ(proc.pid).get("PYTHONMALLOC") == (preset or "malloc")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) in (0, -signal.SIGTERM)
+
+
+def test_only_serve_is_re_executed() -> None:
+    glibc = wants_glibc_malloc(["ccproxy", "serve"], {})
+    assert wants_glibc_malloc(["ccproxy", "serve", "--port", "1"], {}) == glibc
+    for argv in (
+        ["ccproxy"],
+        ["ccproxy", "--help"],
+        ["ccproxy", "serve", "--help"],
+        ["ccproxy", "config", "show"],
+    ):
+        assert not wants_glibc_malloc(argv, {})
+    assert not wants_glibc_malloc(["ccproxy", "serve"], {"PYTHONMALLOC": "pymalloc"})
+    assert not wants_glibc_malloc(["ccproxy", "serve"], {MARKER: "malloc"})  # never twice
