@@ -23,7 +23,7 @@ _HIGH_WATER = 1 << 20  # buffered body bytes at which we stop reading the socket
 _IDLE_SECONDS = 50.0  # keep-alive connections older than this are not reused (servers close at ~60 s)
 # Idle connections kept per origin. A burst of 1,000 streams would otherwise leave 1,000 sockets (and their
 # TLS state) open until they age out; steady traffic reuses far fewer, and a new connection is cheap.
-_MAX_IDLE = 64
+_MAX_IDLE = 256
 
 
 class UpstreamError(OSError):

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ccproxy.bench import client, micro
+from ccproxy.bench import client, instructions, micro
 from ccproxy.bench import payloads as p
 from ccproxy.bench.load import Load, Wrk, median, percentile, python_load
 from ccproxy.bench.nginx import nginx_binary, nginx_proc
@@ -58,6 +58,7 @@ class Settings:
     startup_reps: int = 3
     help_reps: int = 5
     micro: bool = True
+    instructions: bool = True  # callgrind instruction counts, when valgrind is installed
     warmup: bool = True
     settle: float = 2.5  # quiet seconds before the idle/after-load memory readings (idle trim: after 1-2 s)
     mode: str = "full"
@@ -101,6 +102,7 @@ class Settings:
             startup_reps=0,
             help_reps=1,
             micro=False,
+            instructions=False,
             warmup=False,
             settle=0.1,
             mode="smoke",
@@ -193,11 +195,19 @@ class Results:
     micro: dict[str, Any] = field(default_factory=dict)
     decisions: dict[str, Any] = field(default_factory=dict)
     probes: dict[str, str] = field(default_factory=dict)
+    instructions: dict[str, float] = field(default_factory=dict)  # scenario -> per answer (callgrind)
     started_at: str = ""
     wall_seconds: float = 0.0
 
     def add(self, key: str, target: str, sample: Sample) -> None:
         self.samples.setdefault(key, {}).setdefault(target, []).append(sample)
+
+    def merge(self, other: Results) -> None:
+        """Take ``other``'s repetitions in too (a re-run of the same settings)."""
+        for key, by_target in other.samples.items():
+            for target, samples in by_target.items():
+                self.samples.setdefault(key, {}).setdefault(target, []).extend(samples)
+        self.probes.update({k: v for k, v in other.probes.items() if v != "ok"})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -211,6 +221,7 @@ class Results:
             "micro": self.micro,
             "decisions": self.decisions,
             "probes": self.probes,
+            "instructions": self.instructions,
             "started_at": self.started_at,
             "wall_seconds": self.wall_seconds,
         }
@@ -253,6 +264,7 @@ def _stream_sample(
 class Bench:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
+        self.affinity = os.sched_getaffinity(0)  # restored by stop(): a second run must see every CPU
         self.pin = Pinning.plan()
         self.dir = scratch_dir()
         self.res = Results(settings, self.pin.note)
@@ -332,6 +344,7 @@ class Bench:
         for name in ("ccproxy", "nginx", "upstream"):
             if name in self.procs:
                 self.procs[name].stop()
+        os.sched_setaffinity(0, self.affinity)
 
     def targets(self) -> list[str]:
         return [t for t in TARGETS if t in self.ports]
@@ -604,6 +617,16 @@ class Bench:
                 self.procs.pop("variant", None)
         self.res.decisions["servers"] = variants
 
+    async def run_instructions(self) -> None:
+        if not instructions.available():
+            self.note("valgrind not installed (apt-get install valgrind): no instruction counts")
+            return
+        todo = [
+            (f"{kind}:{key}", key, kind == "stream") for kind in ("json", "stream") for key in self.s.routes
+        ]
+        print(f"counting instructions per answer under callgrind ({len(todo)} scenarios)", flush=True)
+        self.res.instructions = await instructions.count(self.ports["direct"], self.dir, todo)
+
     def run_micro(self) -> None:
         quick = self.s.mode != "full"
         self.res.micro["translation"] = micro.translation_costs(quick)
@@ -641,6 +664,8 @@ async def run(settings: Settings) -> Results:
             await bench.run_workers()
         if settings.decisions:
             await bench.run_decisions()
+        if settings.instructions:
+            await bench.run_instructions()
     finally:
         await bench.stop()
     bench.res.wall_seconds = time.perf_counter() - started
