@@ -1,0 +1,40 @@
+"""The regression check's judgement, on made-up results (no processes, no timing)."""
+
+from __future__ import annotations
+
+from ccproxy.bench import report
+from ccproxy.bench.runner import Results, Sample, Settings
+
+
+def _results(ccproxy_p50s: list[float], instructions: float) -> Results:
+    res = Results(Settings.quick(), "test")
+    for p50 in (0.020, 0.030, 0.025):
+        res.add("json:anthropic:1", "direct", Sample(p50=p50, count=10, cpu_us=20))
+    for p50 in ccproxy_p50s:
+        res.add("json:messages:1", "ccproxy", Sample(p50=p50, count=10, cpu_us=300))
+    res.instructions = {"json:messages": instructions}
+    return res
+
+
+def test_ratios_use_the_best_repetition_of_each_side() -> None:
+    ratios = report.ratios(_results([0.5, 0.4, 0.9], 500_000))
+    assert ratios["json:messages:1 p50×direct"]["value"] == 0.4 / 0.020
+    assert ratios["json:messages:1 CPU×direct"]["value"] == 300 / 20
+    assert ratios["json:messages instructions/answer"] == {"value": 500_000, "better": "lower", "exact": True}
+
+
+def test_check_tells_timing_noise_from_an_instruction_regression() -> None:
+    baseline = {"ratios": report.ratios(_results([0.4], 500_000))}
+    ok, summary, timing = report.check(_results([0.4], 510_000), baseline)
+    assert ok and timing == [] and "bench-check passed" in summary
+    ok, summary, timing = report.check(_results([0.6], 500_000), baseline)  # slower: could be noise
+    assert not ok and timing == ["json:messages:1 p50×direct"]
+    ok, summary, timing = report.check(_results([0.4], 650_000), baseline)  # 30% more work: real
+    assert not ok and timing == [] and "WORSE    json:messages instructions/answer" in summary
+
+
+def test_check_fails_on_a_bad_stream_whatever_the_ratios() -> None:
+    res = _results([0.4], 500_000)
+    res.samples["json:messages:1"]["ccproxy"][0].bad = 1
+    ok, summary, _ = report.check(res, {"ratios": report.ratios(res)})
+    assert not ok and "streams incomplete" in summary
