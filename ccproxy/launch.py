@@ -14,11 +14,12 @@ import contextlib
 import gc
 import os
 import sys
+from collections.abc import Mapping
 
 MARKER = "CCPROXY_ALLOCATOR"
 
 
-def wants_glibc_malloc(argv: list[str], environ: os._Environ[str] | dict[str, str]) -> bool:
+def wants_glibc_malloc(argv: list[str], environ: Mapping[str, str]) -> bool:
     if "PYTHONMALLOC" in environ or MARKER in environ or sys.platform != "linux":
         return False
     args = argv[1:]

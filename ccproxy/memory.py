@@ -9,9 +9,11 @@ it. The hot path pays two integer updates per request; the timer only runs while
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gc
+import importlib
 from collections.abc import Callable
 
 
@@ -53,9 +55,6 @@ def _preload() -> None:
     Imported mid-burst, their objects would be scattered among the burst's short-lived ones and keep
     those memory arenas from ever being freed.
     """
-    import contextlib
-    import importlib
-
     for name in ("encodings.idna", "uvicorn.protocols.websockets.websockets_sansio_impl"):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)

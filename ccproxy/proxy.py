@@ -182,15 +182,15 @@ class Proxy:
             event.status, event.error = exc.status, exc.message
             response = _error(client_format, exc.status, exc.message, request_id, param=exc.param)
         finally:
-            if isinstance(response, _Stream):
-                response.watcher = watcher  # the same watcher guards the whole stream: no task per stream
-            else:
+            if not isinstance(response, _Stream):
                 watcher.stop()
-        if not isinstance(response, _Stream):
-            event.status = event.status or response.status_code
-            event.duration = time.perf_counter() - event.started
-            hooks.request_finished(event)
-            record.finish(response.status_code, bytes(response.body))
+        if isinstance(response, _Stream):
+            response.watcher = watcher  # the same watcher guards the whole stream: no task per stream
+            return response  # the stream reports its own end
+        event.status = event.status or response.status_code
+        event.duration = time.perf_counter() - event.started
+        hooks.request_finished(event)
+        record.finish(response.status_code, bytes(response.body))
         return response
 
     async def _forward(
