@@ -18,7 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 Source = Literal["default", "file", "env", "cli"]
-SECTIONS = ("server", "logging", "security", "plugins")
+SECTIONS = ("server", "logging", "security", "limits", "permissions", "ledger", "billing", "plugins")
 # Variables users already know from earlier releases, mapped onto the nested keys.
 ENV_ALIASES = {
     "CCPROXY_VERBOSE_API": ("logging", "verbose_api"),
@@ -63,10 +63,30 @@ class SecuritySettings(StrictModel):
     )
 
 
+class LimitsSettings(StrictModel):
+    """Sizes, timeouts and load shedding (issue 10)."""
+
+
+class PermissionsSettings(StrictModel):
+    """The tool-use permission service of SDK mode (issue 13)."""
+
+
+class LedgerSettings(StrictModel):
+    """The persistent usage ledger (issue 14)."""
+
+
+class BillingSettings(StrictModel):
+    """The billing guard (issue 15)."""
+
+
 class Settings(StrictModel):
     server: ServerSettings = ServerSettings()  # type: ignore[call-arg]
     logging: LoggingSettings = LoggingSettings()  # type: ignore[call-arg]
     security: SecuritySettings = SecuritySettings()  # type: ignore[call-arg]
+    limits: LimitsSettings = LimitsSettings()
+    permissions: PermissionsSettings = PermissionsSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    billing: BillingSettings = BillingSettings()
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

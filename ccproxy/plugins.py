@@ -68,6 +68,15 @@ class RequestEvent:
     duration: float = 0.0
     usage: Usage | None = None
     error: str | None = None
+    route: str = ""  # the route template, never the raw path (e.g. /api/codex/{session_id}/responses)
+    session_id: str | None = None
+    client: str | None = None  # the client key's name when keys are configured, else the client's name
+    account: str | None = None  # the upstream account used, by name (never a token)
+    model_served: str | None = None  # the upstream model after aliases
+    ttfb: float = 0.0  # seconds from start to the first byte sent to the client
+    upstream_status: int = 0
+    retries: int = 0
+    cost_usd: float | None = None  # API-equivalent cost, set by the pricing plugin
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,6 +88,10 @@ class HookSpecs:
     @hookspec
     def ccproxy_request_finished(self, event: RequestEvent) -> None:
         """A proxied request ended (response fully sent, failed, or the client went away)."""
+
+    @hookspec
+    def ccproxy_credential_refreshed(self, provider: str, account: str | None, outcome: str) -> None:
+        """A credential refresh ended; ``outcome`` is ``ok`` or a short failure reason."""
 
 
 @dataclass(slots=True)
