@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="short run (~2 min): fewer scenarios, no nginx")
     mode.add_argument("--smoke", action="store_true", help="a few seconds on tiny settings (machinery check)")
+    mode.add_argument(
+        "--instructions", action="store_true", help="only callgrind instructions per answer (steady under load)"
+    )
     parser.add_argument("--reps", type=int, help="repetitions (default 3; at least 3 for published numbers)")
     parser.add_argument(
         "--json", type=Path, help="write the results here (default bench/latest.json, -quick/-smoke suffixed)"
@@ -28,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-nginx", action="store_true", help="skip the nginx reference")
     args = parser.parse_args(argv)
 
-    settings = Settings.smoke() if args.smoke else Settings.quick() if args.quick else Settings()
+    if args.instructions:
+        settings = Settings.instructions_only()
+    else:
+        settings = Settings.smoke() if args.smoke else Settings.quick() if args.quick else Settings()
     if args.reps:
         settings.reps = args.reps
     if args.no_nginx:

@@ -82,6 +82,14 @@ class Settings:
         )
 
     @classmethod
+    def instructions_only(cls) -> Settings:
+        """Only the callgrind counts per answer: steady on a busy machine, for before/after comparisons."""
+        settings = cls.smoke()
+        settings.routes, settings.use_nginx, settings.instructions = tuple(p.ROUTES), False, True
+        settings.mode = "instructions"
+        return settings
+
+    @classmethod
     def smoke(cls) -> Settings:
         return cls(
             reps=1,
@@ -659,7 +667,8 @@ async def run(settings: Settings) -> Results:
     print(f"ccproxy bench ({settings.mode}): {bench.pin.note}", flush=True)
     try:
         await bench.start()
-        await bench.run_scenarios()
+        if settings.mode != "instructions":
+            await bench.run_scenarios()
         if settings.workers:
             await bench.run_workers()
         if settings.decisions:
