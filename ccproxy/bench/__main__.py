@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_true", help="short run (~2 min): fewer scenarios, no nginx")
     mode.add_argument("--smoke", action="store_true", help="a few seconds on tiny settings (machinery check)")
     mode.add_argument(
-        "--instructions", action="store_true", help="only callgrind instructions per answer (steady under load)"
+        "--instructions", action="store_true", help="only callgrind counts per answer (steady under load)"
     )
     parser.add_argument("--reps", type=int, help="repetitions (default 3; at least 3 for published numbers)")
     parser.add_argument(
