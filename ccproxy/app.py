@@ -19,7 +19,7 @@ from ccproxy.config import LoadedConfig, load_config
 from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import settle_after_startup
-from ccproxy.middleware import CoreMiddleware
+from ccproxy.middleware import TRUSTED, CoreMiddleware
 from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
 from ccproxy.proxy import Proxy
 from ccproxy.recorder import Recorder
@@ -121,7 +121,13 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
 
     token = settings.security.auth_token
     router = FixedPaths(Router(routes, lifespan=lifespan))
-    app = App(router, auth_token=token.get_secret_value() if token else None)
+    app = App(
+        router,
+        auth_token=token.get_secret_value() if token else None,
+        security=settings.security,
+        limits=settings.limits,
+        bind_host=settings.server.host,
+    )
     app.config = config
     app.plugins = plugins
     return app
@@ -141,6 +147,8 @@ def create_app_from_env() -> App:
 
 def _health_endpoint(plugins: PluginSet) -> Any:
     async def health(request: Request) -> Response:
+        # Account names, plans and expiry only for a loopback caller with the auth token (when one is set).
+        trusted = bool(request.scope.get("state", {}).get(TRUSTED))
         checks: dict[str, list[dict[str, Any]]] = {}
         worst = "pass"
         for entry in plugins.plugins:
@@ -154,9 +162,10 @@ def _health_endpoint(plugins: PluginSet) -> Any:
                     results = [HealthCheck("plugin", "fail", f"health check failed: {exc}")]
             for result in results:
                 item: dict[str, Any] = {"status": result.status}
-                if result.output:
+                if result.output and trusted:
                     item["output"] = result.output
-                item.update(result.details)
+                if trusted:
+                    item.update(result.details)
                 checks.setdefault(f"{entry.name}:{result.name}", []).append(item)
                 worst = _worse(worst, result.status)
         body = {

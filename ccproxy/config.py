@@ -61,10 +61,42 @@ class SecuritySettings(StrictModel):
     allow_unauthenticated: bool = Field(
         False, description="Allow binding a non-loopback address without an auth token"
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names accepted besides loopback and the bind address ('.example.com' for a "
+        "domain and its subdomains, '*' for any); others get 403 (DNS-rebinding protection)",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. 'http://localhost:3000') allowed to call ccproxy, with CORS; "
+        "requests from any other origin get 403",
+    )
 
 
 class LimitsSettings(StrictModel):
-    """Sizes, timeouts and load shedding (issue 10)."""
+    """Sizes, timeouts and load shedding (issue 10); every limit answers with a clear error."""
+
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond)")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request line plus headers, in bytes (431 beyond)"
+    )
+    max_headers: int = Field(128, ge=8, description="Most header fields in one request (431 beyond)")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time a client has to send a request's headers (408 and close beyond)"
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest pause in sending a request body (408 and close beyond)"
+    )
+    keep_alive_seconds: float = Field(
+        5.0, gt=0, description="Idle time before a kept-alive connection closes"
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections past which new requests get 503 (health checks excepted)"
+    )
+    max_requests_in_flight: int = Field(
+        500, ge=1, description="Requests in progress past which new ones get 503 (health checks excepted)"
+    )
+    retry_after_seconds: int = Field(1, ge=0, description="The retry-after value sent with a 503")
 
 
 class PermissionsSettings(StrictModel):
@@ -83,7 +115,7 @@ class Settings(StrictModel):
     server: ServerSettings = ServerSettings()  # type: ignore[call-arg]
     logging: LoggingSettings = LoggingSettings()  # type: ignore[call-arg]
     security: SecuritySettings = SecuritySettings()  # type: ignore[call-arg]
-    limits: LimitsSettings = LimitsSettings()
+    limits: LimitsSettings = LimitsSettings()  # type: ignore[call-arg]
     permissions: PermissionsSettings = PermissionsSettings()
     ledger: LedgerSettings = LedgerSettings()
     billing: BillingSettings = BillingSettings()

@@ -1,19 +1,26 @@
 """The single pure-ASGI middleware in front of every route.
 
-One layer does what would otherwise be a stack: request id (accepted or made, always returned), the auth
-token check, one access-log line, and the last-resort error answer in the caller's wire format.
+One layer does what would otherwise be a stack: the browser guard (Host allow-list against DNS rebinding,
+Origin refusal, JSON-only bodies, optional CORS), the body-size limit and load shedding, request id
+(accepted or made, always returned), the auth token check, one access-log line, and the last-resort error
+answer in the caller's wire format. The guard reads the raw header bytes once; the common request (a
+loopback Host, no Origin, ``application/json``, a content-length) costs a few dict and set lookups.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import re
 import secrets
+import socket
 import time
+from collections.abc import Mapping, Sequence
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ccproxy.config import LimitsSettings, SecuritySettings
 from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import IdleTrimmer
@@ -21,16 +28,94 @@ from ccproxy.memory import IdleTrimmer
 log = structlog.get_logger("ccproxy.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 OPEN_PATHS = frozenset({"/health", "/health/"})
-# The offline mode's in-process fakes are the "upstream", not part of the proxy's own surface.
-UNGUARDED_PREFIX = "/_mock/"
+# The offline mode's in-process fakes are the "upstream": guarded like every route, but neither logged nor
+# counted as requests in flight (each proxied call would count twice).
+MOCK_PREFIX = "/_mock/"
+TRUSTED = "ccproxy.trusted"  # scope["state"] key: the caller may see credential details (/health)
+_JSON = b"application/json"
+_CORS_METHODS = "GET, POST, OPTIONS"
+_CORS_EXPOSE = "x-request-id, retry-after, request-id, openai-processing-ms"
+_HOST_CACHE_SIZE = 64
+_WILDCARD_BINDS = ("0.0.0.0", "::", "")
+
+
+class BodyTooLarge(Exception):
+    """Raised by the counting ``receive`` when a chunked body passes the limit."""
+
+
+class HostGuard:
+    """Which ``Host`` header values are ours: loopback names and addresses (any port), the bind address,
+    ``security.allowed_hosts``; with a wildcard bind also any IP literal (an IP cannot be rebound).
+
+    Values seen to pass are cached (bounded), so the common case is one set lookup."""
+
+    def __init__(self, bind_host: str, allowed: Sequence[str]) -> None:
+        self.any = "*" in allowed
+        names = {"localhost", bind_host.strip("[]").lower()}
+        names.update(a.lower().lstrip("*").lstrip(".") for a in allowed)  # '.example.com' covers the apex
+        self.wildcard_bind = bind_host in _WILDCARD_BINDS
+        if self.wildcard_bind:
+            names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
+        self.suffixes = tuple(a.lower().lstrip("*") for a in allowed if a.startswith((".", "*.")))
+        self.names = frozenset(names)
+        self.seen: set[bytes] = set()
+
+    def allows(self, raw: bytes) -> bool:
+        if raw in self.seen or self.any:
+            return True
+        ok = self._check(raw)
+        if ok and len(self.seen) < _HOST_CACHE_SIZE:
+            self.seen.add(raw)
+        return ok
+
+    def _check(self, raw: bytes) -> bool:
+        try:
+            value = raw.decode("ascii").lower()
+        except UnicodeDecodeError:
+            return False
+        if value.startswith("["):  # [v6]:port
+            name, _, rest = value[1:].partition("]")
+            if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+                return False
+        else:
+            name, colon, port = value.partition(":")
+            if colon and not port.isdigit():
+                return False
+        name = name.rstrip(".")
+        if name in self.names or name.endswith(".localhost"):
+            return True
+        if self.suffixes and name.endswith(self.suffixes):
+            return True
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return address.is_loopback or self.wildcard_bind
 
 
 class CoreMiddleware:
-    def __init__(self, app: ASGIApp, *, auth_token: str | None, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        auth_token: str | None,
+        access_log: bool = True,
+        security: SecuritySettings | None = None,
+        limits: LimitsSettings | None = None,
+        bind_host: str = "127.0.0.1",
+    ) -> None:
+        security = security if security is not None else SecuritySettings()  # type: ignore[call-arg]
+        limits = limits if limits is not None else LimitsSettings()  # type: ignore[call-arg]
         self.app = app
         self.auth_token = auth_token.encode() if auth_token else None
         self.access_log = access_log
         self.memory = IdleTrimmer()
+        self.hosts = HostGuard(bind_host, security.allowed_hosts)
+        self.cors_origins = frozenset(o.rstrip("/").lower().encode() for o in security.allowed_origins)
+        self.max_body = limits.max_body_bytes
+        self.max_in_flight = limits.max_requests_in_flight
+        self.retry_after = str(limits.retry_after_seconds)
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -43,54 +128,64 @@ class CoreMiddleware:
             self.memory.finished()
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            guarded = scope["type"] == "websocket" and self.auth_token is not None
-            if guarded and not self._authorized(_headers(scope)):
-                await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+        raw: dict[bytes, bytes] = dict(scope["headers"])
+        if scope["type"] != "http":  # websocket: the same guard; refusing before accept is an HTTP 403
+            if self._refusal(raw) is not None or (self.auth_token is not None and not self._authorized(raw)):
+                await send({"type": "websocket.close", "code": 1008})
                 return
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path.startswith(UNGUARDED_PREFIX):
-            await self.app(scope, receive, send)
-            return
+        mock = path.startswith(MOCK_PREFIX)
         started = time.perf_counter()
-        request_id = ""
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                request_id = value.decode("latin-1")
-                break
+        request_id = (raw.get(b"x-request-id") or b"").decode("latin-1")
         if not request_id or not _VALID_REQUEST_ID.match(request_id):
             request_id = secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
-        rid_header = (b"x-request-id", request_id.encode())
+        extra = [(b"x-request-id", request_id.encode())]
+        origin = raw.get(b"origin")
+        if origin is not None and origin in self.cors_origins:
+            extra += _cors_headers(origin)
         status = 0
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), rid_header]
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
+        async def answer(info: ErrorInfo, headers: Mapping[str, str] | None = None) -> None:
+            fmt = format_for(path, _decoded(raw))
+            await error_response(fmt, info, request_id, headers)(scope, receive, send_with_id)
+
+        counted = False
         try:
-            if self.auth_token is not None and path not in OPEN_PATHS:
-                headers = _headers(scope)
-                if not self._authorized(headers):
-                    fmt = format_for(path, headers)
-                    info = ErrorInfo(401, "authentication_error", "missing or invalid ccproxy auth token")
-                    response = error_response(fmt, info, request_id, {"www-authenticate": "Bearer"})
-                    await response(scope, receive, send_with_id)
-                    return
+            if origin in self.cors_origins and _is_preflight(scope, raw) and self._refusal(raw) is None:
+                await send_with_id({"type": "http.response.start", "status": 204, "headers": []})
+                await send_with_id({"type": "http.response.body", "body": b""})
+                return
+            problem = self._admission(scope, raw, path, mock)
+            if problem is not None:
+                await answer(*problem)
+                return
+            if b"transfer-encoding" in raw:
+                receive = self._counting(receive)
+            if not mock:
+                self.in_flight += 1
+                counted = True
             await self.app(scope, receive, send_with_id)
+        except BodyTooLarge:
+            if status == 0:
+                await answer(ErrorInfo(413, "request_too_large", self._too_large()), {"connection": "close"})
         except Exception:
             log.exception("unhandled error", request_id=request_id, path=path)
             if status == 0:  # nothing sent yet: answer in the caller's format
-                fmt = format_for(path, _headers(scope))
-                info = ErrorInfo(500, "api_error", "internal proxy error; see the server log")
-                await error_response(fmt, info, request_id)(scope, receive, send_with_id)
+                await answer(ErrorInfo(500, "api_error", "internal proxy error; see the server log"))
         finally:
-            if self.access_log:
+            if counted:
+                self.in_flight -= 1
+            if self.access_log and not mock:
                 log.info(
                     "request",
                     method=scope["method"],
@@ -100,17 +195,116 @@ class CoreMiddleware:
                     request_id=request_id,
                 )
 
-    def _authorized(self, headers: dict[str, str]) -> bool:
+    def _admission(
+        self, scope: Scope, raw: Mapping[bytes, bytes], path: str, mock: bool
+    ) -> tuple[ErrorInfo, dict[str, str]] | None:
+        """Why this HTTP request is refused (and the headers to answer with), or None to serve it."""
+        problem = self._http_refusal(raw)
+        if problem is not None:
+            return problem
+        if path in OPEN_PATHS:  # open without the token; only a trusted caller sees credential details
+            trusted = self.auth_token is None or self._authorized(raw)
+            scope["state"][TRUSTED] = trusted and _is_loopback_client(scope)
+            return None
+        if self.auth_token is not None and not self._authorized(raw):
+            info = ErrorInfo(401, "authentication_error", "missing or invalid ccproxy auth token")
+            return info, {"www-authenticate": "Bearer"}
+        if self.in_flight >= self.max_in_flight and not mock:
+            message = f"ccproxy is at its limit of {self.max_in_flight} requests in flight; retry shortly"
+            return ErrorInfo(503, "overloaded_error", message), {"retry-after": self.retry_after}
+        return None
+
+    def _refusal(self, raw: Mapping[bytes, bytes]) -> ErrorInfo | None:
+        """The Host and Origin checks every route and protocol gets."""
+        host = raw.get(b"host")
+        if host is not None and not self.hosts.allows(host):
+            return ErrorInfo(
+                403,
+                "permission_error",
+                f"host {host.decode('latin-1')!r} is not allowed; add it to security.allowed_hosts "
+                "if you reach ccproxy by that name",
+            )
+        origin = raw.get(b"origin")
+        if origin is not None and origin not in self.cors_origins and origin != b"http://" + (host or b""):
+            return ErrorInfo(
+                403,
+                "permission_error",
+                f"requests from origin {origin.decode('latin-1')!r} are not allowed; "
+                "add it to security.allowed_origins to let that web page call ccproxy",
+            )
+        return None
+
+    def _http_refusal(self, raw: Mapping[bytes, bytes]) -> tuple[ErrorInfo, dict[str, str]] | None:
+        """Host/Origin, then what an HTTP body must be: JSON, and not larger than the limit."""
+        info = self._refusal(raw)
+        if info is not None:
+            return info, {}
+        length = raw.get(b"content-length")
+        if (length is None and b"transfer-encoding" not in raw) or length == b"0":
+            return None
+        ctype = raw.get(b"content-type")
+        if ctype != _JSON and (ctype is None or ctype.split(b";", 1)[0].strip().lower() != _JSON):
+            shown = "none" if ctype is None else repr(ctype.decode("latin-1"))
+            message = f"request bodies must be sent as content-type application/json (got {shown})"
+            return ErrorInfo(415, "invalid_request_error", message), {}
+        if length is not None and (len(length) > 18 or not length.isdigit() or int(length) > self.max_body):
+            return ErrorInfo(413, "request_too_large", self._too_large()), {"connection": "close"}
+        return None
+
+    def _too_large(self) -> str:
+        return f"request body larger than the {self.max_body}-byte limit (limits.max_body_bytes)"
+
+    def _counting(self, receive: Receive) -> Receive:
+        """A ``receive`` that stops a chunked body (no content-length to check up front) at the limit."""
+        remaining = self.max_body
+
+        async def counted() -> Message:
+            nonlocal remaining
+            message = await receive()
+            remaining -= len(message.get("body", b""))
+            if remaining < 0:
+                raise BodyTooLarge
+            return message
+
+        return counted
+
+    def _authorized(self, raw: Mapping[bytes, bytes]) -> bool:
         assert self.auth_token is not None
         token = self.auth_token
-        presented = [headers.get("x-api-key", "")]
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
+        presented = [raw.get(b"x-api-key", b"")]
+        auth = raw.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
             presented.append(auth[7:].strip())
         # compare every candidate so timing does not reveal which header matched
-        matches = [hmac.compare_digest(p.encode(), token) for p in presented if p]
+        matches = [hmac.compare_digest(p, token) for p in presented if p]
         return any(matches)
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+def _cors_headers(origin: bytes) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"access-control-allow-origin", origin),
+        (b"vary", b"origin"),
+        (b"access-control-allow-methods", _CORS_METHODS.encode()),
+        (b"access-control-allow-headers", b"*, authorization"),
+        (b"access-control-expose-headers", _CORS_EXPOSE.encode()),
+        (b"access-control-max-age", b"600"),
+    ]
+
+
+def _is_preflight(scope: Scope, raw: Mapping[bytes, bytes]) -> bool:
+    """A browser's CORS preflight: answered before the auth token (browsers never send it on one)."""
+    return scope["method"] == "OPTIONS" and b"access-control-request-method" in raw
+
+
+def _is_loopback_client(scope: Scope) -> bool:
+    client = scope.get("client")
+    if not client:
+        return False
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _decoded(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import ipaddress
 import os
@@ -39,6 +40,7 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
 
     from ccproxy.app import CLI_ENV, create_app
     from ccproxy.logs import configure
+    from ccproxy.protocol import LimitedHttpProtocol
 
     check_bind(config)
     settings = config.settings
@@ -47,7 +49,9 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
         "host": settings.server.host,
         "port": settings.server.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools with the header/timeout/connection limits (a partial, so --workers can pickle it)
+        "http": functools.partial(LimitedHttpProtocol, limits=settings.limits),
+        "timeout_keep_alive": settings.limits.keep_alive_seconds,
         "ws": "websockets-sansio",
         "lifespan": "on",
         "access_log": False,

@@ -88,7 +88,8 @@ def test_error_envelopes_by_route(served: Callable[..., str]) -> None:
     assert bad.status_code == 400
     assert bad.json()["type"] == "error" and bad.json()["error"]["type"] == "invalid_request_error"
     assert bad.json()["request_id"] == bad.headers["x-request-id"]
-    bad_chat = httpx.post(url + "/api/v1/chat/completions", content=b"[1, 2]")
+    json_type = {"content-type": "application/json"}
+    bad_chat = httpx.post(url + "/api/v1/chat/completions", content=b"[1, 2]", headers=json_type)
     assert bad_chat.status_code == 400 and "JSON object" in bad_chat.json()["error"]["message"]
     wrong_type = httpx.post(url + "/api/v1/responses", json={"model": 5, "input": "hi"})
     assert wrong_type.status_code == 400 and wrong_type.json()["error"]["param"] == "model"
