@@ -23,7 +23,7 @@ from ccproxy.middleware import TRUSTED, CoreMiddleware
 from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
 from ccproxy.proxy import Proxy
 from ccproxy.recorder import Recorder
-from ccproxy.upstream import UpstreamClient
+from ccproxy.upstream import UpstreamClient, UpstreamResponse
 
 log = structlog.get_logger("ccproxy")
 MOCK_PREFIX = "/_mock"
@@ -71,11 +71,27 @@ class FixedPaths:
         await self.router(scope, receive, send)
 
 
+class MockUpstreamClient(UpstreamClient):
+    """Offline mode with an auth token: ``/_mock`` is guarded like every route, so the proxy's own calls to
+    its in-process fakes carry the token (as ``x-api-key``; the fakes' ``authorization`` is the throwaway
+    provider credential)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    async def send(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
+    ) -> UpstreamResponse:
+        return await super().send(method, url, {**headers, "x-api-key": self.token}, body)
+
+
 def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet | None = None) -> App:
     if plugins is None:
         plugins = load_plugins(config, mock=mock, fake_base_url=mock_base_url(config))
     settings = config.settings
-    http = UpstreamClient()
+    token = settings.security.auth_token
+    http = MockUpstreamClient(token.get_secret_value()) if mock and token else UpstreamClient()
     recorder = Recorder(verbose=settings.logging.verbose_api, directory=settings.logging.request_log_dir)
     routes: list[BaseRoute] = [Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"])]
     for entry in plugins.plugins:
@@ -119,7 +135,6 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
                     log.error("plugin failed to stop", plugin=entry.name, error=str(exc))
             await http.close()
 
-    token = settings.security.auth_token
     router = FixedPaths(Router(routes, lifespan=lifespan))
     app = App(
         router,

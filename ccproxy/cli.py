@@ -80,6 +80,14 @@ def serve(
             "--auth-token", help="Require this token on every route but /health", show_default=False
         ),
     ] = None,
+    auth_token_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--auth-token-file",
+            help="Read the auth token from this file (kept out of the process list)",
+            show_default=False,
+        ),
+    ] = None,
     allow_unauthenticated: Annotated[
         bool, typer.Option("--allow-unauthenticated", help="Allow a non-loopback bind without a token")
     ] = False,
@@ -94,6 +102,16 @@ def serve(
     ] = None,
 ) -> None:
     """Run the proxy server."""
+    if auth_token is not None and auth_token_file is not None:
+        fail("give either --auth-token or --auth-token-file, not both")
+    if auth_token is not None:
+        typer.echo(
+            "ccproxy: warning: a token given with --auth-token is visible to every local user in the process "
+            "list; prefer --auth-token-file FILE or the CCPROXY_AUTH_TOKEN variable",
+            err=True,
+        )
+    if auth_token_file is not None:
+        auth_token = _read_token_file(auth_token_file)
     cli: dict[str, Any] = {
         "server.host": host,
         "server.port": port,
@@ -114,6 +132,21 @@ def serve(
         run(loaded, cli={k: v for k, v in cli.items() if v is not None}, mock=mock, config_file=config)
     except ValueError as exc:
         fail(str(exc))
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        token = path.expanduser().read_text(encoding="utf-8").strip()
+        mode = path.expanduser().stat().st_mode
+    except OSError as exc:
+        fail(f"cannot read --auth-token-file {path}: {exc.strerror}")
+    except UnicodeDecodeError:
+        fail(f"--auth-token-file {path} is not UTF-8 text")
+    if not token or "\n" in token:
+        fail(f"--auth-token-file {path} must hold the token on one line")
+    if mode & 0o077:
+        typer.echo(f"ccproxy: warning: {path} is readable by other users; chmod 600 it", err=True)
+    return token
 
 
 @config_app.command("show")

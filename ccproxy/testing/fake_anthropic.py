@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 
 from ccproxy.sse import frame
 from ccproxy.testing.scripting import (
+    NUMBER,
     ChunkedResponse,
     Completion,
     Conversation,
@@ -46,6 +47,7 @@ from ccproxy.testing.scripting import (
     signature,
     split_json,
     split_text,
+    type_problem,
 )
 
 ERROR_TYPES = {
@@ -79,6 +81,21 @@ MODELS = [
         ("claude-sonnet-4-20250514", "Claude Sonnet 4", "2025-05-22T00:00:00Z"),
     ]
 ]
+# Optional fields checked for their JSON type, as the real API does (400, never a crash).
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "messages": (list,),
+    "system": (str, list),
+    "tools": (list,),
+    "tool_choice": (dict,),
+    "thinking": (dict,),
+    "metadata": (dict,),
+    "stop_sequences": (list,),
+    "stream": (bool,),
+    "temperature": NUMBER,
+    "top_p": NUMBER,
+    "top_k": (int,),
+}
+MAX_TOKENS_CEILING = 1 << 31
 PING = frame("ping", {"type": "ping"})
 MESSAGE_STOP = frame("message_stop", {"type": "message_stop"})
 
@@ -102,6 +119,20 @@ def _text(content: Any) -> str:
         elif block.get("type") == "tool_reference":
             parts.append(f"tool_reference:{block.get('tool_name', '')}")
     return "\n".join(parts)
+
+
+def _messages_problem(messages: list[Any]) -> str | None:
+    for index, message in enumerate(messages):
+        if not isinstance(message.get("role"), str):
+            return f"messages.{index}.role: Input should be a valid string"
+        content = message.get("content")
+        if not isinstance(content, str | list):
+            return f"messages.{index}.content: Input should be a valid string or list"
+        if isinstance(content, list) and not all(
+            isinstance(block, dict) and isinstance(block.get("type"), str) for block in content
+        ):
+            return f"messages.{index}.content: every block must be an object with a string type"
+    return None
 
 
 class AnthropicFake(ProviderFake):
@@ -291,8 +322,14 @@ class AnthropicFake(ProviderFake):
                 return self.error_response(400, f"{name}: Field required")
         if not isinstance(body["messages"], list):
             return self.error_response(400, "messages: Input should be a valid list")
-        if generate and not isinstance(body["max_tokens"], int):
+        problem = type_problem(body, FIELD_TYPES) or _messages_problem(body["messages"])
+        if problem is not None:
+            return self.error_response(400, problem)
+        max_tokens = body.get("max_tokens")
+        if generate and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
             return self.error_response(400, "max_tokens: Input should be a valid integer")
+        if generate and not 1 <= int(max_tokens or 0) < MAX_TOKENS_CEILING:
+            return self.error_response(400, f"max_tokens: {max_tokens} is out of range")
         model = body["model"]
         if not isinstance(model, str) or not model.startswith("claude-"):
             return self.error_response(404, f"model: {model}")
@@ -324,7 +361,12 @@ class AnthropicFake(ProviderFake):
             models = models[ids.index(query["after_id"]) + 1 :]
         elif query.get("before_id") in ids:
             models = models[: ids.index(query["before_id"])]
-        limit = int(query.get("limit") or 20)
+        try:
+            limit = int(query.get("limit") or 20)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            return self.error_response(400, "limit: Input should be an integer from 1 to 1000")
         page = models[:limit]
         data = {
             "data": page,

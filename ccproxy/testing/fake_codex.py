@@ -46,6 +46,7 @@ from ccproxy.testing.scripting import (
     signature,
     split_json,
     split_text,
+    type_problem,
 )
 
 # Keys the Codex CLI (0.169) and ccproxy send; LiteLLM also settled on an allow-list for this backend.
@@ -68,6 +69,21 @@ ALLOWED_KEYS = frozenset(
         "previous_response_id",
     }
 )
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "instructions": (str,),
+    "input": (str, list),
+    "tools": (list,),
+    "tool_choice": (str, dict),
+    "parallel_tool_calls": (bool,),
+    "reasoning": (dict,),
+    "include": (list,),
+    "prompt_cache_key": (str,),
+    "client_metadata": (dict,),
+    "text": (dict,),
+    "service_tier": (str,),
+    "previous_response_id": (str,),
+}
 TOOL_OUTPUT_TYPES = ("function_call_output", "custom_tool_call_output")
 DEFAULT_MESSAGES = {
     400: "Bad Request",
@@ -346,6 +362,9 @@ class CodexFake(ProviderFake):
         for key in body:
             if key not in ALLOWED_KEYS:
                 return self.error_response(400, f"Unsupported parameter: {key}")
+        problem = type_problem(body, FIELD_TYPES)
+        if problem is not None:
+            return self.error_response(400, problem)
         items = body.get("input")
         if isinstance(items, list) and any(isinstance(i, dict) and i.get("role") == "system" for i in items):
             return self.error_response(400, "System messages are not allowed")

@@ -187,16 +187,21 @@ def default_reply(conversation: Conversation) -> Completion:
 # ----------------------------------------------------------------------------------------- the upstream
 
 
-class FakeUpstream:
-    """Recorder and reply queue of one fake app."""
+# How many received requests a fake remembers: a ring buffer, so the offline mode (``serve --mock``) can run
+# for days; tests look at the last few.
+REQUEST_MEMORY = 256
 
-    def __init__(self, name: str) -> None:
+
+class FakeUpstream:
+    """Recorder and reply queue of one fake app; it remembers the last ``keep`` requests."""
+
+    def __init__(self, name: str, keep: int = REQUEST_MEMORY) -> None:
         self.name = name
         self.require_auth = True  # answer 401 to requests without credentials
         self._lock = threading.Lock()
         self._queue: deque[Reply] = deque()
         self._rules: list[Rule] = []
-        self._requests: list[RecordedRequest] = []
+        self._requests: deque[RecordedRequest] = deque(maxlen=keep)
         self._ids: dict[str, int] = {}
 
     def reset(self) -> None:
@@ -358,6 +363,38 @@ async def record_request(upstream: FakeUpstream, request: Request) -> RecordedRe
     )
     upstream.record(recorded)
     return recorded
+
+
+# -------------------------------------------------------------------------------------- input checks
+
+_JSON_NAMES: dict[type, str] = {
+    dict: "a valid dictionary",
+    list: "a valid list",
+    str: "a valid string",
+    bool: "a valid boolean",
+    int: "a valid integer",
+    float: "a valid number",
+}
+
+
+def type_problem(body: Mapping[str, Any], expected: Mapping[str, tuple[type, ...]]) -> str | None:
+    """The real APIs' (pydantic's) message for the first present, non-null field of the wrong JSON type,
+    e.g. ``tools: Input should be a valid list``; a boolean is never taken for a number."""
+    for name, types in expected.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            return f"{name}: Input should be {' or '.join(_JSON_NAMES.get(t, t.__name__) for t in types)}"
+        if isinstance(value, list) and types == (list,) and name in _OBJECT_LISTS:
+            for index, item in enumerate(value):
+                if not isinstance(item, dict):
+                    return f"{name}.{index}: Input should be a valid dictionary"
+    return None
+
+
+_OBJECT_LISTS = frozenset({"tools", "messages", "input"})
+NUMBER = (int, float)
 
 
 # ------------------------------------------------------------------------------------------ token counts
