@@ -74,8 +74,8 @@ class HostGuard:
         except UnicodeDecodeError:
             return False
         if value.startswith("["):  # [v6]:port
-            name, _, rest = value[1:].partition("]")
-            if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            name, bracket, rest = value[1:].partition("]")
+            if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
                 return False
         else:
             name, colon, port = value.partition(":")
