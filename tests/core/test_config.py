@@ -57,6 +57,26 @@ def test_env_nesting_and_known_variables(tmp_path: Path) -> None:
     assert entry.ctx.settings.base_url == "http://127.0.0.1:9"
 
 
+def test_security_and_limits_from_env() -> None:
+    config = load_config(
+        env={
+            "CCPROXY_AUTH_TOKEN": "sk-env-token",
+            "SECURITY__ALLOWED_HOSTS": '["proxy.lan"]',
+            "SECURITY__ALLOWED_ORIGINS": '["http://localhost:3000"]',
+            "LIMITS__MAX_BODY_BYTES": "1048576",
+            "LIMITS__HEADER_TIMEOUT_SECONDS": "2.5",
+        }
+    )
+    security, limits = config.settings.security, config.settings.limits
+    assert security.auth_token is not None and security.auth_token.get_secret_value() == "sk-env-token"
+    assert config.origins["security.auth_token"] == "environment variable CCPROXY_AUTH_TOKEN"
+    assert security.allowed_hosts == ["proxy.lan"] and security.allowed_origins == ["http://localhost:3000"]
+    assert limits.max_body_bytes == 1 << 20 and limits.header_timeout_seconds == 2.5
+    assert load_config(env={}).settings.limits.max_body_bytes == 32 << 20
+    with pytest.raises(ConfigError, match=r"limits\.max_headers"):
+        load_config(env={"LIMITS__MAX_HEADERS": "0"})
+
+
 def test_plugin_oauth_override_keeps_other_defaults() -> None:
     config = load_config(env={"PLUGINS__CLAUDE_API__OAUTH__TOKEN_URL": "http://127.0.0.1:9/v1/oauth/token"})
     entry = load_plugins(config).get("claude_api")

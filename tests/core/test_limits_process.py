@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -73,10 +74,8 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
 
 def send_all(sock: socket.socket, data: bytes) -> None:
     """Send until done or until the server, having answered, closes the connection."""
-    try:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         sock.sendall(data)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
 
 
 def request_head(path: str, *headers: str) -> bytes:
@@ -104,7 +103,7 @@ def test_100mb_body_gets_413_in_the_callers_format(limited: str) -> None:
             request_head("/api/v1/messages", "content-type: application/json", "content-length: 104857600"),
         )
         send_all(sock, b"{" + b" " * (1 << 20))
-        status, headers, body = read_response(sock)
+        status, _, body = read_response(sock)
     assert status == 413 and body["type"] == "error" and body["error"]["type"] == "request_too_large"
     chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
     with connect(limited) as sock:  # chunked: no length up front, cut off at the limit while it arrives
@@ -153,7 +152,7 @@ def test_slow_header_connections_are_cut_off(limited: str) -> None:
             time.sleep(1)
             if len(closed) == len(socks) or time.monotonic() - started > 8:
                 break
-        for index, sock in enumerate(socks):
+        for sock in socks:
             sock.settimeout(5)
             try:
                 answers.append(sock.recv(65536))
