@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 
+import anyio
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,6 +37,7 @@ _JSON = b"application/json"
 _CORS_METHODS = "GET, POST, OPTIONS"
 _CORS_EXPOSE = "x-request-id, retry-after, request-id, openai-processing-ms"
 _HOST_CACHE_SIZE = 64
+LINGER_SECONDS = 2.0
 _WILDCARD_BINDS = ("0.0.0.0", "::", "")
 
 
@@ -143,9 +145,9 @@ class CoreMiddleware:
             request_id = secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
         extra = [(b"x-request-id", request_id.encode())]
-        origin = raw.get(b"origin")
-        if origin is not None and origin in self.cors_origins:
-            extra += _cors_headers(origin)
+        cors = b"origin" in raw and raw[b"origin"] in self.cors_origins
+        if cors:
+            extra += _cors_headers(raw[b"origin"])
         status = 0
 
         async def send_with_id(message: Message) -> None:
@@ -155,33 +157,30 @@ class CoreMiddleware:
                 message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
-        async def answer(info: ErrorInfo, headers: Mapping[str, str] | None = None) -> None:
-            fmt = format_for(path, _decoded(raw))
-            await error_response(fmt, info, request_id, headers)(scope, receive, send_with_id)
-
         counted = False
         try:
-            if origin in self.cors_origins and _is_preflight(scope, raw) and self._refusal(raw) is None:
+            if cors and _is_preflight(scope, raw) and self._refusal(raw) is None:
                 await send_with_id({"type": "http.response.start", "status": 204, "headers": []})
                 await send_with_id({"type": "http.response.body", "body": b""})
                 return
             problem = self._admission(scope, raw, path, mock)
             if problem is not None:
-                await answer(*problem)
+                await _answer(scope, receive, send_with_id, raw, request_id, *problem)
                 return
-            if b"transfer-encoding" in raw:
-                receive = self._counting(receive)
             if not mock:
                 self.in_flight += 1
                 counted = True
-            await self.app(scope, receive, send_with_id)
+            counting = self._counting(receive) if b"transfer-encoding" in raw else receive
+            await self.app(scope, counting, send_with_id)
         except BodyTooLarge:
             if status == 0:
-                await answer(ErrorInfo(413, "request_too_large", self._too_large()), {"connection": "close"})
+                info = ErrorInfo(413, "request_too_large", self._too_large())
+                await _answer(scope, receive, send_with_id, raw, request_id, info, {"connection": "close"})
         except Exception:
             log.exception("unhandled error", request_id=request_id, path=path)
             if status == 0:  # nothing sent yet: answer in the caller's format
-                await answer(ErrorInfo(500, "api_error", "internal proxy error; see the server log"))
+                info = ErrorInfo(500, "api_error", "internal proxy error; see the server log")
+                await _answer(scope, receive, send_with_id, raw, request_id, info, {})
         finally:
             if counted:
                 self.in_flight -= 1
@@ -198,10 +197,25 @@ class CoreMiddleware:
     def _admission(
         self, scope: Scope, raw: Mapping[bytes, bytes], path: str, mock: bool
     ) -> tuple[ErrorInfo, dict[str, str]] | None:
-        """Why this HTTP request is refused (and the headers to answer with), or None to serve it."""
-        problem = self._http_refusal(raw)
-        if problem is not None:
-            return problem
+        """Why this HTTP request is refused (and the headers to answer with), or None to serve it.
+
+        The common request (a Host seen before, no Origin, a JSON body with a length) is a few lookups."""
+        host = raw.get(b"host")
+        if (host is not None and host not in self.hosts.seen) or b"origin" in raw:
+            info = self._refusal(raw)
+            if info is not None:
+                return info, {}
+        length = raw.get(b"content-length")
+        if length != b"0" and (length is not None or b"transfer-encoding" in raw):
+            ctype = raw.get(b"content-type")
+            if ctype != _JSON and (ctype is None or ctype.split(b";", 1)[0].strip().lower() != _JSON):
+                shown = "none" if ctype is None else repr(ctype.decode("latin-1"))
+                message = f"request bodies must be sent as content-type application/json (got {shown})"
+                return ErrorInfo(415, "invalid_request_error", message), {}
+            if length is not None and (
+                len(length) > 18 or not length.isdigit() or int(length) > self.max_body
+            ):
+                return ErrorInfo(413, "request_too_large", self._too_large()), {"connection": "close"}
         if path in OPEN_PATHS:  # open without the token; only a trusted caller sees credential details
             trusted = self.auth_token is None or self._authorized(raw)
             scope["state"][TRUSTED] = trusted and _is_loopback_client(scope)
@@ -234,23 +248,6 @@ class CoreMiddleware:
             )
         return None
 
-    def _http_refusal(self, raw: Mapping[bytes, bytes]) -> tuple[ErrorInfo, dict[str, str]] | None:
-        """Host/Origin, then what an HTTP body must be: JSON, and not larger than the limit."""
-        info = self._refusal(raw)
-        if info is not None:
-            return info, {}
-        length = raw.get(b"content-length")
-        if (length is None and b"transfer-encoding" not in raw) or length == b"0":
-            return None
-        ctype = raw.get(b"content-type")
-        if ctype != _JSON and (ctype is None or ctype.split(b";", 1)[0].strip().lower() != _JSON):
-            shown = "none" if ctype is None else repr(ctype.decode("latin-1"))
-            message = f"request bodies must be sent as content-type application/json (got {shown})"
-            return ErrorInfo(415, "invalid_request_error", message), {}
-        if length is not None and (len(length) > 18 or not length.isdigit() or int(length) > self.max_body):
-            return ErrorInfo(413, "request_too_large", self._too_large()), {"connection": "close"}
-        return None
-
     def _too_large(self) -> str:
         return f"request body larger than the {self.max_body}-byte limit (limits.max_body_bytes)"
 
@@ -278,6 +275,36 @@ class CoreMiddleware:
         # compare every candidate so timing does not reveal which header matched
         matches = [hmac.compare_digest(p, token) for p in presented if p]
         return any(matches)
+
+
+async def _answer(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    raw: Mapping[bytes, bytes],
+    request_id: str,
+    info: ErrorInfo,
+    headers: Mapping[str, str],
+) -> None:
+    """An error of the middleware's own, in the caller's format.
+
+    Refusing a body the client is still sending (413) lingers like nginx: the answer goes out, the rest of
+    the body is read and dropped for up to ``LINGER_SECONDS``, then the connection closes. Closing at once
+    with unread data makes the kernel send a reset, which can destroy the answer before the client reads it.
+    """
+    response = error_response(format_for(scope["path"], _decoded(raw)), info, request_id, headers)
+    if info.status != 413:
+        await response(scope, receive, send)
+        return
+
+    async def held(message: Message) -> None:
+        await send({**message, "more_body": True} if message["type"] == "http.response.body" else message)
+
+    await response(scope, receive, held)
+    with anyio.move_on_after(LINGER_SECONDS):
+        while (await receive()).get("more_body"):
+            pass
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _cors_headers(origin: bytes) -> list[tuple[bytes, bytes]]:

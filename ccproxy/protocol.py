@@ -4,7 +4,9 @@ uvicorn buffers the request line and headers before the ASGI app sees anything, 
 itself in plain text. This subclass adds, per connection: a cap on header bytes and fields (431), a time
 limit for receiving the headers and for each pause in the body (408, then close), load shedding past
 ``limits.max_connections`` (503 with ``retry-after``; ``/health`` still answered), and JSON for every error
-it writes itself. One deadline and at most one timer per connection; nothing per body chunk but a clock read.
+it writes itself. One deadline and at most one timer per connection; per request one parser callback more,
+nothing per header or body chunk (body progress is a flag the timer looks at, so a pause is cut off after
+between one and two ``body_timeout_seconds``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: LimitsSettings | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits if limits is not None else LimitsSettings()  # type: ignore[call-arg]
-        self._in_head = True  # receiving a request line and headers (or waiting for them)
-        self._head_bytes = 0
-        self._head_fields = 0
+        # plain attributes for the per-request checks
+        self._max_head = self.limits.max_header_bytes
+        self._header_timeout = self.limits.header_timeout_seconds
+        self._body_timeout = self.limits.body_timeout_seconds
+        self._head_bytes = 0  # bytes of the request line and headers being received (0: none yet)
+        self._body_progress = False  # body bytes arrived since the timer last looked
         self._refusal: tuple[int, str] | None = None
         self._deadline: float | None = None  # when the current phase (headers, or a body pause) times out
         self._timer: asyncio.TimerHandle | None = None
@@ -54,45 +59,33 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_complete:
+            self._body_progress = True
+        else:
+            if not self._head_bytes:  # the first bytes of a request: its headers' clock starts
+                self._watch(self._header_timeout)
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
-            limit = self.limits.max_header_bytes
+        if self._head_bytes > self._max_head:
+            limit = self._max_head
             self._write_error(431, f"request line and headers over {limit} bytes (limits.max_header_bytes)")
 
     def handle_websocket_upgrade(self) -> None:
         self._deadline = None  # the WebSocket protocol owns the connection from here
         super().handle_websocket_upgrade()
 
-    # -- parser callbacks
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._deadline is None:  # a new request on a kept-alive connection
-            self._watch(self.limits.header_timeout_seconds)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_fields += 1
-        if self._head_fields > self.limits.max_headers:
+    def on_headers_complete(self) -> None:  # the one parser callback added per request
+        self._head_bytes = 0
+        if len(self.headers) > self.limits.max_headers:
             self._refusal = (431, f"more than {self.limits.max_headers} header fields (limits.max_headers)")
             raise _Refused
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._head_bytes = self._head_fields = 0
-        self._watch(self.limits.body_timeout_seconds)
+        self._watch(self._body_timeout)
         super().on_headers_complete()
 
-    def on_body(self, body: bytes) -> None:
-        self._deadline = self.loop.time() + self.limits.body_timeout_seconds
-        super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        self._in_head = True
-        self._deadline = None
-        super().on_message_complete()
+    def _in_body(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.response_complete
 
     # -- answers written by the server layer
 
@@ -146,17 +139,21 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._timer = None
         if self._deadline is None or self.transport.is_closing():
             return
-        if self.flow.read_paused:  # the app has not read what we have: not the client's delay
+        in_body = self._in_body()
+        if in_body and (self._body_progress or self.flow.read_paused):
+            # the body is moving (or waits for the app to read it): the pause starts now
+            self._body_progress = False
             self._deadline = self.loop.time() + self.limits.body_timeout_seconds
         if self.loop.time() < self._deadline:
             self._timer = self.loop.call_at(self._deadline, self._expired)
             return
         self._deadline = None
-        if self._in_head:
-            message = f"request headers not received within {self.limits.header_timeout_seconds} s"
-            self._write_error(408, message + " (limits.header_timeout_seconds)")
-        elif self.cycle is not None and not self.cycle.response_started:
+        if in_body and not self.cycle.response_started:
             message = f"request body stalled for {self.limits.body_timeout_seconds} s"
             self._write_error(408, message + " (limits.body_timeout_seconds)")
-        else:  # the answer has started: just cut the connection
+        elif in_body:  # the answer has started: just cut the connection
             self.transport.close()
+        elif self._head_bytes or self.cycle is None:  # headers begun, or nothing at all since connecting
+            message = f"request headers not received within {self.limits.header_timeout_seconds} s"
+            self._write_error(408, message + " (limits.header_timeout_seconds)")
+        # otherwise the connection is idle between requests (uvicorn's keep-alive timer) or being answered
