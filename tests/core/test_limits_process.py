@@ -6,46 +6,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.core.test_serve_process import _free_port, _wait_healthy
+from tests.core.test_serve_process import serve_process
 
 MESSAGES = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 JSON = {"content-type": "application/json"}
 
 
-@contextmanager
-def serve(*args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ccproxy", "serve", "--mock", "--port", str(port), *args],
-        env={**os.environ, "LOGGING__LEVEL": "warning", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def serve(*args: str, **env: str) -> AbstractContextManager[tuple[str, subprocess.Popen[str]]]:
+    return serve_process("--mock", *args, LOGGING__LEVEL="warning", **env)
 
 
 @pytest.fixture(scope="module")

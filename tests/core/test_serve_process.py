@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -83,10 +85,13 @@ def test_sigterm_lets_a_stream_in_flight_finish() -> None:
                 proc.wait()
 
 
-def test_several_workers_serve() -> None:
+@contextmanager
+def serve_process(*args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``ccproxy serve ARGS`` on a free port with extra environment; yields its URL once healthy."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ccproxy", "serve", "--port", str(port), "--workers", "2", "--mock"],
+        [sys.executable, "-m", "ccproxy", "serve", "--port", str(port), *args],
+        env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -94,6 +99,18 @@ def test_several_workers_serve() -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
+        yield url, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_several_workers_serve() -> None:
+    with serve_process("--workers", "2", "--mock") as (url, _):
         for _ in range(6):
             resp = httpx.post(
                 url + "/api/v1/chat/completions",
@@ -102,13 +119,6 @@ def test_several_workers_serve() -> None:
             )
             assert resp.status_code == 200, resp.text
             assert resp.json()["choices"][0]["message"]["content"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _environ(pid: int) -> dict[str, str]:

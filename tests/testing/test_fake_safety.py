@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from ccproxy.testing import FakeUpstream, create_fake_upstreams
+from ccproxy.testing import FakeUpstream, create_fake_upstreams, fake_anthropic, fake_codex
 from ccproxy.testing.scripting import REQUEST_MEMORY
 
 ANTHROPIC = {"x-api-key": "k", "anthropic-version": "2023-06-01", "content-type": "application/json"}
@@ -39,26 +39,8 @@ def _variants(fields: list[str]) -> list[tuple[str, Any]]:
     return [(name, value) for name in fields for value in WRONG]
 
 
-ANTHROPIC_FIELDS = [
-    "model",
-    "messages",
-    "max_tokens",
-    "system",
-    "tools",
-    "tool_choice",
-    "thinking",
-    "metadata",
-]
-ANTHROPIC_FIELDS += ["stop_sequences", "stream", "temperature", "top_p", "top_k"]
-CODEX_FIELDS = ["model", "instructions", "input", "tools", "tool_choice", "parallel_tool_calls", "reasoning"]
-CODEX_FIELDS += [
-    "include",
-    "prompt_cache_key",
-    "client_metadata",
-    "text",
-    "service_tier",
-    "previous_response_id",
-]
+ANTHROPIC_FIELDS = ["model", "max_tokens", *fake_anthropic.FIELD_TYPES]
+CODEX_FIELDS = ["stream", "store", *fake_codex.FIELD_TYPES]
 BAD_MESSAGES: list[Any] = [
     [1],
     [{"role": 1, "content": "x"}],
