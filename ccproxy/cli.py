@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -16,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    add_completion=False,  # our own --show-completion/--install-completion take the shell's name
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 config_app = typer.Typer(help="Show, create and describe the configuration.", no_args_is_help=True)
@@ -45,11 +47,74 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+COMPLETE_VAR = "_CCPROXY_COMPLETE"
+
+
+def _shell(value: str) -> str:
+    shell = value.lower()
+    if shell not in SHELLS:
+        fail(f"unknown shell '{value}'; expected one of {', '.join(SHELLS)}")
+    return shell
+
+
+def _show_completion(value: str | None) -> None:
+    if value:
+        from typer._completion_shared import get_completion_script
+
+        shell = _shell(value)
+        script = get_completion_script(prog_name="ccproxy", complete_var=COMPLETE_VAR, shell=shell)
+        if shell == "zsh":  # compdef exists only after compinit, which a plain ~/.zshrc may not run
+            guard = "(( $+functions[compdef] )) || { autoload -Uz compinit && compinit -u }\ncompdef "
+            script = script.replace("\ncompdef ", "\n" + guard, 1)
+        typer.echo(script)
+        raise typer.Exit()
+
+
+def _install_completion(value: str | None) -> None:
+    if value:
+        from typer._completion_shared import install
+
+        shell, path = install(shell=_shell(value), prog_name="ccproxy", complete_var=COMPLETE_VAR)
+        typer.echo(f"{shell} completion installed in {path}; it takes effect in a new shell")
+        raise typer.Exit()
+
+
+def _detected_shell() -> str:
+    """The shell ccproxy runs under (for a bare --show-completion / --install-completion)."""
+    from typer._completion_shared import _get_shell_name
+
+    return _get_shell_name() or Path(os.environ.get("SHELL", "bash")).name
+
+
 @app.callback()
 def main_callback(
     version: Annotated[
         bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    show_completion: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--show-completion",
+            metavar="SHELL",
+            callback=_show_completion,
+            is_eager=True,
+            expose_value=False,
+            help="Print the completion script for SHELL (bash, zsh, fish, powershell; default: this shell), "
+            'e.g. eval "$(ccproxy --show-completion zsh)".',
+        ),
+    ] = None,
+    install_completion: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--install-completion",
+            metavar="SHELL",
+            callback=_install_completion,
+            is_eager=True,
+            expose_value=False,
+            help="Install completion for SHELL (default: this shell) in its startup file.",
+        ),
+    ] = None,
 ) -> None:
     """ccproxy: one local server for Claude (API and SDK) and ChatGPT (Codex) subscriptions."""
 
@@ -269,9 +334,15 @@ def _click_exceptions() -> Any:
 
 
 def main() -> None:
+    from typer.completion import completion_init
+
+    completion_init()  # typer's completion classes answer the scripts --show-completion prints
     click = _click_exceptions()
+    args = sys.argv[1:]
+    if args and args[-1] in ("--show-completion", "--install-completion"):
+        args.append(_detected_shell())  # the bare flag means "for the shell I am in"
     try:
-        code = app(standalone_mode=False, prog_name="ccproxy")
+        code = app(args=args, standalone_mode=False, prog_name="ccproxy")
     except click.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else "", err=False)
         code = 0
@@ -283,4 +354,12 @@ def main() -> None:
         code = exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         code = 130
+    except Exception as exc:
+        # A config error found late (e.g. in a plugin's section while the plugins load) is still one
+        # line and exit 2, whichever command found it. ccproxy.config is loaded if one was raised.
+        config = sys.modules.get("ccproxy.config")
+        if config is None or not isinstance(exc, config.ConfigError):
+            raise
+        typer.echo(f"ccproxy: error: {exc}", err=True)
+        code = 2
     sys.exit(code if isinstance(code, int) else 0)
