@@ -54,6 +54,46 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert "server.prot" in result.stderr and str(bad) in result.stderr
 
 
+CONFIG_MISTAKES = {
+    "plugin key typo": ({"PLUGINS__CODEX__ENABELD": "true"}, "", "did you mean 'plugins.codex.enabled'"),
+    "unknown plugin": ({"PLUGINS__CLAUDEAPI__ENABLED": "true"}, "", "did you mean 'claude_api'"),
+    "seed spelling": ({"PLUGINS__RAWHTTPLOGGERCONFIG__ENABLED": "true"}, "", "plugins.raw_http_logger"),
+    "bad plugin value": ({"PLUGINS__CODEX__ENABLED": "maybe"}, "", "'maybe' for 'plugins.codex.enabled'"),
+    "overridden bad file value": (
+        {"PLUGINS__CODEX__ENABLED": "true", "SERVER__PORT": "9000"},
+        "[server]\nport = 'abc'\n",
+        "'abc' for 'server.port'",
+    ),
+    "overridden bad plugin value in the file": (
+        {"PLUGINS__CODEX__ENABLED": "true"},
+        "[plugins.codex]\nenabled = 'maybe'\n",
+        "'maybe' for 'plugins.codex.enabled'",
+    ),
+}
+
+
+def _plugin_names() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group="ccproxy.plugins")}
+
+
+@pytest.mark.parametrize("command", [("serve", "--port", "0"), ("config", "show"), ("plugins", "list")])
+@pytest.mark.parametrize("mistake", list(CONFIG_MISTAKES))
+def test_config_mistakes_are_one_line_and_exit_2(mistake: str, command: tuple[str, ...], tmp_path: Path) -> None:
+    env, toml, expected = CONFIG_MISTAKES[mistake]
+    args: tuple[str, ...] = command
+    if toml:
+        (tmp_path / "c.toml").write_text(toml)
+        args = (*command, "--config", str(tmp_path / "c.toml"))
+    if mistake == "seed spelling" and "raw_http_logger" in _plugin_names():
+        pytest.skip("raw_http_logger is installed, so the seed spelling is accepted (see test_config.py)")
+    result = run(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("ccproxy: error: ") and expected in result.stderr
+
+
 def test_config_init_show_and_schema(tmp_path: Path) -> None:
     target = tmp_path / "conf.toml"
     assert run("config", "init", str(target)).returncode == 0
