@@ -281,11 +281,15 @@ def auth_status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Credential source, account, plan and expiry for every provider (never the tokens)."""
+    """Credential source, account, plan and expiry for every provider (never the tokens).
+
+    Exit code 0 when at least one provider has usable credentials, 3 when none has (log in first),
+    1 when credentials could not be read, 2 for a configuration error."""
     from ccproxy.auth_cli import print_status
 
     loaded = _load(config)
-    _auth_call(lambda: print_status(loaded, as_json=as_json))
+    code = _auth_call(lambda: print_status(loaded, as_json=as_json))
+    raise typer.Exit(code)
 
 
 @auth_app.command("logout")

@@ -236,7 +236,9 @@ def _plugin_aliases(data: dict[str, Any]) -> dict[str, Any]:
     for key, value in plugins.items():
         name = PLUGIN_ALIASES.get(key.lower(), key)
         current = renamed.get(name)
-        renamed[name] = {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
+        renamed[name] = (
+            {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
+        )
     return {**data, "plugins": renamed}
 
 

@@ -80,7 +80,9 @@ def _plugin_names() -> set[str]:
 
 @pytest.mark.parametrize("command", [("serve", "--port", "0"), ("config", "show"), ("plugins", "list")])
 @pytest.mark.parametrize("mistake", list(CONFIG_MISTAKES))
-def test_config_mistakes_are_one_line_and_exit_2(mistake: str, command: tuple[str, ...], tmp_path: Path) -> None:
+def test_config_mistakes_are_one_line_and_exit_2(
+    mistake: str, command: tuple[str, ...], tmp_path: Path
+) -> None:
     env, toml, expected = CONFIG_MISTAKES[mistake]
     args: tuple[str, ...] = command
     if toml:
@@ -189,11 +191,28 @@ def test_serve_refuses_open_bind_without_token() -> None:
     assert result.returncode == 2 and "auth token" in result.stderr
 
 
-def test_auth_status_json_without_logins() -> None:
+def test_auth_status_exit_code_says_whether_any_provider_is_usable() -> None:
     result = run("auth", "status", "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # nothing usable: scripts can tell
     data = json.loads(result.stdout)
     assert data["claude"]["state"] == "missing" and data["codex"]["state"] == "missing"
+    table = run("auth", "status")
+    assert table.returncode == 3 and "ccproxy auth login" in table.stderr
+    logged_in = run("auth", "status", env={"CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-status-test"})
+    assert logged_in.returncode == 0, logged_in.stdout + logged_in.stderr
+    assert "valid" in logged_in.stdout and "sk-ant-oat01-status-test" not in logged_in.stdout
+
+
+def test_config_show_piped_is_never_cut(tmp_path: Path) -> None:
+    long_url = "https://" + "very-long-host-name." * 8 + "example/api"
+    result = run("config", "show", env={"PLUGINS__CLAUDE_API__BASE_URL": long_url})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["setting", "source", "value"]
+    row = next(line for line in lines if line.startswith("plugins.claude_api.base_url "))
+    assert row.split() == ["plugins.claude_api.base_url", "env", long_url]
+    assert any(line.split()[0] == "plugins.claude_api.oauth.token_url" for line in lines)  # names whole
+    assert "…" not in result.stdout and "\u2502" not in result.stdout  # no ellipsis, no table border
 
 
 @pytest.mark.parametrize("provider", ["claude", "codex"])
