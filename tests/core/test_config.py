@@ -162,7 +162,7 @@ def test_bad_value_overridden_by_a_higher_layer_is_still_an_error(tmp_path: Path
     toml = write(tmp_path / "c.toml", "[server]\nport = 'abc'\n")
     with pytest.raises(ConfigError, match=r"'abc' for 'server.port' \(in .*c.toml\)"):
         load_config(config_file=toml, env={"SERVER__PORT": "9000"})
-    with pytest.raises(ConfigError, match="'x' for 'server.workers' .*SERVER__WORKERS"):
+    with pytest.raises(ConfigError, match=r"'x' for 'server.workers' .*SERVER__WORKERS"):
         load_config(env={"SERVER__WORKERS": "x"}, cli={"server.workers": 2})
     plugin = write(tmp_path / "p.toml", "[plugins.codex]\nenabled = 'maybe'\n")
     config = load_config(config_file=plugin, env={"PLUGINS__CODEX__ENABLED": "true"})  # core is fine
