@@ -338,7 +338,7 @@ def _click_exceptions() -> Any:
 
 
 def main() -> None:
-    from typer.completion import completion_init
+    from typer._completion_classes import completion_init
 
     completion_init()  # typer's completion classes answer the scripts --show-completion prints
     click = _click_exceptions()

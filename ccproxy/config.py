@@ -217,8 +217,8 @@ def load_config(
         stages.append((copy.deepcopy(merged), dict(origins)))
     # Every layer is checked as merged so far, so a bad value is reported where it was written even when
     # a higher layer overrides it (it would bite the day the override goes away).
-    settings = Settings()  # type: ignore[call-arg]
-    for data, known in stages:
+    settings = Settings()
+    for data, known in stages or [({}, {})]:
         try:
             settings = Settings.model_validate(data)
         except ValidationError as exc:
@@ -234,7 +234,7 @@ def _plugin_aliases(data: dict[str, Any]) -> dict[str, Any]:
         return data
     renamed: dict[str, Any] = {}
     for key, value in plugins.items():
-        name = PLUGIN_ALIASES.get(key.lower(), key)
+        name = PLUGIN_ALIASES.get(str(key).lower()) or str(key)
         current = renamed.get(name)
         renamed[name] = (
             {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
