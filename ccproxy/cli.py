@@ -259,7 +259,15 @@ def auth_login(
     from ccproxy.auth_cli import provider_name, run_login
 
     loaded = _load(config)
-    _auth_call(lambda: run_login(loaded, provider_name(provider), no_browser=no_browser))
+    _login(lambda: run_login(loaded, provider_name(provider), no_browser=no_browser))
+
+
+def _login(fn: Any) -> None:
+    try:
+        _auth_call(fn)
+    except KeyboardInterrupt:  # Ctrl-C at the paste prompt or while waiting for the browser
+        typer.echo("", err=True)  # the terminal's line still holds the prompt and ^C
+        fail("login aborted (interrupted); nothing was saved", code=130)
 
 
 @auth_app.command("login-openai")
@@ -273,7 +281,7 @@ def auth_login_openai(
     from ccproxy.auth_cli import run_login
 
     loaded = _load(config)
-    _auth_call(lambda: run_login(loaded, "codex", no_browser=no_browser))
+    _login(lambda: run_login(loaded, "codex", no_browser=no_browser))
 
 
 @auth_app.command("status")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -215,9 +216,25 @@ def test_config_show_piped_is_never_cut(tmp_path: Path) -> None:
     assert "…" not in result.stdout and "\u2502" not in result.stdout  # no ellipsis, no table border
 
 
+NO_BROWSER_MODES = {
+    "--no-browser": ({}, ["--no-browser"]),
+    "no display": ({}, []),  # Linux without DISPLAY / WAYLAND_DISPLAY: switches by itself
+    "ssh session": ({"SSH_CONNECTION": "10.0.0.1 50000 10.0.0.2 22", "DISPLAY": ":0"}, []),
+}
+
+
+@pytest.mark.parametrize("mode", list(NO_BROWSER_MODES))
 @pytest.mark.parametrize("provider", ["claude", "codex"])
-def test_auth_login_no_browser_end_to_end(provider: str, isolated_home: Path) -> None:
-    """`ccproxy auth login --no-browser` against the fake OAuth server, the browser step done by hand."""
+def test_auth_login_no_browser_end_to_end(provider: str, mode: str, isolated_home: Path) -> None:
+    """`ccproxy auth login` against the fake OAuth server, pasting the result back: with --no-browser,
+    or with no browser to open (no display, an SSH session), where it switches to pasting by itself."""
+    if mode == "no display" and not sys.platform.startswith("linux"):
+        pytest.skip("display detection is for Linux")
+    mode_env, flags = NO_BROWSER_MODES[mode]
+    base_env = {
+        k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SSH_CONNECTION")
+    }
+    base_env.update({k: v for k, v in os.environ.items() if k.startswith("SSH_") and mode == "ssh session"})
     with serve_app(fake_oauth_app()) as oauth:
         if provider == "claude":
             env = {
@@ -230,18 +247,20 @@ def test_auth_login_no_browser_end_to_end(provider: str, isolated_home: Path) ->
                 "PLUGINS__CODEX__OAUTH__AUTHORIZE_URL": f"{oauth}/codex/oauth/authorize",
             }
         proc = subprocess.Popen(
-            [*CCPROXY, "auth", "login", provider, "--no-browser"],
+            [*CCPROXY, "auth", "login", provider, *flags],
             text=True,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, **env},
+            env={**base_env, **mode_env, **env},
         )
         assert proc.stdout is not None and proc.stdin is not None
         url = ""
+        head = ""
         while not url:
             line = proc.stdout.readline()
             assert line, proc.stderr.read() if proc.stderr else "no output"
+            head += line
             if line.startswith("http"):
                 url = line.strip()
         redirect = httpx.get(url, follow_redirects=False)
@@ -252,6 +271,9 @@ def test_auth_login_no_browser_end_to_end(provider: str, isolated_home: Path) ->
         out, err = proc.communicate(pasted + "\n", timeout=30)
         assert proc.returncode == 0, err
         assert "Logged in" in out
+        if not flags:
+            reason = "SSH session" if mode == "ssh session" else "no DISPLAY"
+            assert f"No browser available ({reason}" in head and "--no-browser" in head
         status = json.loads(run("auth", "status", "--json", env=env).stdout)[provider]
         assert status["state"] == "valid" and status["source"].startswith("ccproxy")
         stored = Path(status["path"])
@@ -264,3 +286,46 @@ def test_auth_login_refuses_half_a_claude_code() -> None:
     result = run("auth", "login", "claude", "--no-browser", stdin="just-the-code\n")
     assert result.returncode == 1
     assert "#" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_auth_login_paste_at_end_of_input_says_aborted() -> None:
+    result = run("auth", "login", "claude", "--no-browser", stdin="")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "ccproxy: error: login aborted: the input ended before a code was pasted"
+
+
+def test_auth_login_ctrl_c_at_the_paste_prompt_says_aborted() -> None:
+    """Ctrl-C on a real terminal (a pty): a clear line and exit 130, at once (no thread holds the exit)."""
+    import pty
+    import select
+    import signal
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execv(sys.executable, [sys.executable, "-m", "ccproxy", "auth", "login", "--no-browser"])
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"Paste the code" not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                seen += os.read(fd, 65536)
+        assert b"Paste the code" in seen, seen
+        os.write(fd, b"\x03")  # the terminal turns it into SIGINT for the foreground process
+        deadline = time.monotonic() + 10
+        status = None
+        while status is None and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                with contextlib.suppress(OSError):
+                    seen += os.read(fd, 65536)
+            done, code = os.waitpid(pid, os.WNOHANG)
+            status = code if done else None
+        assert status is not None, f"still running after Ctrl-C: {seen[-500:]!r}"
+    finally:
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        with contextlib.suppress(OSError):
+            seen += os.read(fd, 65536)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 130
+    assert b"login aborted" in seen and b"Traceback" not in seen
