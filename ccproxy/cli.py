@@ -318,6 +318,103 @@ def auth_refresh(provider: ProviderArg = "claude", config: ConfigOption = None) 
     typer.echo(_auth_call(lambda: run_refresh(loaded, provider_name(provider))))
 
 
+ProviderOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--provider", help="Whose subscription: claude or codex [default: codex for codex, else claude]"
+    ),
+]
+
+
+def _client(value: str, allowed: tuple[str, ...]) -> Any:
+    from ccproxy.config import did_you_mean
+
+    if value not in allowed:
+        fail(
+            f"unknown client '{value}'; expected one of {', '.join(allowed)}"
+            + did_you_mean(value, [*allowed])
+        )
+    return value
+
+
+def _provider(value: str | None) -> Any:
+    from ccproxy.auth_cli import provider_name
+
+    return None if value is None else provider_name(value)
+
+
+@app.command("env")
+def env_command(
+    client: Annotated[str, typer.Argument(help="claude, codex, openai or anthropic")],
+    provider: ProviderOption = None,
+    host: Annotated[Optional[str], typer.Option(help="ccproxy's address [default: from config]")] = None,  # noqa: UP045
+    port: Annotated[Optional[int], typer.Option(help="ccproxy's port [default: from config]")] = None,  # noqa: UP045
+    config: ConfigOption = None,
+) -> None:
+    """Print the settings that point a client at ccproxy: shell exports (Codex: a config.toml snippet)."""
+    from ccproxy import clients
+
+    chosen = _client(client, clients.CLIENTS)
+    loaded = _load(config)
+    server = loaded.settings.server
+    url = clients.proxy_url(host or server.host, port or server.port)
+    settings = _auth_call(
+        lambda: clients.settings_for(chosen, url, clients.client_key(loaded), _provider(provider))
+    )
+    typer.echo(clients.render(chosen, settings), nl=False)
+
+
+@app.command(
+    "run",
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    },
+)
+def run_command(
+    ctx: typer.Context,
+    client: Annotated[str, typer.Argument(help="claude or codex; the arguments after it go to that CLI")],
+    mock: Annotated[
+        bool, typer.Option("--mock", help="Start an offline ccproxy (fake upstreams) for this run")
+    ] = False,
+    provider: ProviderOption = None,
+    host: Annotated[Optional[str], typer.Option(help="ccproxy's address [default: from config]")] = None,  # noqa: UP045
+    port: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="ccproxy's port [default: from config; with --mock a free one]"),
+    ] = None,
+    binary: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--bin", help="The CLI's executable [default: found on PATH]"),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Start Claude Code or the Codex CLI pointed at ccproxy (ccproxy run claude -p "hi").
+
+    Uses the ccproxy running at the configured address, or starts one for the CLI's lifetime. Nothing is
+    written to the CLI's own config files; the exit code is the CLI's."""
+    from ccproxy import clients
+
+    chosen = _client(client, clients.RUNNABLE)
+    loaded = _load(config)
+    serve_args = ["--config", str(config)] if config else []
+    code = _auth_call(
+        lambda: clients.run(
+            loaded,
+            chosen,
+            ctx.args,
+            host=host,
+            port=port,
+            mock=mock,
+            provider=_provider(provider),
+            binary=binary,
+            serve_args=serve_args,
+        )
+    )
+    raise typer.Exit(code)
+
+
 @plugins_app.command("list")
 def plugins_list(config: ConfigOption = None) -> None:
     """Every discovered plugin: name, enabled, why, version."""
