@@ -87,6 +87,12 @@ def _detected_shell() -> str:
     return _get_shell_name() or Path(os.environ.get("SHELL", "bash")).name
 
 
+def _completion_option(flag: str, callback: Any, help_text: str) -> Any:
+    return typer.Option(
+        flag, metavar="SHELL", callback=callback, is_eager=True, expose_value=False, help=help_text
+    )
+
+
 @app.callback()
 def main_callback(
     version: Annotated[
@@ -94,25 +100,19 @@ def main_callback(
     ] = False,
     show_completion: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(
+        _completion_option(
             "--show-completion",
-            metavar="SHELL",
-            callback=_show_completion,
-            is_eager=True,
-            expose_value=False,
-            help="Print the completion script for SHELL (bash, zsh, fish, powershell; default: this shell), "
+            _show_completion,
+            "Print the completion script for SHELL (bash, zsh, fish, powershell; default: this shell), "
             'e.g. eval "$(ccproxy --show-completion zsh)".',
         ),
     ] = None,
     install_completion: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(
+        _completion_option(
             "--install-completion",
-            metavar="SHELL",
-            callback=_install_completion,
-            is_eager=True,
-            expose_value=False,
-            help="Install completion for SHELL (default: this shell) in its startup file.",
+            _install_completion,
+            "Install completion for SHELL (default: this shell) in its startup file.",
         ),
     ] = None,
 ) -> None:
@@ -351,7 +351,7 @@ def env_command(
     port: Annotated[Optional[int], typer.Option(help="ccproxy's port [default: from config]")] = None,  # noqa: UP045
     config: ConfigOption = None,
 ) -> None:
-    """Print the settings that point a client at ccproxy: shell exports (Codex: a config.toml snippet)."""
+    """Print the settings that point a client at ccproxy (exports; Codex: a config.toml snippet)."""
     from ccproxy import clients
 
     chosen = _client(client, clients.CLIENTS)
@@ -390,7 +390,7 @@ def run_command(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Start Claude Code or the Codex CLI pointed at ccproxy (ccproxy run claude -p "hi").
+    """Start Claude Code or the Codex CLI pointed at ccproxy, e.g. ccproxy run claude -p "hi".
 
     Uses the ccproxy running at the configured address, or starts one for the CLI's lifetime. Nothing is
     written to the CLI's own config files; the exit code is the CLI's."""

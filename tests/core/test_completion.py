@@ -83,31 +83,26 @@ def _interactive(argv: list[str], lines: list[str], typed: str, expect: str, hom
     return seen.decode(errors="replace")
 
 
-def test_eval_line_completes_in_bash(tmp_path: Path) -> None:
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("bash is not installed")
+SHELL_SETUPS = {
+    # shell: (argv after the binary, lines to type first, a line whose output proves the function exists)
+    "bash": (["--norc", "--noprofile", "-i"], "type -t _ccproxy_completion", "function"),
+    # no rc files: the eval line alone must set everything up (compinit included)
+    "zsh": (["-f", "-i"], "print -r -- ${+functions[_ccproxy_completion]}fn", "1fn"),
+}
+
+
+@pytest.mark.parametrize("shell", list(SHELL_SETUPS))
+def test_eval_line_completes(shell: str, tmp_path: Path) -> None:
+    binary = shutil.which(shell)
+    if binary is None:
+        pytest.skip(f"{shell} is not installed (.ci/run installs Debian's zsh)")
+    flags, probe, defined = SHELL_SETUPS[shell]
     seen = _interactive(
-        [bash, "--norc", "--noprofile", "-i"],
-        ['eval "$(ccproxy --show-completion bash)"', "type -t _ccproxy_completion"],
+        [binary, *flags],
+        [f'eval "$(ccproxy --show-completion {shell})"', probe],
         "ccproxy au\t",
         "ccproxy auth",
         tmp_path,
     )
-    assert "function" in seen  # the eval defined the completion function
-    assert "ccproxy auth" in seen, seen[-2000:]
-
-
-def test_eval_line_completes_in_zsh(tmp_path: Path) -> None:
-    zsh = shutil.which("zsh")
-    if zsh is None:
-        pytest.skip("zsh is not installed (.ci/run installs Debian's zsh)")
-    seen = _interactive(
-        [zsh, "-f", "-i"],  # no rc files: the eval line alone must set everything up
-        ['eval "$(ccproxy --show-completion zsh)"', "print -r -- ${+functions[_ccproxy_completion]}fn"],
-        "ccproxy au\t",
-        "ccproxy auth",
-        tmp_path,
-    )
-    assert "1fn" in seen  # the eval defined the completion function
+    assert defined in seen  # the eval defined the completion function
     assert "ccproxy auth" in seen, seen[-2000:]
