@@ -343,7 +343,7 @@ def _provider(value: str | None) -> Any:
     return None if value is None else provider_name(value)
 
 
-@app.command("env")
+@app.command("env", short_help="Print the settings that point a client at ccproxy.")
 def env_command(
     client: Annotated[str, typer.Argument(help="claude, codex, openai or anthropic")],
     provider: ProviderOption = None,
@@ -366,6 +366,7 @@ def env_command(
 
 @app.command(
     "run",
+    short_help="Start Claude Code or the Codex CLI pointed at ccproxy.",
     context_settings={
         "allow_extra_args": True,
         "ignore_unknown_options": True,
@@ -374,7 +375,12 @@ def env_command(
 )
 def run_command(
     ctx: typer.Context,
-    client: Annotated[str, typer.Argument(help="claude or codex; the arguments after it go to that CLI")],
+    client: Annotated[
+        str,
+        typer.Argument(
+            metavar="CLIENT [ARGS]...", help="claude or codex; the arguments after it go to that CLI"
+        ),
+    ],
     mock: Annotated[
         bool, typer.Option("--mock", help="Start an offline ccproxy (fake upstreams) for this run")
     ] = False,
