@@ -291,12 +291,16 @@ def _note(text: str) -> None:
 
 
 def _run_child(argv: list[str], env: dict[str, str]) -> int:
-    child = subprocess.Popen(argv, env=env)
+    try:
+        child = subprocess.Popen(argv, env=env)
+    except OSError as exc:
+        raise ConfigError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
     # The child shares the terminal: Ctrl-C reaches it directly, so this process only waits. A TERM or HUP
     # sent to ccproxy is passed on, and the server is stopped when the child ends.
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    passed_on = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s]
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *passed_on)}
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in passed_on:
         signal.signal(sig, lambda signum, frame: child.send_signal(signum))
     try:
         code = child.wait()
