@@ -106,3 +106,13 @@ def test_eval_line_completes(shell: str, tmp_path: Path) -> None:
     )
     assert defined in seen  # the eval defined the completion function
     assert "ccproxy auth" in seen, seen[-2000:]
+
+
+def test_install_completion_writes_the_named_shells_startup_file(isolated_home: Path) -> None:
+    result = subprocess.run(
+        [*CCPROXY, "--install-completion", "zsh"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "zsh completion installed" in result.stdout
+    assert "compinit" in (isolated_home / ".zshrc").read_text()
+    assert "compdef _ccproxy_completion ccproxy" in (isolated_home / ".zfunc" / "_ccproxy").read_text()
