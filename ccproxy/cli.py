@@ -377,9 +377,7 @@ def run_command(
     ctx: typer.Context,
     client: Annotated[
         str,
-        typer.Argument(
-            metavar="CLIENT [ARGS]...", help="claude or codex; the arguments after it go to that CLI"
-        ),
+        typer.Argument(metavar="CLIENT", help="claude or codex; the arguments after it go to that CLI"),
     ],
     mock: Annotated[
         bool, typer.Option("--mock", help="Start an offline ccproxy (fake upstreams) for this run")
