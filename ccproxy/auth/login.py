@@ -166,7 +166,8 @@ def browser_unavailable(environ: Mapping[str, str], platform: str = sys.platform
     """Why no browser can open here, or None: an SSH session, or Linux without a graphical display."""
     if environ.get("SSH_CONNECTION") or environ.get("SSH_TTY") or environ.get("SSH_CLIENT"):
         return "SSH session"
-    if platform.startswith("linux") and not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
+    graphical = environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")
+    if platform.startswith("linux") and not graphical and not environ.get("BROWSER"):  # $BROWSER: user's pick
         return "no DISPLAY or WAYLAND_DISPLAY"
     return None
 

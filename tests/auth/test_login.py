@@ -251,6 +251,7 @@ def test_browser_unavailable_detection() -> None:
     assert browser_unavailable({}, "linux") == "no DISPLAY or WAYLAND_DISPLAY"
     assert browser_unavailable({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
     assert browser_unavailable({"DISPLAY": ":0"}, "linux") is None
+    assert browser_unavailable({"BROWSER": "w3m"}, "linux") is None  # the user named one
     assert browser_unavailable({}, "darwin") is None and browser_unavailable({}, "win32") is None
 
 

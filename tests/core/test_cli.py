@@ -232,7 +232,9 @@ def test_auth_login_no_browser_end_to_end(provider: str, mode: str, isolated_hom
         pytest.skip("display detection is for Linux")
     mode_env, flags = NO_BROWSER_MODES[mode]
     base_env = {
-        k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SSH_CONNECTION")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SSH_CONNECTION", "BROWSER")
     }
     base_env.update({k: v for k, v in os.environ.items() if k.startswith("SSH_") and mode == "ssh session"})
     with serve_app(fake_oauth_app()) as oauth:
