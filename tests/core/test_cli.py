@@ -231,12 +231,12 @@ def test_auth_login_no_browser_end_to_end(provider: str, mode: str, isolated_hom
     if mode == "no display" and not sys.platform.startswith("linux"):
         pytest.skip("display detection is for Linux")
     mode_env, flags = NO_BROWSER_MODES[mode]
+    # the developer's own display, browser and SSH session stay out; each mode sets what it is about
     base_env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SSH_CONNECTION", "BROWSER")
+        if k not in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT")
     }
-    base_env.update({k: v for k, v in os.environ.items() if k.startswith("SSH_") and mode == "ssh session"})
     with serve_app(fake_oauth_app()) as oauth:
         if provider == "claude":
             env = {
