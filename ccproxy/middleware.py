@@ -57,7 +57,7 @@ class HostGuard:
         names.update(a.lower().lstrip("*").lstrip(".") for a in allowed)  # '.example.com' covers the apex
         self.wildcard_bind = bind_host in _WILDCARD_BINDS
         if self.wildcard_bind:
-            names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
+            names.add(socket.gethostname().lower())  # no getfqdn(): a DNS lookup at start-up
         self.suffixes = tuple(a.lower().lstrip("*") for a in allowed if a.startswith((".", "*.")))
         self.names = frozenset(names)
         self.seen: set[bytes] = set()

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from ccproxy.app import create_app
+from ccproxy.middleware import HostGuard
 from tests.conftest import config_for
 
 # The 9 POST routes (the Codex ones are on in offline mode).
@@ -250,3 +251,15 @@ def test_mock_upstream_is_behind_the_auth_token(offline: Callable[..., str]) -> 
         httpx.get(url + "/_mock/v1/models", headers={"origin": EVIL, "x-api-key": TOKEN}).status_code == 403
     )
     assert httpx.get(url + "/_mock/v1/models", headers={"x-api-key": TOKEN}).status_code == 200
+
+
+def test_bind_address_and_wildcard_binds_extend_the_host_list() -> None:
+    lan = HostGuard("192.168.1.5", [])
+    assert lan.allows(b"192.168.1.5:8000") and lan.allows(b"127.0.0.1:8000")
+    assert not lan.allows(b"192.168.1.6:8000") and not lan.allows(b"evil.example")
+    anywhere = HostGuard(
+        "0.0.0.0", []
+    )  # reached by any of the machine's addresses: IP literals cannot be rebound
+    assert anywhere.allows(b"10.0.0.7:8000") and anywhere.allows(b"[fe80::1]:8000")
+    assert anywhere.allows(socket.gethostname().encode()) and not anywhere.allows(b"evil.example")
+    assert HostGuard("127.0.0.1", ["*"]).allows(b"evil.example")
