@@ -18,7 +18,7 @@ def effective(config: LoadedConfig, plugins: PluginSet) -> list[tuple[str, Any, 
     """Every setting as ``(dotted key, shown value, source)``; secrets masked."""
     rows: list[tuple[str, Any, str]] = []
     settings = config.settings
-    for section in ("server", "logging", "security"):
+    for section in ("server", "logging", "security", "limits"):
         rows.extend(_rows(getattr(settings, section), section, config))
     for entry in plugins.plugins:
         if entry.ctx is not None:
@@ -138,7 +138,7 @@ def init(path: Path | None, *, force: bool) -> Path:
         "",
     ]
     defaults = Settings()
-    for section in ("server", "logging", "security"):
+    for section in ("server", "logging", "security", "limits"):
         lines.extend(_toml_section(section, getattr(defaults, section)))
     for ep in _entry_points():
         try:

@@ -104,6 +104,7 @@ def test_config_init_show_and_schema(tmp_path: Path) -> None:
     assert "[server]" in text and "[plugins.claude_api]" in text and "# " in text
     assert run("config", "init", str(target)).returncode == 2  # refuses to overwrite
     assert "# port = 8000" in text
+    assert "[limits]" in text and "# max_body_bytes = 33554432" in text and "# allowed_origins = []" in text
     target.write_text(text.replace("# host = ", "host = ", 1))
     shown = run(
         "config",
