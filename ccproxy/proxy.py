@@ -31,7 +31,13 @@ from ccproxy.formats.base import (
     TranslationError,
     get_translation,
 )
-from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, status_for_stream_error
+from ccproxy.formats.errors import (
+    ErrorInfo,
+    log_late_error,
+    parse_error,
+    render_stream_error,
+    status_for_stream_error,
+)
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
 from ccproxy.sse import SSEEvent, SSEParser
@@ -484,8 +490,14 @@ async def _passthrough(
         log.warning("upstream stream failed", error=type(exc).__name__)
         yield render_stream_error(client, ErrorInfo(502, "api_error", _LOST))
         return
-    if tail.strip() or not any(marker in last for marker in _TERMINAL[upstream]):
+    if tail.strip() and any(marker in tail for marker in _TERMINAL[upstream]):
+        # The terminal event arrived without its closing blank line: forwarded exactly as it came.
+        yield tail
+    elif not any(marker in last for marker in _TERMINAL[upstream]):
+        # A stream that really ends early: the incomplete event (never dispatched) gives way to an error.
         yield render_stream_error(client, ErrorInfo(502, "api_error", "upstream ended the stream early"))
+    elif tail:
+        yield tail  # trailing blank lines after the terminal event, kept byte for byte
 
 
 def _observe(meter: _UsageMeter, name: str | None, data: str) -> None:
@@ -516,24 +528,31 @@ async def _translate_stream(
     parser = SSEParser()
     try:
         async for chunk in resp.iter_chunks():
-            out = b""
-            for ev in parser.feed(chunk):
-                if not ev.data or ev.data == "[DONE]":
-                    continue
-                try:
-                    data = orjson.loads(ev.data)
-                except orjson.JSONDecodeError:
-                    continue  # a garbled frame is skipped rather than failing a whole answer
-                if meter is not None:
-                    meter.observe(ev.event, data)
-                out += translator.feed(ev.event, data)
+            out = _translate_events(parser.feed(chunk), translator, meter)
             if out:
                 yield out
+        # A final event without its closing blank line still counts when it arrived whole.
+        out = _translate_events(parser.feed(b"\n\n"), translator, meter) if parser.pending.strip() else b""
     except _STREAM_ERRORS as exc:
         log.warning("upstream stream failed", error=type(exc).__name__)
         yield translator.fail(502, "api_error", _LOST)
         return
-    yield translator.finish()
+    yield out + translator.finish()
+
+
+def _translate_events(events: list[SSEEvent], translator: StreamTranslator, meter: _UsageMeter | None) -> bytes:
+    out = b""
+    for ev in events:
+        if not ev.data or ev.data == "[DONE]":
+            continue
+        try:
+            data = orjson.loads(ev.data)
+        except orjson.JSONDecodeError:
+            continue  # a garbled frame is skipped rather than failing a whole answer
+        if meter is not None:
+            meter.observe(ev.event, data)
+        out += translator.feed(ev.event, data)
+    return out
 
 
 async def _collect(resp: UpstreamResponse, upstream: Format) -> dict[str, Any]:
@@ -554,6 +573,8 @@ async def _collect(resp: UpstreamResponse, upstream: Format) -> dict[str, Any]:
                 error = (data.get("response") or {}).get("error") or {}
                 info = parse_error(500, {"error": error})
                 raise ProxyError(status_for_stream_error(info), info.message, code=info.code)
+            elif kind == "error" and final is not None:
+                log_late_error(data)  # the answer is already complete
             elif kind == "error":
                 info = parse_error(500, {"error": data.get("error") or data})
                 raise ProxyError(status_for_stream_error(info), info.message, code=info.code)

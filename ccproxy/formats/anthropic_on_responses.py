@@ -30,7 +30,7 @@ from ccproxy.formats.common import (
     responses_stop_reason,
     responses_usage_to_anthropic,
 )
-from ccproxy.formats.errors import ErrorInfo, parse_stream_error, render_stream_error
+from ccproxy.formats.errors import ErrorInfo, log_late_error, parse_stream_error, render_stream_error
 from ccproxy.sse import frame
 
 # Everything not read below is ignored (metadata, context_management, cache_control, service_tier, top_k,
@@ -429,7 +429,9 @@ class AnthropicStream:
         handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             return b""  # unknown and uninteresting events (web_search_call.*, annotations, …) are tolerated
-        if self._done and handler is not AnthropicStream._on_error:
+        if self._done:
+            if handler is AnthropicStream._on_error:
+                log_late_error(data)  # the terminal event already closed the message
             return b""
         return handler(self, data)
 
@@ -520,7 +522,6 @@ class AnthropicStream:
         return render_stream_error(Format.ANTHROPIC, parse_stream_error(data))
 
     def _on_error(self, data: JSON) -> bytes:
-        # Also after response.completed: the upstream's own SDKs raise on it, so the client's must too.
         self._done = True
         return render_stream_error(Format.ANTHROPIC, parse_stream_error(data))
 

@@ -23,7 +23,7 @@ from ccproxy.formats.common import (
     responses_stop_reason,
     responses_usage_to_chat,
 )
-from ccproxy.formats.errors import ErrorInfo, parse_stream_error, render_stream_error
+from ccproxy.formats.errors import ErrorInfo, log_late_error, parse_stream_error, render_stream_error
 from ccproxy.sse import DONE, frame
 
 # Parameters that change the answer and cannot be carried to Responses: a 400 naming them.
@@ -339,9 +339,9 @@ def _created(response: JSON) -> int:
 
 
 class ChatStream:
-    """Responses events → Chat chunks; constant work per event. ``[DONE]`` is held back until the upstream
-    ends, so an ``error`` that follows ``response.completed`` still reaches the client (whose SDK stops
-    reading at ``[DONE]``)."""
+    """Responses events → Chat chunks; constant work per event. The terminal event closes the answer: an
+    ``error`` the upstream sends after ``response.completed`` is logged, never turned into a failure of an
+    answer the client already has in full."""
 
     __slots__ = (
         "_args_sent",
@@ -371,7 +371,11 @@ class ChatStream:
     def feed(self, event: str | None, data: JSON) -> bytes:
         kind = data.get("type") or event
         handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
-        if handler is None or self._failed or (self._done and handler is not ChatStream._on_error):
+        if handler is None or self._failed:
+            return b""
+        if self._done:
+            if handler is ChatStream._on_error:
+                log_late_error(data)
             return b""
         return handler(self, data)
 
