@@ -38,6 +38,7 @@ from ccproxy.formats.errors import (
     render_stream_error,
     status_for_stream_error,
 )
+from ccproxy.formats.fields import MAX_DEPTH, too_deep, validate
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
 from ccproxy.sse import SSEEvent, SSEParser
@@ -134,15 +135,16 @@ class Proxy:
             return _error(client_format, 400, f"request body is not valid JSON: {exc}", request_id)
         if not isinstance(body, dict):
             return _error(client_format, 400, "request body must be a JSON object", request_id)
-        model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            return _error(client_format, 400, "'model' must be a string", request_id, param="model")
-        stream = body.get("stream") is True
         translation = _translation(client_format, provider.upstream_format)
         try:
+            validate(client_format, provider.upstream_format, body)
             upstream_body = translation.request(body) if translation else body
         except TranslationError as exc:
             return _error(client_format, exc.status, exc.message, request_id, param=exc.param)
+        except orjson.JSONEncodeError:
+            return _too_deep(client_format, body, request_id)
+        model = body.get("model")
+        stream = body.get("stream") is True
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         path: str = scope["path"]
         call = Call(
@@ -187,6 +189,9 @@ class Proxy:
         except TranslationError as exc:
             event.status, event.error = exc.status, exc.message
             response = _error(client_format, exc.status, exc.message, request_id, param=exc.param)
+        except orjson.JSONEncodeError:
+            event.status, event.error = 400, "request nests too deeply"
+            response = _too_deep(client_format, body, request_id)
         finally:
             if not isinstance(response, _Stream):
                 watcher.stop()
@@ -362,6 +367,13 @@ def _translation(client: Format, upstream: Format) -> Translation | None:
 
 def _error(fmt: Format, status: int, message: str, request_id: str, *, param: str | None = None) -> Response:
     return error_response(fmt, ErrorInfo(status, "", message, param), request_id)
+
+
+def _too_deep(fmt: Format, body: dict[str, Any], request_id: str) -> Response:
+    """orjson could not write the request back (it refuses more than 255 levels): a 400 naming where."""
+    path = too_deep(body) or "(body)"
+    message = f"{path}: nested deeper than {MAX_DEPTH} levels"
+    return _error(fmt, 400, message, request_id, param=path)
 
 
 def _pass_headers(headers: Any) -> dict[str, str]:
@@ -540,7 +552,9 @@ async def _translate_stream(
     yield out + translator.finish()
 
 
-def _translate_events(events: list[SSEEvent], translator: StreamTranslator, meter: _UsageMeter | None) -> bytes:
+def _translate_events(
+    events: list[SSEEvent], translator: StreamTranslator, meter: _UsageMeter | None
+) -> bytes:
     out = b""
     for ev in events:
         if not ev.data or ev.data == "[DONE]":

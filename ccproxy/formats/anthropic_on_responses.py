@@ -33,13 +33,7 @@ from ccproxy.formats.common import (
 from ccproxy.formats.errors import ErrorInfo, log_late_error, parse_stream_error, render_stream_error
 from ccproxy.sse import frame
 
-# Everything not read below is ignored (metadata, context_management, cache_control, service_tier, top_k,
-# unknown future fields): none of them changes what the model is asked to do. See docs/formats.md.
-# Fields that would change the answer and cannot be carried: refused with a 400 naming them.
-_REFUSED = {
-    "container": "code-execution containers have no Responses equivalent",
-    "mcp_servers": "remote MCP servers are not supported on this upstream",
-}
+# Which fields are read, ignored or refused is settled at the route's edge (ccproxy.formats.fields).
 # Anthropic effort → Responses effort; "max" is the top tier on both sides.
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
 _BUDGET_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
@@ -51,13 +45,6 @@ _ENCRYPTED = "reasoning.encrypted_content"
 
 def convert_request(body: JSON) -> JSON:
     """Anthropic Messages request → Responses request (the input is not mutated)."""
-    for key, why in _REFUSED.items():
-        if body.get(key):
-            raise TranslationError(f"{key}: {why}", param=key)
-    stops = body.get("stop_sequences")
-    if stops:
-        # Responses has no stop parameter; silently ignoring it would let the answer run past the stop.
-        raise TranslationError("stop_sequences are not supported on this upstream", param="stop_sequences")
     out: JSON = {"model": body.get("model")}
     instructions = _system_text(body.get("system"), "system")
     if instructions:

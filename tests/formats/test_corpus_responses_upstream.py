@@ -24,6 +24,7 @@ from ccproxy.formats import anthropic_on_responses, chat_on_responses
 from ccproxy.formats.base import Format, TranslationContext, TranslationError
 from ccproxy.formats.common import decode_reasoning_item
 from ccproxy.formats.errors import parse_error, render_error
+from ccproxy.formats.fields import validate
 from ccproxy.sse import SSEParser
 
 JSON = dict[str, Any]
@@ -385,9 +386,10 @@ def test_anthropic_request(case_id: str) -> None:
     snapshot = json.dumps(source, sort_keys=True)
     if case_id in REFUSED_REQUESTS:
         with pytest.raises(TranslationError) as exc:
-            anthropic_on_responses.convert_request(source)
+            validate(Format.ANTHROPIC, Format.RESPONSES, source)  # the route's edge
         assert exc.value.param == REFUSED_REQUESTS[case_id] and exc.value.status == 400
         return
+    validate(Format.ANTHROPIC, Format.RESPONSES, source)
     body = anthropic_on_responses.convert_request(source)
     assert json.dumps(source, sort_keys=True) == snapshot  # input not mutated
     assert_valid_responses_request(body)
@@ -451,9 +453,10 @@ def test_chat_request(case_id: str) -> None:
     snapshot = json.dumps(source, sort_keys=True)
     if case_id in REFUSED_REQUESTS:
         with pytest.raises(TranslationError) as exc:
-            chat_on_responses.convert_request(source)
+            validate(Format.CHAT, Format.RESPONSES, source)  # the route's edge
         assert exc.value.param == REFUSED_REQUESTS[case_id] and exc.value.status == 400
         return
+    validate(Format.CHAT, Format.RESPONSES, source)
     body = chat_on_responses.convert_request(source)
     assert json.dumps(source, sort_keys=True) == snapshot
     assert_valid_responses_request(body)
