@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from ccproxy.formats.base import JSON, Format, TranslationError
 
 # JSON nesting the proxy can always write back (orjson refuses more than 255 levels).
@@ -181,10 +183,11 @@ def string_map(value: Any, path: str) -> None:
 
 
 def anthropic_metadata(value: Any, path: str) -> None:
+    """Anthropic ``metadata``: ``user_id``, a string or null (the API takes no other key)."""
     obj(value, path)
-    user = value.get("user_id")
-    if user is not None and type(user) is not str:
-        raise fail(f"{path}.user_id", "a string", user)
+    for key, item in value.items():
+        if item is not None and type(item) is not str:
+            raise fail(f"{path}.{key}", "a string", item)
 
 
 ANY: Check = lambda value, path: None  # noqa: E731  (the upstream or the translator judges the value)
@@ -344,6 +347,21 @@ def _stream_options(value: Any, path: str) -> None:
     OPT_BOOL(value.get("include_usage"), f"{path}.include_usage")
 
 
+def echoed(check: Check) -> Check:
+    """``check``, then proof that the value can be written back: the Responses object a translating route
+    returns echoes these fields, so orjson must be able to serialise them (at most ``MAX_DEPTH`` levels)."""
+
+    def run(value: Any, path: str) -> None:
+        check(value, path)
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            where = too_deep(value, path, 2) or path
+            raise TranslationError(f"{where}: nested deeper than {MAX_DEPTH} levels", param=where) from None
+
+    return run
+
+
 def _one(value: Any) -> bool:
     return value is None or value == 1
 
@@ -456,11 +474,11 @@ RESPONSES: dict[str, Field] = {
     "input": Field(optional(string_or_array), T, H, deep=optional(_responses_input)),
     "instructions": Field(OPT_STRING, T, H),
     "stream": Field(OPT_BOOL, T, H),
-    "tools": Field(OPT_ARRAY, T, H, deep=objects("tools", _flat_tool)),
-    "tool_choice": Field(optional(string_or_object), T, H, deep=_tool_choice_shape),
+    "tools": Field(OPT_ARRAY, T, H, deep=echoed(objects("tools", _flat_tool))),
+    "tool_choice": Field(optional(string_or_object), T, H, deep=echoed(_tool_choice_shape)),
     "parallel_tool_calls": Field(OPT_BOOL, T, H),
-    "text": Field(OPT_OBJECT, T, H, deep=_text_config),
-    "reasoning": Field(OPT_OBJECT, T, H, deep=_reasoning),
+    "text": Field(OPT_OBJECT, T, H, deep=echoed(_text_config)),
+    "reasoning": Field(OPT_OBJECT, T, H, deep=echoed(_reasoning)),
     "include": Field(string_list, ignored("Anthropic returns reasoning in full, encrypted or not"), H),
     "store": Field(OPT_BOOL, ignored(_NO_STATE), H),
     "max_output_tokens": Field(TOKENS, T, _CODEX_LIMIT),
