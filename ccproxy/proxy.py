@@ -38,7 +38,7 @@ from ccproxy.formats.errors import (
     render_stream_error,
     status_for_stream_error,
 )
-from ccproxy.formats.fields import MAX_DEPTH, too_deep, validate
+from ccproxy.formats.fields import depth_error, validate
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
 from ccproxy.sse import SSEEvent, SSEParser
@@ -371,9 +371,8 @@ def _error(fmt: Format, status: int, message: str, request_id: str, *, param: st
 
 def _too_deep(fmt: Format, body: dict[str, Any], request_id: str) -> Response:
     """orjson could not write the request back (it refuses more than 255 levels): a 400 naming where."""
-    path = too_deep(body) or "(body)"
-    message = f"{path}: nested deeper than {MAX_DEPTH} levels"
-    return _error(fmt, 400, message, request_id, param=path)
+    exc = depth_error(body)
+    return _error(fmt, 400, exc.message, request_id, param=exc.param)
 
 
 def _pass_headers(headers: Any) -> dict[str, str]:

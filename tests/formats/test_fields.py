@@ -19,6 +19,7 @@ from ccproxy.formats.fields import (
     MAX_DEPTH,
     TABLES,
     Kind,
+    depth_error,
     disposition_markdown,
     too_deep,
     validate,
@@ -145,7 +146,7 @@ def test_unknown_fields_pass_through_but_are_never_lost_in_translation(fmt: Form
             "max_tokens: expected an integer from 1 to 2147483647, got 1e+40",
         ),
         (Format.CHAT, {"stream": "yes"}, "stream: expected a boolean (true or false), got a string"),
-        (Format.CHAT, {"tools": 1}, "tools: expected an array, got an integer"),
+        (Format.CHAT, {"tools": 1}, "tools: expected an array, got 1"),
         (
             Format.CHAT,
             {"messages": [{"role": ["user"]}]},
@@ -156,7 +157,7 @@ def test_unknown_fields_pass_through_but_are_never_lost_in_translation(fmt: Form
         (
             Format.ANTHROPIC,
             {"metadata": {"user_id": 5}},
-            "metadata.user_id: expected a string, got an integer",
+            "metadata.user_id: expected a string, got 5",
         ),
         (
             Format.RESPONSES,
@@ -189,8 +190,11 @@ def test_too_deep_names_the_place() -> None:
     value: Any = {}
     for _ in range(MAX_DEPTH + 5):
         value = [value]
-    assert too_deep({"ok": 1, "metadata": {"x": value}}) == "metadata.x" + "[0]" * (MAX_DEPTH - 2)
+    assert too_deep({"ok": 1, "metadata": {"x": value}}) == ["metadata", "x", *[0] * (MAX_DEPTH - 2)]
     assert too_deep({"a": [[1]]}) is None
+    error = depth_error({"metadata": {"x": value}})
+    assert error.param == "metadata.x" + "[0]" * (MAX_DEPTH - 2)
+    assert error.message.endswith(f": expected at most {MAX_DEPTH} levels of nesting, got an object")
 
 
 _CORPUS = load_corpus()
