@@ -291,8 +291,7 @@ _CHAT_MESSAGE_KEYS: dict[str, Check] = {
 
 def _chat_message(item: JSON) -> None:
     _message(item)
-    if len(item) > 2:
-        _keys(item, _CHAT_MESSAGE_KEYS)
+    _keys(item, _CHAT_MESSAGE_KEYS)
 
 
 _function = shaped({"name": string, "description": string, "parameters": obj})

@@ -234,12 +234,18 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
+_DROP = object()  # instead of a wrong value: the key is removed (an object missing what it usually has)
+
+
 def _put(body: JSON, path: tuple[Any, ...], value: Any) -> JSON:
     out = copy.deepcopy(body)
     target: Any = out
     for step in path[:-1]:
         target = target[step]
-    target[path[-1]] = value
+    if value is not _DROP:
+        target[path[-1]] = value
+    elif isinstance(target, dict):
+        target.pop(path[-1], None)
     return out
 
 
@@ -252,7 +258,7 @@ def malformed(draw: st.DrawFn) -> tuple[Format, JSON]:
             path: tuple[Any, ...] = (draw(st.sampled_from(sorted(TABLES[fmt]))),)  # any top-level field
         else:
             path = draw(st.sampled_from(_paths(body)))  # a nested place of the valid body
-        body = _put(body, path, draw(wrong))
+        body = _put(body, path, draw(st.one_of(wrong, st.just(_DROP))))
     return fmt, body
 
 
@@ -278,12 +284,21 @@ def client(proxy: str) -> Any:
         yield c
 
 
-@settings(
-    max_examples=int(os.environ.get("CCPROXY_FUZZ_EXAMPLES", "300")),
+# Profiles: "fuzz" (the suite's: 300 fixed examples, ~10 s) and "fuzz-long" (fresh random examples, for a
+# hunt: CCPROXY_FUZZ_PROFILE=fuzz-long; put what it finds into CRASHERS below).
+settings.register_profile(
+    "fuzz",
+    max_examples=300,
     deadline=None,
-    derandomize=not os.environ.get("CCPROXY_FUZZ_EXAMPLES"),
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+settings.register_profile(
+    "fuzz-long", settings.get_profile("fuzz"), max_examples=5000, derandomize=False, database=None
+)
+
+
+@settings.get_profile(os.environ.get("CCPROXY_FUZZ_PROFILE", "fuzz"))
 @given(case=malformed())
 def test_malformed_requests_never_5xx(client: httpx.Client, case: tuple[Format, JSON]) -> None:
     fmt, body = case
@@ -315,6 +330,15 @@ CRASHERS: list[tuple[Format, JSON, str]] = [
     (Format.ANTHROPIC, {"metadata": _deep(300)}, "metadata.a"),
     (Format.ANTHROPIC, {"max_tokens": 1e40}, "max_tokens"),
     (Format.RESPONSES, {"max_output_tokens": 2**64 - 1}, "max_output_tokens"),
+    # found by the fuzz with only top-level checks: translators reading nested values of the wrong type
+    (Format.CHAT, {"tools": [{"type": "function", "function": [{"name": "f"}]}]}, "tools[0].function"),
+    (Format.CHAT, {"response_format": {"type": "json_schema", "json_schema": "x"}}, "response_format"),
+    (
+        Format.CHAT,
+        {"messages": [{"role": "assistant", "tool_calls": [{"type": "function", "function": [1]}]}]},
+        "messages[0].tool_calls[0].function",
+    ),
+    (Format.RESPONSES, {"reasoning": _deep(300)}, "reasoning.a"),
 ]
 
 
