@@ -254,10 +254,11 @@ def malformed(draw: st.DrawFn) -> tuple[Format, JSON]:
     fmt = draw(st.sampled_from(list(VALID)))
     body = draw(st.sampled_from(VALID[fmt]))
     for _ in range(draw(st.integers(1, 2))):
-        if draw(st.booleans()):
+        places = _paths(body)
+        if draw(st.booleans()) or not places:
             path: tuple[Any, ...] = (draw(st.sampled_from(sorted(TABLES[fmt]))),)  # any top-level field
         else:
-            path = draw(st.sampled_from(_paths(body)))  # a nested place of the valid body
+            path = draw(st.sampled_from(places))  # a nested place of the body
         body = _put(body, path, draw(st.one_of(wrong, st.just(_DROP))))
     return fmt, body
 
