@@ -142,7 +142,8 @@ class Proxy:
         except TranslationError as exc:
             return _error(client_format, exc.status, exc.message, request_id, param=exc.param)
         except orjson.JSONEncodeError:
-            return _too_deep(client_format, body, request_id)
+            deep = depth_error(body)  # a translator wrote a client value nested deeper than orjson can
+            return _error(client_format, 400, deep.message, request_id, param=deep.param)
         model = body.get("model")
         stream = body.get("stream") is True
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -189,9 +190,6 @@ class Proxy:
         except TranslationError as exc:
             event.status, event.error = exc.status, exc.message
             response = _error(client_format, exc.status, exc.message, request_id, param=exc.param)
-        except orjson.JSONEncodeError:
-            event.status, event.error = 400, "request nests too deeply"
-            response = _too_deep(client_format, body, request_id)
         finally:
             if not isinstance(response, _Stream):
                 watcher.stop()
@@ -213,7 +211,10 @@ class Proxy:
         event: RequestEvent,
         record: Any,
     ) -> Response:
-        outbound = await provider.prepare(call)
+        try:
+            outbound = await provider.prepare(call)
+        except orjson.JSONEncodeError:
+            raise depth_error(client_body) from None  # nested deeper than the body can be written back
         resp = await self._send(call, provider, outbound)
         upstream_format = provider.upstream_format
         passthrough = _pass_headers(resp.headers)
@@ -367,12 +368,6 @@ def _translation(client: Format, upstream: Format) -> Translation | None:
 
 def _error(fmt: Format, status: int, message: str, request_id: str, *, param: str | None = None) -> Response:
     return error_response(fmt, ErrorInfo(status, "", message, param), request_id)
-
-
-def _too_deep(fmt: Format, body: dict[str, Any], request_id: str) -> Response:
-    """orjson could not write the request back (it refuses more than 255 levels): a 400 naming where."""
-    exc = depth_error(body)
-    return _error(fmt, 400, exc.message, request_id, param=exc.param)
 
 
 def _pass_headers(headers: Any) -> dict[str, str]:
