@@ -582,9 +582,6 @@ def depth_error(body: JSON) -> TranslationError:
     return Invalid(f"at most {MAX_DEPTH} levels of nesting", {}, *steps[1:]).error(str(steps[0]))
 
 
-_HEADER = "| field | `/api` (Anthropic upstream) | `/api/codex` (Codex backend) |"
-
-
 def disposition_markdown() -> str:
     """The field table as documented in ``docs/formats.md`` (a test keeps the two equal)."""
     lines: list[str] = []
