@@ -31,7 +31,14 @@ from ccproxy.formats.base import (
     TranslationError,
     get_translation,
 )
-from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, status_for_stream_error
+from ccproxy.formats.errors import (
+    ErrorInfo,
+    log_late_error,
+    parse_error,
+    render_stream_error,
+    status_for_stream_error,
+)
+from ccproxy.formats.fields import depth_error, validate
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
 from ccproxy.sse import SSEEvent, SSEParser
@@ -128,15 +135,17 @@ class Proxy:
             return _error(client_format, 400, f"request body is not valid JSON: {exc}", request_id)
         if not isinstance(body, dict):
             return _error(client_format, 400, "request body must be a JSON object", request_id)
-        model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            return _error(client_format, 400, "'model' must be a string", request_id, param="model")
-        stream = body.get("stream") is True
         translation = _translation(client_format, provider.upstream_format)
         try:
+            validate(client_format, provider.upstream_format, body)
             upstream_body = translation.request(body) if translation else body
         except TranslationError as exc:
             return _error(client_format, exc.status, exc.message, request_id, param=exc.param)
+        except orjson.JSONEncodeError:
+            deep = depth_error(body)  # a translator wrote a client value nested deeper than orjson can
+            return _error(client_format, 400, deep.message, request_id, param=deep.param)
+        model = body.get("model")
+        stream = body.get("stream") is True
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         path: str = scope["path"]
         call = Call(
@@ -202,7 +211,10 @@ class Proxy:
         event: RequestEvent,
         record: Any,
     ) -> Response:
-        outbound = await provider.prepare(call)
+        try:
+            outbound = await provider.prepare(call)
+        except orjson.JSONEncodeError:
+            raise depth_error(client_body) from None  # nested deeper than the body can be written back
         resp = await self._send(call, provider, outbound)
         upstream_format = provider.upstream_format
         passthrough = _pass_headers(resp.headers)
@@ -484,8 +496,14 @@ async def _passthrough(
         log.warning("upstream stream failed", error=type(exc).__name__)
         yield render_stream_error(client, ErrorInfo(502, "api_error", _LOST))
         return
-    if tail.strip() or not any(marker in last for marker in _TERMINAL[upstream]):
+    if tail.strip() and any(marker in tail for marker in _TERMINAL[upstream]):
+        # The terminal event arrived without its closing blank line: forwarded exactly as it came.
+        yield tail
+    elif not any(marker in last for marker in _TERMINAL[upstream]):
+        # A stream that really ends early: the incomplete event (never dispatched) gives way to an error.
         yield render_stream_error(client, ErrorInfo(502, "api_error", "upstream ended the stream early"))
+    elif tail:
+        yield tail  # trailing blank lines after the terminal event, kept byte for byte
 
 
 def _observe(meter: _UsageMeter, name: str | None, data: str) -> None:
@@ -516,24 +534,33 @@ async def _translate_stream(
     parser = SSEParser()
     try:
         async for chunk in resp.iter_chunks():
-            out = b""
-            for ev in parser.feed(chunk):
-                if not ev.data or ev.data == "[DONE]":
-                    continue
-                try:
-                    data = orjson.loads(ev.data)
-                except orjson.JSONDecodeError:
-                    continue  # a garbled frame is skipped rather than failing a whole answer
-                if meter is not None:
-                    meter.observe(ev.event, data)
-                out += translator.feed(ev.event, data)
+            out = _translate_events(parser.feed(chunk), translator, meter)
             if out:
                 yield out
+        # A final event without its closing blank line still counts when it arrived whole.
+        out = _translate_events(parser.feed(b"\n\n"), translator, meter) if parser.pending.strip() else b""
     except _STREAM_ERRORS as exc:
         log.warning("upstream stream failed", error=type(exc).__name__)
         yield translator.fail(502, "api_error", _LOST)
         return
-    yield translator.finish()
+    yield out + translator.finish()
+
+
+def _translate_events(
+    events: list[SSEEvent], translator: StreamTranslator, meter: _UsageMeter | None
+) -> bytes:
+    out = b""
+    for ev in events:
+        if not ev.data or ev.data == "[DONE]":
+            continue
+        try:
+            data = orjson.loads(ev.data)
+        except orjson.JSONDecodeError:
+            continue  # a garbled frame is skipped rather than failing a whole answer
+        if meter is not None:
+            meter.observe(ev.event, data)
+        out += translator.feed(ev.event, data)
+    return out
 
 
 async def _collect(resp: UpstreamResponse, upstream: Format) -> dict[str, Any]:
@@ -554,6 +581,8 @@ async def _collect(resp: UpstreamResponse, upstream: Format) -> dict[str, Any]:
                 error = (data.get("response") or {}).get("error") or {}
                 info = parse_error(500, {"error": error})
                 raise ProxyError(status_for_stream_error(info), info.message, code=info.code)
+            elif kind == "error" and final is not None:
+                log_late_error(data)  # the answer is already complete
             elif kind == "error":
                 info = parse_error(500, {"error": data.get("error") or data})
                 raise ProxyError(status_for_stream_error(info), info.message, code=info.code)

@@ -87,7 +87,11 @@ class Recorder:
             log.info("api exchange", **data)
         if self.directory is not None:
             path = self.directory / f"{data['request_id'] or 'request'}.json"
-            payload = orjson.dumps(data, option=orjson.OPT_INDENT_2)
+            try:
+                payload = orjson.dumps(data, option=orjson.OPT_INDENT_2)
+            except orjson.JSONEncodeError:  # a body nested deeper than orjson writes (the upstream judged it)
+                data = {**data, "request": "<not recordable: nested deeper than 255 levels>"}
+                payload = orjson.dumps(data, option=orjson.OPT_INDENT_2)
             try:
                 asyncio.get_running_loop().run_in_executor(None, _write_private, path, payload)
             except RuntimeError:

@@ -28,6 +28,8 @@ def available() -> bool:
 
 
 def _control(*args: str) -> None:
+    # Always with our process's pid: without one, callgrind_control acts on every callgrind run on the
+    # machine (other benchmarks' counters would be zeroed and dumped under them).
     control = which("callgrind_control")
     assert control is not None
     subprocess.run([control, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -81,13 +83,13 @@ async def count(upstream_port: int, home: str, scenarios: list[tuple[str, str, b
             raw = p.raw_request(route.path, body, p.headers_for(route.client, f"{HOST}:{port}"))
             raws[name] = raw
             await client.closed_loop(HOST, port, raw, conns=1, duration=0, per_conn=WARMUP, timeout=60)
-        await asyncio.to_thread(_control, "-i", "on")
+        await asyncio.to_thread(_control, "-i", "on", str(proc.pid))
         for name, raw in raws.items():
-            await asyncio.to_thread(_control, "-z")
+            await asyncio.to_thread(_control, "-z", str(proc.pid))
             result = await client.closed_loop(
                 HOST, port, raw, conns=1, duration=0, per_conn=REQUESTS, timeout=60
             )
-            await asyncio.to_thread(_control, "-d")
+            await asyncio.to_thread(_control, "-d", str(proc.pid))
             failed = [a for a in result.answers if a.error or a.status != 200]
             if failed:
                 raise RuntimeError(f"{name}: {failed[0].error or failed[0].status}")

@@ -30,16 +30,10 @@ from ccproxy.formats.common import (
     responses_stop_reason,
     responses_usage_to_anthropic,
 )
-from ccproxy.formats.errors import ErrorInfo, parse_stream_error, render_stream_error
+from ccproxy.formats.errors import ErrorInfo, log_late_error, parse_stream_error, render_stream_error
 from ccproxy.sse import frame
 
-# Everything not read below is ignored (metadata, context_management, cache_control, service_tier, top_k,
-# unknown future fields): none of them changes what the model is asked to do. See docs/formats.md.
-# Fields that would change the answer and cannot be carried: refused with a 400 naming them.
-_REFUSED = {
-    "container": "code-execution containers have no Responses equivalent",
-    "mcp_servers": "remote MCP servers are not supported on this upstream",
-}
+# Which fields are read, ignored or refused is settled at the route's edge (ccproxy.formats.fields).
 # Anthropic effort → Responses effort; "max" is the top tier on both sides.
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
 _BUDGET_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
@@ -51,13 +45,6 @@ _ENCRYPTED = "reasoning.encrypted_content"
 
 def convert_request(body: JSON) -> JSON:
     """Anthropic Messages request → Responses request (the input is not mutated)."""
-    for key, why in _REFUSED.items():
-        if body.get(key):
-            raise TranslationError(f"{key}: {why}", param=key)
-    stops = body.get("stop_sequences")
-    if stops:
-        # Responses has no stop parameter; silently ignoring it would let the answer run past the stop.
-        raise TranslationError("stop_sequences are not supported on this upstream", param="stop_sequences")
     out: JSON = {"model": body.get("model")}
     instructions = _system_text(body.get("system"), "system")
     if instructions:
@@ -429,7 +416,9 @@ class AnthropicStream:
         handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             return b""  # unknown and uninteresting events (web_search_call.*, annotations, …) are tolerated
-        if self._done and handler is not AnthropicStream._on_error:
+        if self._done:
+            if handler is AnthropicStream._on_error:
+                log_late_error(data)  # the terminal event already closed the message
             return b""
         return handler(self, data)
 
@@ -520,7 +509,6 @@ class AnthropicStream:
         return render_stream_error(Format.ANTHROPIC, parse_stream_error(data))
 
     def _on_error(self, data: JSON) -> bytes:
-        # Also after response.completed: the upstream's own SDKs raise on it, so the client's must too.
         self._done = True
         return render_stream_error(Format.ANTHROPIC, parse_stream_error(data))
 

@@ -21,29 +21,12 @@ from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, 
 from ccproxy.formats.errors import ErrorInfo, render_stream_error
 from ccproxy.sse import DONE
 
-# Chat parameters that change the answer in a way Anthropic cannot reproduce: refused with a 400.
-_REFUSED = {
-    "logprobs": "Anthropic returns no token log probabilities",
-    "top_logprobs": "Anthropic returns no token log probabilities",
-    "logit_bias": "Anthropic has no token biasing",
-    "audio": "Anthropic produces no audio",
-    "web_search_options": "use a function tool instead",
-    "functions": "the legacy functions API is not supported; use tools",
-    "function_call": "the legacy functions API is not supported; use tool_choice",
-    "prediction": "predicted outputs are not supported",
-}
-
 # --- request ------------------------------------------------------------------------------------------
 
 
 def convert_request(body: JSON) -> JSON:
     """Chat request body → Anthropic request body (``body`` is not modified)."""
-    common.refuse_if_set(body, _REFUSED)
-    if body.get("n") not in (None, 1):
-        raise TranslationError("Anthropic returns one choice per request; n must be 1", param="n")
-    modalities = body.get("modalities")
-    if isinstance(modalities, list) and any(m != "text" for m in modalities):
-        raise TranslationError("only text output is supported", param="modalities")
+    # Refused, ignored and malformed fields were answered at the route's edge (ccproxy.formats.fields).
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise TranslationError("messages must be a non-empty list", param="messages")

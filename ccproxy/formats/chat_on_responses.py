@@ -23,17 +23,9 @@ from ccproxy.formats.common import (
     responses_stop_reason,
     responses_usage_to_chat,
 )
-from ccproxy.formats.errors import ErrorInfo, parse_stream_error, render_stream_error
+from ccproxy.formats.errors import ErrorInfo, log_late_error, parse_stream_error, render_stream_error
 from ccproxy.sse import DONE, frame
 
-# Parameters that change the answer and cannot be carried to Responses: a 400 naming them.
-_REFUSED = {
-    "functions": "legacy `functions` are not supported; use `tools`",
-    "function_call": "legacy `function_call` is not supported; use `tool_choice`",
-    "audio": "audio output is not supported on this upstream",
-    "prediction": "predicted outputs are not supported on this upstream",
-    "web_search_options": "web search options are not supported on this upstream",
-}
 # Copied unchanged: same name and meaning in both APIs.
 _PASSTHROUGH = (
     "temperature",
@@ -46,7 +38,7 @@ _PASSTHROUGH = (
     "metadata",
     "stream",
 )
-# Everything else (seed, presence/frequency_penalty, logit_bias, store, stream_options, n=1, …) is ignored.
+# Refused, ignored and malformed fields were answered at the route's edge (ccproxy.formats.fields).
 
 
 # --- request --------------------------------------------------------------------------------------------
@@ -54,7 +46,6 @@ _PASSTHROUGH = (
 
 def convert_request(body: JSON) -> JSON:
     """Chat Completions request → Responses request (the input is not mutated)."""
-    _refuse_unsupported(body)
     out: JSON = {"model": body.get("model")}
     instructions, items = _input_items(body.get("messages"))
     if instructions:
@@ -72,23 +63,6 @@ def convert_request(body: JSON) -> JSON:
         out["reasoning"] = {"effort": effort}
     _apply_text(body, out)
     return out
-
-
-def _refuse_unsupported(body: JSON) -> None:
-    for key, why in _REFUSED.items():
-        if body.get(key):
-            raise TranslationError(why, param=key)
-    if body.get("stop"):
-        # Responses has no stop parameter; ignoring it would let the answer run past the stop.
-        raise TranslationError("stop sequences are not supported on this upstream", param="stop")
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise TranslationError("only n=1 is supported on this upstream", param="n")
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise TranslationError("logprobs are not supported on this upstream", param="logprobs")
-    modalities = body.get("modalities")
-    if modalities and any(m != "text" for m in modalities):
-        raise TranslationError("only text output is supported on this upstream", param="modalities")
 
 
 def _input_items(messages: Any) -> tuple[str, list[JSON]]:
@@ -339,9 +313,9 @@ def _created(response: JSON) -> int:
 
 
 class ChatStream:
-    """Responses events → Chat chunks; constant work per event. ``[DONE]`` is held back until the upstream
-    ends, so an ``error`` that follows ``response.completed`` still reaches the client (whose SDK stops
-    reading at ``[DONE]``)."""
+    """Responses events → Chat chunks; constant work per event. The terminal event closes the answer: an
+    ``error`` the upstream sends after ``response.completed`` is logged, never turned into a failure of an
+    answer the client already has in full."""
 
     __slots__ = (
         "_args_sent",
@@ -371,7 +345,11 @@ class ChatStream:
     def feed(self, event: str | None, data: JSON) -> bytes:
         kind = data.get("type") or event
         handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
-        if handler is None or self._failed or (self._done and handler is not ChatStream._on_error):
+        if handler is None or self._failed:
+            return b""
+        if self._done:
+            if handler is ChatStream._on_error:
+                log_late_error(data)
             return b""
         return handler(self, data)
 

@@ -522,15 +522,6 @@ def user_id(request: JSON) -> JSON | None:
     return {"user_id": str(value)} if value else None
 
 
-def refuse_if_set(request: JSON, params: dict[str, str]) -> None:
-    """Raise ``TranslationError`` for the first parameter of ``params`` (name → reason) the request sets
-    to anything but its neutral value (absent, null, false, empty)."""
-    for name, reason in params.items():
-        value = request.get(name)
-        if value not in (None, False, [], {}, ""):
-            raise TranslationError(f"{name} is not supported on this model: {reason}", param=name)
-
-
 # --- OpenAI custom (freeform) tools on Anthropic tools ---------------------------------------------------
 # Anthropic tools take a JSON object, OpenAI custom tools a free-form string (optionally constrained by a
 # grammar). A custom tool becomes an Anthropic tool whose schema is one required string property, ``input``;

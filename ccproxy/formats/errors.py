@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import structlog
 
 from ccproxy.formats.base import Format
+
+log = structlog.get_logger("ccproxy.formats")
 
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -96,6 +99,12 @@ def status_for_stream_error(info: ErrorInfo) -> int:
     if info.code in _STATUS_BY_OPENAI_CODE:
         return _STATUS_BY_OPENAI_CODE[info.code]
     return _STATUS_BY_ANTHROPIC_TYPE.get(info.type, 500)
+
+
+def log_late_error(data: dict[str, Any]) -> None:
+    """An in-band ``error`` after the terminal event: the answer is complete, so it is only logged."""
+    info = parse_stream_error(data)
+    log.warning("upstream error after the stream completed", code=info.code, error=info.message)
 
 
 def parse_stream_error(data: dict[str, Any]) -> ErrorInfo:

@@ -29,15 +29,6 @@ from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, 
 from ccproxy.formats.errors import ErrorInfo, render_stream_error
 from ccproxy.sse import frame
 
-_REFUSED = {
-    "previous_response_id": "this proxy keeps no response state; send the full input",
-    "conversation": "this proxy keeps no conversation state; send the full input",
-    "background": "background responses are not supported",
-    "prompt": "stored prompt templates are not supported",
-    "top_logprobs": "Anthropic returns no token log probabilities",
-    "max_tool_calls": "Anthropic has no tool call limit",
-}
-
 _WEB_SEARCH_TYPES = (
     "web_search",
     "web_search_2025_08_26",
@@ -52,7 +43,7 @@ _USER_LOCATION_FIELDS = ("city", "region", "country", "timezone")
 
 def convert_request(body: JSON) -> JSON:
     """Responses request body → Anthropic request body (``body`` is not modified)."""
-    common.refuse_if_set(body, _REFUSED)
+    # Refused, ignored and malformed fields were answered at the route's edge (ccproxy.formats.fields).
     builder = common.MessagesBuilder()
     if isinstance(body.get("instructions"), str):
         builder.add_system(body["instructions"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -98,3 +99,14 @@ def test_request_log_dir_files_are_private_and_redacted(tmp_path: Path) -> None:
     text = written.read_text()
     assert "sk-ant-secret" not in text and "sk-inline" not in text and "returnedvalue" not in text
     assert json.loads(text)["status"] == 200
+
+
+def test_request_log_of_a_body_too_deep_to_write(tmp_path: Path) -> None:
+    # A passthrough forwards such a body as sent (the upstream judges it); its log entry must not fail.
+    deep: dict[str, Any] = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    recorder = Recorder(verbose=False, directory=tmp_path / "logs")
+    recorder.start("req2", "/api/v1/messages", {}, {"model": "m", "metadata": deep}).finish(200, b"{}")
+    written = json.loads((tmp_path / "logs" / "req2.json").read_text())
+    assert written["status"] == 200 and "not recordable" in written["request"]

@@ -11,6 +11,7 @@ import pytest
 from ccproxy.formats.anthropic_on_responses import AnthropicStream, convert_request, convert_response
 from ccproxy.formats.base import Format, TranslationContext, TranslationError, get_translation
 from ccproxy.formats.common import decode_reasoning_item, encode_reasoning_item
+from ccproxy.formats.fields import validate
 from ccproxy.sse import SSEParser
 
 JSON = dict[str, Any]
@@ -246,6 +247,7 @@ def test_tool_reference_and_image_tool_results() -> None:
 def test_refused_with_param(patch: JSON, param: str) -> None:
     body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], **patch}
     with pytest.raises(TranslationError) as exc:
+        validate(Format.ANTHROPIC, Format.RESPONSES, body)
         convert_request(body)
     assert exc.value.param == param and exc.value.status == 400
 
@@ -264,14 +266,14 @@ def test_tool_choice_and_thinking_budget() -> None:
     assert out["reasoning"] == {"effort": "high", "summary": "auto"}
 
 
-def test_late_error_after_completed_becomes_error_frame() -> None:
+def test_late_error_after_completed_is_dropped() -> None:
+    # Issue 10 item 7: the terminal event closed the message; a later error is logged, not sent.
     events = [
         *bash_turn_events(),
         {"type": "error", "error": {"type": "server_error", "code": None, "message": "boom"}},
     ]
     frames = run(events)
-    assert [n for n, _ in frames][-3:] == ["message_delta", "message_stop", "error"]
-    assert frames[-1][1] == {"type": "error", "error": {"type": "api_error", "message": "boom"}}
+    assert [n for n, _ in frames][-2:] == ["message_delta", "message_stop"]
 
 
 def test_failed_before_output_and_transport_failure() -> None:

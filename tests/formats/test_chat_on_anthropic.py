@@ -10,6 +10,7 @@ from anthropic_upstream_support import validate_anthropic_request
 
 from ccproxy.formats.base import Format, TranslationContext, TranslationError, get_translation
 from ccproxy.formats.chat_on_anthropic import ChatStream, convert_request
+from ccproxy.formats.fields import validate
 
 USER = {"role": "user", "content": "hi"}
 
@@ -39,6 +40,7 @@ def test_registered() -> None:
 )
 def test_refused_parameters_name_the_param(extra: dict[str, Any], param: str) -> None:
     with pytest.raises(TranslationError) as err:
+        validate(Format.CHAT, Format.ANTHROPIC, _req(**extra))
         convert_request(_req(**extra))
     assert err.value.param == param and err.value.status == 400
 

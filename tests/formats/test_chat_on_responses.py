@@ -9,6 +9,7 @@ import pytest
 
 from ccproxy.formats.base import Format, TranslationContext, TranslationError, get_translation
 from ccproxy.formats.chat_on_responses import ChatStream, convert_request, convert_response
+from ccproxy.formats.fields import validate
 from ccproxy.sse import DONE, SSEParser
 
 JSON = dict[str, Any]
@@ -144,6 +145,7 @@ def test_request_mapping() -> None:
 def test_refused_with_param(patch: JSON, param: str) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **patch}
     with pytest.raises(TranslationError) as exc:
+        validate(Format.CHAT, Format.RESPONSES, body)
         convert_request(body)
     assert exc.value.param == param
 
@@ -181,13 +183,12 @@ def test_usage_chunk_when_asked() -> None:
     assert parsed[-1]["usage"]["prompt_tokens"] == 10 and parsed[-1]["usage"]["total_tokens"] == 15
 
 
-def test_late_error_replaces_done() -> None:
+def test_late_error_after_completed_is_dropped() -> None:
+    # Issue 10 item 7: the terminal event closed the answer; a later error is logged, not sent.
     events = [*call_events(), {"type": "error", "error": {"type": "server_error", "message": "late"}}]
     out = run(events)
-    assert not out.endswith(DONE)
-    assert chunks(out)[-1] == {
-        "error": {"message": "late", "type": "server_error", "param": None, "code": None}
-    }
+    assert out.endswith(DONE)
+    assert all("error" not in chunk for chunk in chunks(out))
 
 
 def test_transport_failure() -> None:

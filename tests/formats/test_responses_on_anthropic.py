@@ -10,6 +10,7 @@ from anthropic_upstream_support import validate_anthropic_request
 
 from ccproxy.formats import common
 from ccproxy.formats.base import Format, TranslationContext, TranslationError, get_translation
+from ccproxy.formats.fields import validate
 from ccproxy.formats.responses_on_anthropic import ResponsesStream, convert_request, convert_response
 
 
@@ -31,6 +32,7 @@ def test_registered() -> None:
 )
 def test_refused_parameters_name_the_param(extra: dict[str, Any], param: str) -> None:
     with pytest.raises(TranslationError) as err:
+        validate(Format.RESPONSES, Format.ANTHROPIC, {"model": "m", "input": "hi", **extra})
         convert_request({"model": "m", "input": "hi", **extra})
     assert err.value.param == param
 
