@@ -75,7 +75,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
     if plugins is None:
         plugins = load_plugins(config, mock=mock, fake_base_url=mock_base_url(config))
     settings = config.settings
-    http = UpstreamClient()
+    clients: dict[str | None, UpstreamClient] = {}  # one per CA bundle; pools are per client
     recorder = Recorder(verbose=settings.logging.verbose_api, directory=settings.logging.request_log_dir)
     routes: list[BaseRoute] = [Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"])]
     for entry in plugins.plugins:
@@ -85,6 +85,10 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             if entry.plugin.prefix:
                 routes.append(Mount(entry.plugin.prefix, app=_disabled_app(entry)))
             continue
+        ca_bundle: str | None = getattr(entry.ctx.settings, "ca_bundle", None)
+        http = clients.get(ca_bundle)
+        if http is None:
+            http = clients[ca_bundle] = UpstreamClient(ca_bundle=ca_bundle)
         entry.ctx.http = http
         entry.ctx.proxy = Proxy(http, entry.ctx, recorder)
         try:
@@ -117,7 +121,8 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
                     await entry.plugin.shutdown(entry.ctx)
                 except Exception as exc:
                     log.error("plugin failed to stop", plugin=entry.name, error=str(exc))
-            await http.close()
+            for client in clients.values():
+                await client.close()
 
     token = settings.security.auth_token
     router = FixedPaths(Router(routes, lifespan=lifespan))
