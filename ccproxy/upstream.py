@@ -34,6 +34,10 @@ class UpstreamError(OSError):
     """The upstream could not be reached, or broke the connection or the protocol."""
 
 
+class InvalidAnswer(UpstreamError):
+    """The upstream answered with something that is not valid HTTP (or a body we cannot decode)."""
+
+
 class Headers:
     """Response headers: lower-case names, first value wins for ``get`` (what the proxy needs)."""
 
@@ -133,7 +137,7 @@ class _Connection(asyncio.Protocol):
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"invalid HTTP from upstream ({exc})"))
+            self._fail(InvalidAnswer(f"invalid HTTP ({exc})"))
             self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -180,7 +184,7 @@ class _Connection(asyncio.Protocol):
             try:
                 self.decoder = decoder_for(encoding)
             except ValueError as exc:
-                self._fail(UpstreamError(str(exc)))
+                self._fail(InvalidAnswer(str(exc)))
                 self.abort()
                 return
         if self.head is not None and not self.head.done():
@@ -191,7 +195,8 @@ class _Connection(asyncio.Protocol):
             try:
                 body = self.decoder.feed(body)
             except ValueError as exc:
-                self._fail(UpstreamError(f"upstream sent a broken compressed body ({exc})"))
+                self.decoder = None
+                self._fail(InvalidAnswer(f"broken compressed body ({exc})"))
                 self.abort()
                 return
             if not body:
@@ -219,7 +224,7 @@ class _Connection(asyncio.Protocol):
             rest = decoder.end()
         except ValueError as exc:
             self.keep_alive = False
-            self._fail(UpstreamError(f"upstream sent a broken compressed body ({exc})"))
+            self._fail(InvalidAnswer(f"broken compressed body ({exc})"))
             return
         if rest:
             self.chunks.append(rest)
@@ -378,7 +383,7 @@ class _Pool:
             status_line = answer.split(b"\r\n", 1)[0].decode("latin-1", "replace")
             parts = status_line.split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/") or parts[1] != "200":
-                hint = " (check the credentials in the proxy URL)" if parts[1:2] == ["407"] else ""
+                hint = " (check the credentials in the proxy URL)" if parts[1:2] in (["407"], ["401"]) else ""
                 raise UpstreamError(f"the proxy refused CONNECT {target}: {status_line[:100]}{hint}")
             conn = _Connection(self)
             tls = await loop.start_tls(raw, conn, self.tls, server_hostname=self.host)
