@@ -453,6 +453,8 @@ _STREAM_ERRORS = (UpstreamError, TimeoutError, OSError)
 def _reason(exc: BaseException) -> str:
     """Our own client's message (never holds a secret), else the exception's type."""
     return str(exc) if isinstance(exc, UpstreamError) and str(exc) else type(exc).__name__
+
+
 _LOST = "upstream connection lost mid-stream"
 
 

@@ -202,7 +202,7 @@ async def test_proxy_authorization_from_the_proxy_url(
     await good.close()
     for credentials in ("", "ccproxy:wrong"):
         bad = client(credentials)
-        with pytest.raises(UpstreamError, match="40[17] .*check the credentials") as info:
+        with pytest.raises(UpstreamError, match=r"40[17] .*check the credentials") as info:
             await bad.send("POST", tls_server.url + "/a", {}, b"")
         assert "s3cret" not in str(info.value) and "wrong" not in str(info.value)
         resp = await bad.send("POST", plain_server.url + "/b", {}, b"")  # the proxy's own answer
@@ -330,11 +330,11 @@ async def test_ca_bundle_ssl_cert_file_and_default_trust(
 
 def test_missing_ca_files_fail_at_start(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.pem")
-    with pytest.raises(NetworkConfigError, match="ca_bundle=.*nope.pem: no such file"):
+    with pytest.raises(NetworkConfigError, match=r"ca_bundle=.*nope\.pem: no such file"):
         check_ca_bundle(missing, {})
     with pytest.raises(NetworkConfigError, match="SSL_CERT_FILE="):
         ssl_context(None, {"SSL_CERT_FILE": missing})
-    with pytest.raises((ConfigError, ValueError), match="nope.pem"):
+    with pytest.raises((ConfigError, ValueError), match=r"nope\.pem"):
         load_plugins(config_for({"plugins.claude_api.ca_bundle": missing}))
 
 
