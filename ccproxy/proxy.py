@@ -487,7 +487,7 @@ async def _passthrough(
             last = out
             yield out
     except _STREAM_ERRORS as exc:
-        log.warning("upstream stream failed", error=type(exc).__name__)
+        log.warning("upstream stream failed", error=_reason(exc))
         yield render_stream_error(client, ErrorInfo(502, "api_error", _LOST))
         return
     if tail.strip() or not any(marker in last for marker in _TERMINAL[upstream]):
@@ -536,7 +536,7 @@ async def _translate_stream(
             if out:
                 yield out
     except _STREAM_ERRORS as exc:
-        log.warning("upstream stream failed", error=type(exc).__name__)
+        log.warning("upstream stream failed", error=_reason(exc))
         yield translator.fail(502, "api_error", _LOST)
         return
     yield translator.finish()
