@@ -34,21 +34,20 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+CHUNKED_JSON = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+CHUNKED_SSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
 ANSWERS = {
     "bad-status-line": b"HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\n{}",
     "not-http": b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
     "truncated-json": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n"
     + MESSAGE[:40],
-    "bad-chunk-size": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
-    + _chunk(MESSAGE[:40])
-    + b"zz\r\n",
+    "bad-chunk-size": CHUNKED_JSON + _chunk(MESSAGE[:40]) + b"zz\r\n",
     "broken-gzip": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
     b"content-length: 12\r\n\r\nnot gzip at all"[:-3],
-    "stream-bad-chunk": b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-    + _chunk(SSE_START)
-    + b"zz\r\n",
-    "stream-truncated": b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-    + _chunk(SSE_START),
+    "stream-bad-chunk": CHUNKED_SSE + _chunk(SSE_START) + b"zz\r\n",
+    "stream-truncated": CHUNKED_SSE + _chunk(SSE_START),
     "gzip-json": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
     + b"content-length: %d\r\n\r\n" % len(gzip.compress(MESSAGE))
     + gzip.compress(MESSAGE),
