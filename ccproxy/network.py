@@ -23,7 +23,7 @@ import os
 import re
 import ssl
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -245,46 +245,38 @@ class _Zlib:
         return rest
 
 
-class _Brotli:
-    __slots__ = ("_obj",)
+class _Library:
+    """A decompressor from a library (brotli, zstandard): its step function and its end test."""
 
-    def __init__(self) -> None:
-        import brotli
+    __slots__ = ("_finished", "_name", "_step")
 
-        self._obj = brotli.Decompressor()
+    def __init__(self, name: str, step: Callable[[bytes], bytes], finished: Callable[[], bool]) -> None:
+        self._name, self._step, self._finished = name, step, finished
 
     def feed(self, data: bytes) -> bytes:
         try:
-            out: bytes = self._obj.process(data)
-        except Exception as exc:  # brotli.error
-            raise ValueError("invalid brotli data") from exc
-        return out
+            return self._step(data)
+        except Exception as exc:  # brotli.error, zstandard.ZstdError
+            raise ValueError(f"invalid {self._name} data") from exc
 
     def end(self) -> bytes:
-        if not self._obj.is_finished():
+        if not self._finished():
             raise ValueError("compressed body cut short")
         return b""
 
 
-class _Zstd:
-    __slots__ = ("_obj",)
+def _brotli() -> Decoder:
+    import brotli
 
-    def __init__(self) -> None:
-        import zstandard
+    obj = brotli.Decompressor()
+    return _Library("brotli", obj.process, obj.is_finished)
 
-        self._obj = zstandard.ZstdDecompressor().decompressobj()
 
-    def feed(self, data: bytes) -> bytes:
-        try:
-            out: bytes = self._obj.decompress(data)
-        except Exception as exc:  # zstandard.ZstdError
-            raise ValueError("invalid zstd data") from exc
-        return out
+def _zstd() -> Decoder:
+    import zstandard
 
-    def end(self) -> bytes:
-        if not self._obj.eof:
-            raise ValueError("compressed body cut short")
-        return b""
+    obj = zstandard.ZstdDecompressor().decompressobj()
+    return _Library("zstd", obj.decompress, lambda: bool(obj.eof))
 
 
 class _Chain:
@@ -321,9 +313,9 @@ _FACTORIES: dict[str, Any] = {
     "deflate": lambda: _Zlib(zlib.MAX_WBITS),
 }
 if _has("brotli"):
-    _FACTORIES["br"] = _Brotli
+    _FACTORIES["br"] = _brotli
 if _has("zstandard"):
-    _FACTORIES["zstd"] = _Zstd
+    _FACTORIES["zstd"] = _zstd
 
 # What the upstream client asks for: exactly what it can decode.
 ACCEPT_ENCODING = ", ".join(name for name in _FACTORIES if name != "x-gzip")
