@@ -20,6 +20,7 @@ from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import settle_after_startup
 from ccproxy.middleware import CoreMiddleware
+from ccproxy.network import ProxyConfig
 from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
 from ccproxy.proxy import Proxy
 from ccproxy.recorder import Recorder
@@ -88,7 +89,9 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         ca_bundle: str | None = getattr(entry.ctx.settings, "ca_bundle", None)
         http = clients.get(ca_bundle)
         if http is None:
-            http = clients[ca_bundle] = UpstreamClient(ca_bundle=ca_bundle)
+            # Offline mode's upstreams are in this process: a proxy from the environment must not apply.
+            proxies = ProxyConfig() if mock else None
+            http = clients[ca_bundle] = UpstreamClient(ca_bundle=ca_bundle, proxies=proxies)
         entry.ctx.http = http
         entry.ctx.proxy = Proxy(http, entry.ctx, recorder)
         try:

@@ -22,6 +22,7 @@ import trustme
 import zstandard
 from typer.testing import CliRunner
 
+from ccproxy.app import create_app
 from ccproxy.auth.credential import CredentialError
 from ccproxy.auth.oauth import claude_oauth_settings, refresh_access_token
 from ccproxy.cli import app as cli_app
@@ -35,6 +36,7 @@ from ccproxy.network import (
     ssl_context,
 )
 from ccproxy.plugins import load_plugins
+from ccproxy.testing import serve_app
 from ccproxy.upstream import InvalidAnswer, UpstreamClient, UpstreamError
 from tests.conftest import config_for
 
@@ -490,3 +492,15 @@ async def test_oauth_refresh_uses_the_proxy_and_the_ca_bundle(
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         await refresh_access_token(session, trusted, "rt-old")
     assert len(proxy.requests()) == 2 and len(seen) == 2  # the NO_PROXY call went direct
+
+
+def test_offline_mode_ignores_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--mock talks to fakes in this process: a (here dead) proxy from the environment must not apply."""
+    import httpx
+
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_free_port()}")
+    port = _free_port()
+    body = {"model": "sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    with serve_app(create_app(config_for({"server.port": port}), mock=True), port=port) as url:
+        resp = httpx.post(url + "/api/v1/messages", json=body, trust_env=False)
+    assert resp.status_code == 200, resp.text
