@@ -123,6 +123,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.keep_alive = False
         self.decoder: Decoder | None = None
+        self.interim = False
 
     # -- asyncio.Protocol
 
@@ -174,8 +175,9 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         assert parser is not None  # only called from parser.feed_data
         status = parser.get_status_code()
-        if status == 100:  # an interim answer; the real one follows
+        if status < 200 and status != 101:  # an interim answer (100, 103 Early Hints); the real one follows
             self.header_items = []
+            self.interim = True
             return
         self.keep_alive = parser.should_keep_alive()  # only meaningful before the message completes
         headers = Headers(self.header_items)
@@ -209,7 +211,11 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        self._end_decoding()
+        if self.interim:  # the end of a 1xx answer, not of ours
+            self.interim = False
+            return
+        if self.decoder is not None:
+            self._end_decoding()
         if self.error is None:
             self.complete = True
         self._disarm()

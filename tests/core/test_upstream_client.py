@@ -245,3 +245,24 @@ async def test_tls(tmp_path: Path) -> None:
     with pytest.raises(UpstreamError, match="cannot connect"):
         await untrusting.send("POST", server.url + "/", {}, b"")
     await untrusting.close()
+
+
+@pytest.mark.parametrize("interim", [b"100 Continue", b"103 Early Hints\r\nlink: </a.css>; rel=preload"])
+async def test_interim_answers_are_skipped(client: UpstreamClient, interim: bytes) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 " + interim + b"\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the real answer comes separately, its body later still
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nall")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b" of it")
+        await writer.drain()
+
+    server = Server()
+    await server.start(handle)
+    resp = await client.send("POST", server.url + "/", {}, b"")
+    assert resp.status == 200 and "link" not in resp.headers
+    assert await resp.read() == b"all of it"
+    resp.release()
