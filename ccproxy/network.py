@@ -222,21 +222,25 @@ class Decoder(Protocol):
 
 
 class _Zlib:
-    __slots__ = ("_obj", "_raw")
+    __slots__ = ("_maybe_raw", "_obj")
 
     def __init__(self, wbits: int) -> None:
         self._obj = zlib.decompressobj(wbits)
-        self._raw = wbits == zlib.MAX_WBITS  # "deflate": zlib-wrapped, or raw deflate from some servers
+        # "deflate" is zlib-wrapped by the RFC, raw deflate from some servers: the first bytes tell.
+        self._maybe_raw = wbits == zlib.MAX_WBITS
 
     def feed(self, data: bytes) -> bytes:
         try:
-            return self._obj.decompress(data)
+            out = self._obj.decompress(data)
         except zlib.error:
-            if not self._raw:
+            if not self._maybe_raw:
                 raise ValueError("invalid compressed data") from None
-            self._raw = False
+            self._maybe_raw = False
             self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
-            return self._obj.decompress(data)
+            return self.feed(data)
+        if len(data) >= 2:  # the zlib header was seen and accepted
+            self._maybe_raw = False
+        return out
 
     def end(self) -> bytes:
         rest = self._obj.flush()

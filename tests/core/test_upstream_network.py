@@ -439,6 +439,12 @@ async def test_compressed_stream_is_decoded_as_it_arrives() -> None:
         (b"content-encoding: gzip\r\n", gzip.compress(b"x" * 100)[:10], "cut short"),  # close-delimited
         (b"content-encoding: gzip\r\ncontent-length: 9\r\n", b"not gzip!", "broken compressed body"),
         (b"content-encoding: br\r\ncontent-length: 9\r\n", b"not brotl", "broken compressed body"),
+        (
+            b"content-encoding: deflate\r\ncontent-length: 4\r\n",
+            b"\xff\xff\xff\xff",
+            "broken compressed body",
+        ),
+        (b"content-encoding: zstd\r\ncontent-length: 8\r\n", b"not zstd", "broken compressed body"),
         (b"content-encoding: compress\r\ncontent-length: 1\r\n", b"x", "cannot decode"),
     ],
 )
