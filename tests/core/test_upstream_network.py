@@ -150,25 +150,37 @@ async def _roundtrip(client: UpstreamClient, url: str, body: bytes = b"hello") -
 # ------------------------------------------------------------------------------------- forward proxy
 
 
-@needs_tinyproxy
-async def test_https_target_is_tunnelled_with_connect(
-    tinyproxy: Callable[..., Tinyproxy], ca: trustme.CA, ca_file: Path
-) -> None:
+async def _tunnel_roundtrips(proxy: Tinyproxy, ca: trustme.CA, ca_file: Path) -> None:
     server = Server()
     await server.start(keep_alive_handler(server), tls=server_tls(ca))
-    proxy = tinyproxy()
     client = UpstreamClient(
         ca_bundle=str(ca_file), proxies=ProxyConfig.from_env({"HTTPS_PROXY": proxy.url()})
     )
     for _ in range(3):
         assert await _roundtrip(client, server.url + "/v1/messages?beta=true") == (200, b'{"echo": 5}')
     await client.close()
+    server.server.close()
     port = server.url.rsplit(":", 1)[1]
     assert proxy.requests() == [f"CONNECT 127.0.0.1:{port} HTTP/1.1"]  # one tunnel, kept alive
     assert server.connections == 1
     head = server.heads[0].decode()
     assert head.startswith("POST /v1/messages?beta=true HTTP/1.1\r\n")  # origin form inside the tunnel
     assert f"host: 127.0.0.1:{port}" in head and "proxy-authorization" not in head.lower()
+
+
+@needs_tinyproxy
+async def test_https_target_is_tunnelled_with_connect(
+    tinyproxy: Callable[..., Tinyproxy], ca: trustme.CA, ca_file: Path
+) -> None:
+    await _tunnel_roundtrips(tinyproxy(), ca, ca_file)
+
+
+@needs_tinyproxy
+def test_connect_tunnel_on_uvloop(tinyproxy: Callable[..., Tinyproxy], ca: trustme.CA, ca_file: Path) -> None:
+    """The server runs on uvloop, whose ``start_tls`` is its own implementation."""
+    import uvloop
+
+    uvloop.run(_tunnel_roundtrips(tinyproxy(), ca, ca_file))
 
 
 @needs_tinyproxy
