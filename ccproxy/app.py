@@ -20,6 +20,7 @@ from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import settle_after_startup
 from ccproxy.middleware import TRUSTED, CoreMiddleware
+from ccproxy.network import ProxyConfig
 from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
 from ccproxy.proxy import Proxy
 from ccproxy.recorder import Recorder
@@ -76,8 +77,8 @@ class MockUpstreamClient(UpstreamClient):
     its in-process fakes carry the token (as ``x-api-key``; the fakes' ``authorization`` is the throwaway
     provider credential)."""
 
-    def __init__(self, token: str) -> None:
-        super().__init__()
+    def __init__(self, token: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.token = token
 
     async def send(
@@ -91,7 +92,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         plugins = load_plugins(config, mock=mock, fake_base_url=mock_base_url(config))
     settings = config.settings
     token = settings.security.auth_token
-    http = MockUpstreamClient(token.get_secret_value()) if mock and token else UpstreamClient()
+    clients: dict[str | None, UpstreamClient] = {}  # one per CA bundle; pools are per client
     recorder = Recorder(verbose=settings.logging.verbose_api, directory=settings.logging.request_log_dir)
     routes: list[BaseRoute] = [Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"])]
     for entry in plugins.plugins:
@@ -101,6 +102,16 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             if entry.plugin.prefix:
                 routes.append(Mount(entry.plugin.prefix, app=_disabled_app(entry)))
             continue
+        ca_bundle: str | None = getattr(entry.ctx.settings, "ca_bundle", None)
+        http = clients.get(ca_bundle)
+        if http is None:
+            # Offline mode's upstreams are in this process: a proxy from the environment must not apply.
+            proxies = ProxyConfig() if mock else None
+            if mock and token:
+                http = MockUpstreamClient(token.get_secret_value(), ca_bundle=ca_bundle, proxies=proxies)
+            else:
+                http = UpstreamClient(ca_bundle=ca_bundle, proxies=proxies)
+            clients[ca_bundle] = http
         entry.ctx.http = http
         entry.ctx.proxy = Proxy(http, entry.ctx, recorder)
         try:
@@ -133,7 +144,8 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
                     await entry.plugin.shutdown(entry.ctx)
                 except Exception as exc:
                     log.error("plugin failed to stop", plugin=entry.name, error=str(exc))
-            await http.close()
+            for client in clients.values():
+                await client.close()
 
     router = FixedPaths(Router(routes, lifespan=lifespan))
     app = App(

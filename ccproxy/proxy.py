@@ -42,7 +42,7 @@ from ccproxy.formats.fields import depth_error, validate
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
 from ccproxy.sse import SSEEvent, SSEParser
-from ccproxy.upstream import UpstreamClient, UpstreamError, UpstreamResponse
+from ccproxy.upstream import InvalidAnswer, UpstreamClient, UpstreamError, UpstreamResponse
 
 log = structlog.get_logger("ccproxy.proxy")
 access_log = structlog.get_logger("ccproxy.access")
@@ -258,8 +258,8 @@ class Proxy:
                     meter.observe_body(orjson.loads(content))
         except _STREAM_ERRORS as exc:
             # Nothing has reached the client yet: the answer is an error in its format, not a 500.
-            log.warning("upstream response failed", error=type(exc).__name__)
-            raise ProxyError(502, _LOST) from None
+            log.warning("upstream response failed", error=_reason(exc))
+            raise ProxyError(502, f"upstream {provider.name} answer broke off: {_reason(exc)}") from None
         except orjson.JSONDecodeError:
             raise ProxyError(502, "upstream answered with a body that is not valid JSON") from None
         finally:
@@ -333,9 +333,8 @@ class Proxy:
             try:
                 resp = await self.http.send(outbound.method, outbound.url, outbound.headers, outbound.body)
             except (UpstreamError, TimeoutError, OSError) as exc:
-                raise ProxyError(
-                    502, f"cannot reach upstream {provider.name}: {type(exc).__name__}"
-                ) from None
+                what = "invalid answer from" if isinstance(exc, InvalidAnswer) else "cannot reach"
+                raise ProxyError(502, f"{what} upstream {provider.name}: {_reason(exc)}") from None
             if resp.status == 401 and not refreshed:
                 refreshed = True
                 retry = await provider.unauthorized(call, outbound)
@@ -461,6 +460,13 @@ class _UsageMeter:
 
 
 _STREAM_ERRORS = (UpstreamError, TimeoutError, OSError)
+
+
+def _reason(exc: BaseException) -> str:
+    """Our own client's message (never holds a secret), else the exception's type."""
+    return str(exc) if isinstance(exc, UpstreamError) and str(exc) else type(exc).__name__
+
+
 _LOST = "upstream connection lost mid-stream"
 
 
@@ -493,7 +499,7 @@ async def _passthrough(
             last = out
             yield out
     except _STREAM_ERRORS as exc:
-        log.warning("upstream stream failed", error=type(exc).__name__)
+        log.warning("upstream stream failed", error=_reason(exc))
         yield render_stream_error(client, ErrorInfo(502, "api_error", _LOST))
         return
     if tail.strip() and any(marker in tail for marker in _TERMINAL[upstream]):
@@ -540,7 +546,7 @@ async def _translate_stream(
         # A final event without its closing blank line still counts when it arrived whole.
         out = _translate_events(parser.feed(b"\n\n"), translator, meter) if parser.pending.strip() else b""
     except _STREAM_ERRORS as exc:
-        log.warning("upstream stream failed", error=type(exc).__name__)
+        log.warning("upstream stream failed", error=_reason(exc))
         yield translator.fail(502, "api_error", _LOST)
         return
     yield out + translator.finish()

@@ -35,6 +35,22 @@ def check_bind(config: LoadedConfig) -> None:
     )
 
 
+def check_network() -> None:
+    """A SOCKS proxy, a malformed proxy variable or a missing CA file fails the start in one line."""
+    import structlog
+
+    from ccproxy.network import ProxyConfig, check_ca_bundle
+
+    check_ca_bundle(None)
+    proxies = ProxyConfig.from_env()
+    if proxies.enabled:
+        structlog.get_logger("ccproxy").info(
+            "upstream proxy from the environment",
+            https=proxies.https.url if proxies.https else None,
+            http=proxies.http.url if proxies.http else None,
+        )
+
+
 def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: Path | None) -> None:
     import uvicorn
 
@@ -48,6 +64,7 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
     plugins = load_plugins(config, mock=mock, fake_base_url=mock_base_url(config))
     settings = config.settings
     configure(settings.logging.level, settings.logging.format)
+    check_network()
     common: dict[str, Any] = {
         "host": settings.server.host,
         "port": settings.server.port,

@@ -4,7 +4,9 @@ Chosen by measurement (docs/decisions.md): aiohttp cost ~35% of the proxy's CPU 
 bookkeeping, header merging, tracing hooks, cookie jar) for features the proxy never uses; httpx was an
 order of magnitude slower under concurrency. This client does only what the data path needs: one request
 at a time per pooled connection, a streamed body with back-pressure, connect/read timeouts, TLS, and a
-safe retry when a reused keep-alive connection turns out to have been closed by the server.
+safe retry when a reused keep-alive connection turns out to have been closed by the server; and what a
+user's network needs (``ccproxy.network``): HTTP proxies from the environment (CONNECT tunnels for https,
+absolute-form requests for http, proxy auth), configurable CAs, compressed and close-delimited bodies.
 
 OAuth token calls (cold path, hours apart) use aiohttp, imported only when one happens.
 """
@@ -19,6 +21,8 @@ from collections.abc import AsyncIterator, Iterable
 
 import httptools
 
+from ccproxy.network import ACCEPT_ENCODING, Decoder, ProxyConfig, ProxyServer, decoder_for, ssl_context
+
 _HIGH_WATER = 1 << 20  # buffered body bytes at which we stop reading the socket (slow client)
 _IDLE_SECONDS = 50.0  # keep-alive connections older than this are not reused (servers close at ~60 s)
 # Idle connections kept per origin. A burst of 1,000 streams would otherwise leave 1,000 sockets (and their
@@ -28,6 +32,10 @@ _MAX_IDLE = 256
 
 class UpstreamError(OSError):
     """The upstream could not be reached, or broke the connection or the protocol."""
+
+
+class InvalidAnswer(UpstreamError):
+    """The upstream answered with something that is not valid HTTP (or a body we cannot decode)."""
 
 
 class Headers:
@@ -114,6 +122,8 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
         self.keep_alive = False
+        self.decoder: Decoder | None = None
+        self.interim = False
 
     # -- asyncio.Protocol
 
@@ -128,7 +138,7 @@ class _Connection(asyncio.Protocol):
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"invalid HTTP from upstream: {exc}"))
+            self._fail(InvalidAnswer(f"invalid HTTP ({exc})"))
             self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -149,10 +159,12 @@ class _Connection(asyncio.Protocol):
         if head is not None and head.done() and not head.cancelled() and head.exception() is None:
             framed = any(k in ("content-length", "transfer-encoding") for k, _ in self.header_items)
             if not framed:  # a body delimited by the end of the connection: this is its end
-                self.complete = True
+                self._end_decoding()
+                if self.error is None:
+                    self.complete = True
                 self._wake()
                 return
-        self._fail(UpstreamError("upstream closed the connection"))
+        self._fail(UpstreamError("upstream closed the connection before the answer was complete"))
 
     # -- httptools callbacks
 
@@ -163,14 +175,34 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         assert parser is not None  # only called from parser.feed_data
         status = parser.get_status_code()
-        if status == 100:  # an interim answer; the real one follows
+        if status < 200 and status != 101:  # an interim answer (100, 103 Early Hints); the real one follows
             self.header_items = []
+            self.interim = True
             return
         self.keep_alive = parser.should_keep_alive()  # only meaningful before the message completes
+        headers = Headers(self.header_items)
+        encoding = headers._map.get("content-encoding")
+        if encoding is not None:
+            try:
+                self.decoder = decoder_for(encoding)
+            except ValueError as exc:
+                self._fail(InvalidAnswer(str(exc)))
+                self.abort()
+                return
         if self.head is not None and not self.head.done():
-            self.head.set_result(UpstreamResponse(self, status, Headers(self.header_items)))
+            self.head.set_result(UpstreamResponse(self, status, headers))
 
     def on_body(self, body: bytes) -> None:
+        if self.decoder is not None:
+            try:
+                body = self.decoder.feed(body)
+            except ValueError as exc:
+                self.decoder = None
+                self._fail(InvalidAnswer(f"broken compressed body ({exc})"))
+                self.abort()
+                return
+            if not body:
+                return
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > _HIGH_WATER and not self.paused and self.transport is not None:
@@ -179,9 +211,30 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        self.complete = True
+        if self.interim:  # the end of a 1xx answer, not of ours
+            self.interim = False
+            return
+        if self.decoder is not None:
+            self._end_decoding()
+        if self.error is None:
+            self.complete = True
         self._disarm()
         self._wake()
+
+    def _end_decoding(self) -> None:
+        decoder = self.decoder
+        if decoder is None:
+            return
+        self.decoder = None
+        try:
+            rest = decoder.end()
+        except ValueError as exc:
+            self.keep_alive = False
+            self._fail(InvalidAnswer(f"broken compressed body ({exc})"))
+            return
+        if rest:
+            self.chunks.append(rest)
+            self.buffered += len(rest)
 
     # -- used by the client and the response
 
@@ -268,11 +321,33 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
 
-class _Pool:
-    """Idle keep-alive connections to one origin, most recently used first."""
+class _Tunnel(asyncio.Protocol):
+    """Reads the proxy's answer to ``CONNECT``; the TLS connection to the target then takes over."""
 
-    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
-        self.host, self.port, self.tls = host, port, tls
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\r\n\r\n" in self.buffer and not self.answer.done():
+            self.answer.set_result(self.buffer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(UpstreamError("the proxy closed the connection during CONNECT"))
+
+
+class _Pool:
+    """Idle keep-alive connections to one (scheme, host, port, proxy), most recently used first.
+
+    ``fixed`` is the part of every request head after the request line that never changes for this pool
+    (host, accept-encoding, proxy authorization); ``prefix`` makes the request target absolute when an
+    http target is reached through a proxy.
+    """
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None, proxy: ProxyServer | None) -> None:
+        self.host, self.port, self.tls, self.proxy = host, port, tls, proxy
         self.idle: deque[_Connection] = deque()
         self._sweep: asyncio.TimerHandle | None = None
 
@@ -283,20 +358,48 @@ class _Pool:
             if not conn.closed and now - conn.idle_since < _IDLE_SECONDS:
                 return conn, True
             conn.abort()
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):  # unlike wait_for, no extra task per connect
-                transport, conn = await loop.create_connection(
-                    lambda: _Connection(self),
-                    self.host,
-                    self.port,
-                    ssl=self.tls,
-                    server_hostname=self.host if self.tls else None,
-                )
+                conn = await self._connect()
         except (OSError, ssl.SSLError) as exc:
-            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
-        conn.transport = transport  # uvloop may run connection_made only after create_connection returns
+            via = f" through the proxy {self.proxy.url}" if self.proxy else ""
+            raise UpstreamError(f"cannot connect to {self.host}:{self.port}{via}: {exc}") from None
         return conn, False
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        proxy = self.proxy
+        if proxy is None or self.tls is None:  # direct, or an http target in absolute form via the proxy
+            host, port = (self.host, self.port) if proxy is None else (proxy.host, proxy.port)
+            transport, conn = await loop.create_connection(
+                lambda: _Connection(self),
+                host,
+                port,
+                ssl=self.tls,
+                server_hostname=self.host if self.tls else None,
+            )
+            conn.transport = transport  # uvloop may run connection_made only after create_connection returns
+            return conn
+        raw, tunnel = await loop.create_connection(_Tunnel, proxy.host, proxy.port)
+        try:
+            target = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+            auth = f"proxy-authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
+            raw.write(f"CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n{auth}\r\n".encode("latin-1"))
+            answer = await tunnel.answer
+            status_line = answer.split(b"\r\n", 1)[0].decode("latin-1", "replace")
+            parts = status_line.split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/") or parts[1] != "200":
+                hint = " (check the credentials in the proxy URL)" if parts[1:2] in (["407"], ["401"]) else ""
+                raise UpstreamError(f"the proxy refused CONNECT {target}: {status_line[:100]}{hint}")
+            conn = _Connection(self)
+            tls = await loop.start_tls(raw, conn, self.tls, server_hostname=self.host)
+        except BaseException:
+            raw.abort()
+            raise
+        if tls is None:  # only for a closed transport
+            raise UpstreamError("the proxy closed the connection during the TLS handshake")
+        conn.transport = tls
+        return conn
 
     def put(self, conn: _Connection) -> None:
         conn.idle_since = time.monotonic()
@@ -326,26 +429,33 @@ class _Pool:
 
 
 class UpstreamClient:
+    """Pools per (scheme, host, port, proxy). ``proxies`` default to the environment (read once, here);
+    ``ca_bundle`` replaces the default trust (``ccproxy.network.ssl_context``)."""
+
     def __init__(
         self,
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 600.0,
         ssl_context: ssl.SSLContext | None = None,
+        ca_bundle: str | None = None,
+        proxies: ProxyConfig | None = None,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._ssl = ssl_context
+        self.ca_bundle = ca_bundle
+        self.proxies = ProxyConfig.from_env() if proxies is None else proxies
         self._pools: dict[str, tuple[_Pool, str, str]] = {}
 
     async def send(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
     ) -> UpstreamResponse:
         """Send and return once the status line and headers arrived; the caller releases the response."""
-        pool, host_header, target = self._route(url)
-        lines = [f"{method} {target} HTTP/1.1\r\nhost: {host_header}\r\n"]
+        pool, fixed, prefix, target = self._route(url)
+        lines = [f"{method} {prefix}{target} HTTP/1.1\r\n{fixed}"]
         for key, value in headers.items():
-            if key != "host" and key != "content-length" and "\n" not in value and "\r" not in value:
+            if key not in _OWN_HEADERS and "\n" not in value and "\r" not in value:
                 lines.append(f"{key}: {value}\r\n")
         lines.append(f"content-length: {len(body) if body else 0}\r\n\r\n")
         head = "".join(lines).encode("latin-1", "replace")
@@ -364,31 +474,40 @@ class UpstreamClient:
             conn.abort()
             raise
 
-    def _route(self, url: str) -> tuple[_Pool, str, str]:
+    def _route(self, url: str) -> tuple[_Pool, str, str, str]:
         scheme, sep, rest = url.partition("://")
         if not sep or scheme not in ("http", "https"):
             raise UpstreamError(f"unsupported upstream URL: {url[:100]}")
         authority, slash, path = rest.partition("/")
         target = slash + path if slash else "/"
-        cached = self._pools.get(scheme + "://" + authority)
+        origin = scheme + "://" + authority
+        cached = self._pools.get(origin)
         if cached is None:
-            host, _, port = (
-                authority.rpartition(":")
-                if authority.rfind(":") > authority.rfind("]")
-                else (
-                    authority,
-                    "",
-                    "",
-                )
-            )
-            host = host.strip("[]")
-            tls = (self._ssl or ssl.create_default_context()) if scheme == "https" else None
-            number = int(port) if port else (443 if tls else 80)
-            cached = (_Pool(host, number, tls), authority, "")
-            self._pools[scheme + "://" + authority] = cached
-        return cached[0], cached[1], target
+            cached = self._pools[origin] = self._new_pool(scheme, authority)
+        return cached[0], cached[1], cached[2], target
+
+    def _new_pool(self, scheme: str, authority: str) -> tuple[_Pool, str, str]:
+        if authority.rfind(":") > authority.rfind("]"):
+            host, _, port = authority.rpartition(":")
+        else:
+            host, port = authority, ""
+        host = host.strip("[]")
+        tls = (self._ssl or ssl_context(self.ca_bundle)) if scheme == "https" else None
+        number = int(port) if port.isdigit() else (443 if tls else 80)
+        proxy = self.proxies.for_target(scheme, host, number)
+        fixed = f"host: {authority}\r\naccept-encoding: {ACCEPT_ENCODING}\r\n"
+        prefix = ""
+        if proxy is not None and tls is None:  # plain http through the proxy: absolute form, proxy auth
+            prefix = f"{scheme}://{authority}"
+            if proxy.authorization:
+                fixed += f"proxy-authorization: {proxy.authorization}\r\n"
+        return _Pool(host, number, tls, proxy), fixed, prefix
 
     async def close(self) -> None:
         for pool, _, _ in self._pools.values():
             pool.close()
         self._pools.clear()
+
+
+# Set by the client itself; a caller's value is dropped (an injected proxy-authorization included).
+_OWN_HEADERS = frozenset({"host", "content-length", "accept-encoding", "proxy-authorization"})

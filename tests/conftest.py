@@ -33,6 +33,14 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
         "CCPROXY_CONFIG",
         "CCPROXY_VERBOSE_API",
         "CCPROXY_REQUEST_LOG_DIR",
+        # the developer's own network settings must not steer tests that only talk to 127.0.0.1
+        *(
+            f"{v}{p}"
+            for p in ("_PROXY", "_proxy")
+            for v in ("HTTP", "HTTPS", "ALL", "NO", "http", "https", "all", "no")
+        ),
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
     ):
         monkeypatch.delenv(name, raising=False)
     return home

@@ -64,11 +64,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     rename is atomic), fsynced, renamed over the target, and the directory is fsynced so the rename
     survives a crash. A symlinked target (dotfile managers) is written through, keeping the link.
     No backup copies are made: old tokens are dead after a rotation anyway, and copies are leaks.
+    The temp file's name carries the writer's pid, so the temp files of a writer that was killed (they
+    hold tokens) are removed by the next write; a live writer's are never touched.
     """
     target = Path(os.path.realpath(path))
     target.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     payload = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    _remove_orphaned_temp_files(target)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -81,6 +84,31 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
             os.unlink(tmp_name)
         raise
     _fsync_dir(target.parent)
+
+
+def _remove_orphaned_temp_files(target: Path) -> None:
+    """Delete ``.<name>.<pid>.*.tmp`` files whose writer process no longer exists."""
+    prefix = f".{target.name}."
+    try:
+        names = [n for n in os.listdir(target.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix) :].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(target.parent / name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, ConfigDict, Field
 
 from ccproxy.auth.credential import CredentialError
+from ccproxy.network import NetworkConfigError, ProxyConfig, ssl_context
 
 if TYPE_CHECKING:  # aiohttp is imported on first use: the proxy's start-up never pays for it
     import aiohttp
@@ -59,6 +60,8 @@ class OAuthSettings(BaseModel):
     manual_redirect_uri: str | None = None
     timeout_seconds: float = 30.0
     user_agent: str | None = None
+    # CA file or directory for the token endpoint (set from the provider's ca_bundle); None: the default.
+    ca_bundle: str | None = None
 
     @property
     def scope(self) -> str:
@@ -229,6 +232,17 @@ async def _token_request(
     if settings.user_agent:
         headers["User-Agent"] = settings.user_agent
     kwargs: dict[str, Any] = {"json": body} if encoding == "json" else {"data": body}
+    # The same proxy and CA choice as the hot path (ccproxy.network), whatever session we were given.
+    try:
+        proxy = ProxyConfig.from_env().for_url(settings.token_url)
+        if settings.token_url.startswith("https:"):
+            kwargs["ssl"] = ssl_context(settings.ca_bundle)
+    except NetworkConfigError as exc:
+        raise CredentialError(f"{label} failed: {exc}") from None
+    if proxy is not None:
+        kwargs["proxy"] = proxy.url
+        if proxy.authorization:
+            kwargs["proxy_headers"] = {"Proxy-Authorization": proxy.authorization}
     try:
         async with session.post(
             settings.token_url,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,6 +21,7 @@ from ccproxy.auth.oauth import OAuthSettings, default_settings
 from ccproxy.errors import ProxyError
 from ccproxy.formats.aliases import AliasRule, resolve_model
 from ccproxy.formats.base import Format
+from ccproxy.network import check_ca_bundle
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
 from ccproxy.proxy import Call, Outbound, Proxy
 
@@ -76,6 +77,11 @@ class ProviderSettings(PluginSettings):
     aliases: list[AliasRule] = Field(
         default_factory=list, description="Model aliases (exact / prefix / regex), first match wins"
     )
+    ca_bundle: str | None = Field(
+        None,
+        description="CA file or directory trusted for this provider's upstream and OAuth calls "
+        "(replaces SSL_CERT_FILE / the OS store)",
+    )
 
     # Which provider's OAuth defaults fill in a partial `oauth` table; set by each subclass.
     oauth_provider: ClassVar[ProviderName]
@@ -90,6 +96,14 @@ class ProviderSettings(PluginSettings):
         if isinstance(value, dict):
             return {**defaults, **value}
         return value
+
+    @model_validator(mode="after")
+    def _check_ca_bundle(self) -> ProviderSettings:
+        if self.ca_bundle is not None:
+            check_ca_bundle(self.ca_bundle, {})
+            if self.oauth is not None and self.oauth.ca_bundle is None:  # the OAuth calls trust it too
+                self.oauth = self.oauth.model_copy(update={"ca_bundle": self.ca_bundle})
+        return self
 
 
 class _Upstream:

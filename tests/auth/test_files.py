@@ -32,6 +32,25 @@ def test_atomic_write_is_0600_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert sorted(p.name for p in target.parent.iterdir()) == ["creds.json"]
 
 
+def test_temp_files_of_dead_writers_are_removed_live_ones_kept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    tmp_path = tmp_path / "store"
+    tmp_path.mkdir()
+    target = tmp_path / "creds.json"
+    orphan = tmp_path / f".creds.json.{int(dead.stdout)}.abc123.tmp"  # a writer SIGKILLed mid-write
+    live = tmp_path / f".creds.json.{os.getpid()}.def456.tmp"  # a writer still at work (here: us)
+    other = tmp_path / ".other.json.1.x.tmp"
+    for path in (orphan, live, other):
+        path.write_text("{")
+    write_json_atomic(target, {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["creds.json", live.name, other.name])
+
+
 def test_atomic_write_never_creates_a_readable_temp_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,44 +6,14 @@ import asyncio
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from ccproxy.upstream import UpstreamClient, UpstreamError
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    return head, await reader.readexactly(length)
-
-
-class Server:
-    def __init__(self) -> None:
-        self.connections = 0
-        self.heads: list[bytes] = []
-        self.url = ""
-
-    async def start(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
-        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
-            try:
-                await handler(reader, writer)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-        self.server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=tls)
-        port = self.server.sockets[0].getsockname()[1]
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+from .upstream_servers import Server, _read_request, keep_alive_handler
 
 
 @pytest.fixture
@@ -51,21 +21,6 @@ async def client() -> AsyncIterator[UpstreamClient]:
     c = UpstreamClient(connect_timeout=2, read_timeout=2)
     yield c
     await c.close()
-
-
-def keep_alive_handler(server: Server, answers: int = 100) -> Handler:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(answers):
-            head, body = await _read_request(reader)
-            server.heads.append(head)
-            payload = b'{"echo": %d}' % len(body)
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                % (len(payload), payload)
-            )
-            await writer.drain()
-
-    return handle
 
 
 async def test_keep_alive_reuses_one_connection(client: UpstreamClient) -> None:
@@ -290,3 +245,24 @@ async def test_tls(tmp_path: Path) -> None:
     with pytest.raises(UpstreamError, match="cannot connect"):
         await untrusting.send("POST", server.url + "/", {}, b"")
     await untrusting.close()
+
+
+@pytest.mark.parametrize("interim", [b"100 Continue", b"103 Early Hints\r\nlink: </a.css>; rel=preload"])
+async def test_interim_answers_are_skipped(client: UpstreamClient, interim: bytes) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 " + interim + b"\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the real answer comes separately, its body later still
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nall")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b" of it")
+        await writer.drain()
+
+    server = Server()
+    await server.start(handle)
+    resp = await client.send("POST", server.url + "/", {}, b"")
+    assert resp.status == 200 and "link" not in resp.headers
+    assert await resp.read() == b"all of it"
+    resp.release()
