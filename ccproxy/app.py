@@ -106,8 +106,16 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             except Exception as exc:
                 log.error("plugin failed to start", plugin=entry.name, error=f"{type(exc).__name__}: {exc}")
                 entry.error = f"startup failed: {exc}"
+        await _warn_unready(plugins)
         settle_after_startup()
-        log.info("ccproxy ready", version=__version__, plugins=[p.name for p in plugins.active], mock=mock)
+        server = settings.server
+        log.info(
+            "ccproxy ready",
+            url=f"http://{server.host}:{server.port}",
+            version=__version__,
+            plugins=[p.name for p in plugins.active],
+            mock=mock,
+        )
         try:
             yield
         finally:
@@ -170,6 +178,23 @@ def _health_endpoint(plugins: PluginSet) -> Any:
         return Response(orjson.dumps(body), status, media_type="application/health+json")
 
     return health
+
+
+async def _warn_unready(plugins: PluginSet) -> None:
+    """At start, a warning per check that is not passing: e.g. a provider without credentials, with the
+    command that logs in (the first request's 401 should not be the first the user hears of it)."""
+    for entry in plugins.active:
+        assert entry.plugin is not None and entry.ctx is not None
+        if entry.error:
+            continue  # already logged when it failed
+        try:
+            results = await entry.plugin.health(entry.ctx)
+        except Exception as exc:
+            log.warning("plugin health check failed", plugin=entry.name, error=f"{type(exc).__name__}: {exc}")
+            continue
+        for result in results:
+            if result.status != "pass":
+                log.warning(f"{entry.name}: {result.output}", plugin=entry.name, check=result.name)
 
 
 def _worse(a: str, b: str) -> str:
