@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ccproxy import __version__
 from ccproxy.config import LoadedConfig, load_config
-from ccproxy.errors import error_response, format_for
+from ccproxy.errors import RouteGuide, error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import settle_after_startup
 from ccproxy.middleware import CoreMiddleware
@@ -128,7 +128,8 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             await http.close()
 
     token = settings.security.auth_token
-    router = FixedPaths(Router(routes, lifespan=lifespan))
+    guide = RouteGuide(routes)  # 404s and 405s that name the right route; only on the miss path
+    router = FixedPaths(Router([*routes, *guide.method_routes(routes)], lifespan=lifespan, default=guide))
     app = App(router, auth_token=token.get_secret_value() if token else None)
     app.config = config
     app.plugins = plugins

@@ -14,7 +14,7 @@ import time
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ccproxy.errors import error_response, format_for
+from ccproxy.errors import error_response, failure_reason, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import IdleTrimmer
 
@@ -23,6 +23,7 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 OPEN_PATHS = frozenset({"/health", "/health/"})
 # The offline mode's in-process fakes are the "upstream", not part of the proxy's own surface.
 UNGUARDED_PREFIX = "/_mock/"
+_NO_REASON: dict[str, str] = {}
 
 
 class CoreMiddleware:
@@ -65,12 +66,15 @@ class CoreMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         rid_header = (b"x-request-id", request_id.encode())
         status = 0
+        reason = ""  # a failed request's error message, for its access-log line
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, reason
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), rid_header]
+            elif status >= 400 and not reason:
+                reason = failure_reason(status, message.get("body", b""))
             await send(message)
 
         try:
@@ -98,6 +102,7 @@ class CoreMiddleware:
                     status=status,
                     ms=round((time.perf_counter() - started) * 1000, 2),
                     request_id=request_id,
+                    **({"reason": reason} if reason else _NO_REASON),
                 )
 
     def _authorized(self, headers: dict[str, str]) -> bool:
