@@ -64,6 +64,7 @@ class _Client:
     name: str
     setting: str  # with {url}
     suffixes: tuple[str, ...]  # longest first
+    prefer: str = "/"  # routes under this prefix first (Codex users come for their ChatGPT plan)
 
 
 _ANTHROPIC_SUFFIXES = ("/v1/messages/count_tokens", "/v1/messages", "/v1/models")
@@ -72,7 +73,9 @@ _CLIENTS = (
     _Client(("anthropic/",), "the Anthropic SDK", 'base_url="{url}"', _ANTHROPIC_SUFFIXES),
     _Client(("openai/",), "the OpenAI SDK", 'base_url="{url}"', _OPENAI_SUFFIXES),
     _Client(("claude-cli/",), "Claude Code", "ANTHROPIC_BASE_URL={url}", _ANTHROPIC_SUFFIXES),
-    _Client(("codex_",), "Codex", 'base_url = "{url}" in its model provider', _OPENAI_SUFFIXES),
+    _Client(
+        ("codex_",), "Codex", 'base_url = "{url}" in its model provider', _OPENAI_SUFFIXES, "/api/codex/"
+    ),
 )
 _ANY_CLIENT = _Client((), "your client", "its base URL to {url}", _ANTHROPIC_SUFFIXES + _OPENAI_SUFFIXES)
 
@@ -104,10 +107,11 @@ class RouteGuide:
             candidates = [p for p, _ in self.routes if p.endswith(suffix)]
             if not trimmed.endswith(suffix) or not candidates:
                 continue
+            who = client or _ANY_CLIENT
+            candidates = [p for p in candidates if p.startswith(who.prefer)] or candidates
             base = trimmed.removesuffix(suffix)
             best = max(candidates, key=lambda p: SequenceMatcher(None, base, p.removesuffix(suffix)).ratio())
             url = f"http://{headers.get('host', 'localhost')}{best.removesuffix(suffix)}"
-            who = client or _ANY_CLIENT
             return (
                 f"no route for {method} {path}; the nearest is {best}: "
                 f"with {who.name} set {who.setting.format(url=url)}"

@@ -168,7 +168,7 @@ class Proxy:
         )
         hooks = self.ctx.hooks
         hooks.request_started(event)
-        record = self.recorder.start(request_id, path, headers, body)
+        record = self.recorder.start(request_id, path, headers, body, scope["method"])
         watcher = _DisconnectWatcher(receive)
         response: Response | None = None
         try:
@@ -281,7 +281,7 @@ class Proxy:
         hooks = self.ctx.hooks
         hooks.request_started(event)
         meter = _UsageMeter(provider.upstream_format) if hooks.listening else None
-        record = self.recorder.start(call.request_id, path, call.headers, call.body)
+        record = self.recorder.start(call.request_id, path, call.headers, call.body, "WEBSOCKET")
         resp: UpstreamResponse | None = None
         try:
             resp = await self._send(call, provider, await provider.prepare(call))
