@@ -23,11 +23,14 @@ _VALUE_CHAR = r"[^\s\"',;&{}\[\]]"
 _NOT_A_COUNTER = r"(?<!tokens)(?<!_details)(?<!_count)(?<!_usage)(?<!_limit)"
 _SEPARATOR = r"(?:[\"']?\s*[:=]\s*|[\"']\s*,\s*)(?:(?-i:b)?[\"'])?(?:(?:Bearer|Basic)\s+)?"
 # In free text: ``name: value`` / ``"name": "value"`` / ``name=value`` / ``(b'name', b'value')`` for a
-# secret-bearing name (a header dump, a repr, a JSON fragment; a bare number is left alone); and
-# secret-looking values anywhere: Bearer/Basic credentials, Anthropic and OpenAI keys and tokens, JWTs.
+# secret-bearing name (a header dump, a repr, a JSON fragment; a bare number is left alone)...
+NAMED_SECRETS = re.compile(
+    rf"((?<![\w-]){_SECRET_NAME}{_NOT_A_COUNTER}{_SEPARATOR})(?![0-9.]+(?!{_VALUE_CHAR})){_VALUE_CHAR}+",
+    re.IGNORECASE,
+)
+# ...and secret-looking values anywhere: Bearer/Basic credentials, Anthropic and OpenAI keys and tokens, JWTs.
 SECRET_VALUES = re.compile(
-    rf"((?<![\w-]){_SECRET_NAME}{_NOT_A_COUNTER}{_SEPARATOR})(?![0-9.]+(?!{_VALUE_CHAR}))({_VALUE_CHAR}+)"
-    r"|((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]{8,}"
+    r"((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]{8,}"
     r"|sk-[A-Za-z0-9_-]{8,}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
     re.IGNORECASE,
@@ -35,10 +38,12 @@ SECRET_VALUES = re.compile(
 
 
 def _mask(m: re.Match[str]) -> str:
-    return (m.group(1) or m.group(3) or "") + "***"
+    return (m.group(1) or "") + "***"
 
 
 def redact_text(text: str) -> str:
+    if ":" in text or "=" in text or "," in text:  # no separator, no ``name: value`` (the common case)
+        text = NAMED_SECRETS.sub(_mask, text)
     return SECRET_VALUES.sub(_mask, text)
 
 
@@ -67,7 +72,9 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 def _redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
-        if key in ("event", "level", "timestamp", "logger"):
+        if key in ("level", "timestamp", "logger"):
+            continue  # ours, never a secret
+        if key == "event":
             if isinstance(value, str):
                 event[key] = redact_text(value)
             continue
