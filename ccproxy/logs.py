@@ -146,6 +146,8 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
+        uvicorn_logger.setLevel(logging.NOTSET)  # the root's level
+        uvicorn_logger.disabled = False
         uvicorn_logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # the access line is ours (ccproxy.access)
 
