@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ccproxy import __version__
 from ccproxy.config import LoadedConfig, load_config
-from ccproxy.errors import error_response, format_for
+from ccproxy.errors import RouteGuide, error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import settle_after_startup
 from ccproxy.middleware import TRUSTED, CoreMiddleware
@@ -133,8 +133,16 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             except Exception as exc:
                 log.error("plugin failed to start", plugin=entry.name, error=f"{type(exc).__name__}: {exc}")
                 entry.error = f"startup failed: {exc}"
+        await _warn_unready(plugins)
         settle_after_startup()
-        log.info("ccproxy ready", version=__version__, plugins=[p.name for p in plugins.active], mock=mock)
+        server = settings.server
+        log.info(
+            "ccproxy ready",
+            url=f"http://{server.host}:{server.port}",
+            version=__version__,
+            plugins=[p.name for p in plugins.active],
+            mock=mock,
+        )
         try:
             yield
         finally:
@@ -147,7 +155,8 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             for client in clients.values():
                 await client.close()
 
-    router = FixedPaths(Router(routes, lifespan=lifespan))
+    guide = RouteGuide(routes)  # 404s and 405s that name the right route; only on the miss path
+    router = FixedPaths(Router([*routes, *guide.method_routes(routes)], lifespan=lifespan, default=guide))
     app = App(
         router,
         auth_token=token.get_secret_value() if token else None,
@@ -206,6 +215,23 @@ def _health_endpoint(plugins: PluginSet) -> Any:
         return Response(orjson.dumps(body), status, media_type="application/health+json")
 
     return health
+
+
+async def _warn_unready(plugins: PluginSet) -> None:
+    """At start, a warning per check that is not passing: e.g. a provider without credentials, with the
+    command that logs in (the first request's 401 should not be the first the user hears of it)."""
+    for entry in plugins.active:
+        assert entry.plugin is not None and entry.ctx is not None
+        if entry.error:
+            continue  # already logged when it failed
+        try:
+            results = await entry.plugin.health(entry.ctx)
+        except Exception as exc:
+            log.warning("plugin health check failed", plugin=entry.name, error=f"{type(exc).__name__}: {exc}")
+            continue
+        for result in results:
+            if result.status != "pass":
+                log.warning(f"{entry.name}: {result.output}", plugin=entry.name, check=result.name)
 
 
 def _worse(a: str, b: str) -> str:

@@ -22,7 +22,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccproxy.config import LimitsSettings, SecuritySettings
-from ccproxy.errors import error_response, format_for
+from ccproxy.errors import error_response, failure_reason, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import IdleTrimmer
 
@@ -95,6 +95,9 @@ class HostGuard:
         return address.is_loopback or self.wildcard_bind
 
 
+_NO_REASON: dict[str, str] = {}
+
+
 class CoreMiddleware:
     def __init__(
         self,
@@ -149,12 +152,15 @@ class CoreMiddleware:
         if cors:
             extra += _cors_headers(raw[b"origin"])
         status = 0
+        reason = ""  # a failed request's error message, for its access-log line
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, reason
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *extra]
+            elif status >= 400 and not reason:
+                reason = failure_reason(status, message.get("body", b""))
             await send(message)
 
         counted = False
@@ -192,6 +198,7 @@ class CoreMiddleware:
                     status=status,
                     ms=round((time.perf_counter() - started) * 1000, 2),
                     request_id=request_id,
+                    **({"reason": reason} if reason else _NO_REASON),
                 )
 
     def _admission(

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -22,6 +22,7 @@ import structlog
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ccproxy import logs
 from ccproxy.errors import ProxyError, error_response
 from ccproxy.formats.base import (
     Format,
@@ -97,6 +98,10 @@ class Provider(Protocol):
         """The upstream said 401: refresh once and rebuild, or ``None`` to give up."""
         ...
 
+    def model_help(self) -> str:
+        """The model names and aliases this provider takes, and where to configure more."""
+        ...
+
 
 class Proxy:
     """Shared services for the data path; one per app."""
@@ -135,6 +140,9 @@ class Proxy:
             return _error(client_format, 400, f"request body is not valid JSON: {exc}", request_id)
         if not isinstance(body, dict):
             return _error(client_format, 400, "request body must be a JSON object", request_id)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _error(client_format, 400, model_problem(model), request_id, param="model")
         translation = _translation(client_format, provider.upstream_format)
         try:
             validate(client_format, provider.upstream_format, body)
@@ -144,7 +152,6 @@ class Proxy:
         except orjson.JSONEncodeError:
             deep = depth_error(body)  # a translator wrote a client value nested deeper than orjson can
             return _error(client_format, 400, deep.message, request_id, param=deep.param)
-        model = body.get("model")
         stream = body.get("stream") is True
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         path: str = scope["path"]
@@ -172,7 +179,7 @@ class Proxy:
         )
         hooks = self.ctx.hooks
         hooks.request_started(event)
-        record = self.recorder.start(request_id, path, headers, body)
+        record = self.recorder.start(request_id, path, headers, body, scope["method"])
         watcher = _DisconnectWatcher(receive)
         response: Response | None = None
         try:
@@ -221,7 +228,9 @@ class Proxy:
         if resp.status >= 400:
             data = await _read_capped(resp)
             event.status = resp.status
-            return _upstream_error(call.client_format, upstream_format, resp.status, data, call, passthrough)
+            return _upstream_error(
+                call.client_format, upstream_format, resp.status, data, call, passthrough, provider
+            )
         is_sse = resp.content_type == "text/event-stream"
         ctx = TranslationContext(call.client_model or "", client_body)
         restore = _restore_model(call)
@@ -286,7 +295,7 @@ class Proxy:
         hooks = self.ctx.hooks
         hooks.request_started(event)
         meter = _UsageMeter(provider.upstream_format) if hooks.listening else None
-        record = self.recorder.start(call.request_id, path, call.headers, call.body)
+        record = self.recorder.start(call.request_id, path, call.headers, call.body, "WEBSOCKET")
         resp: UpstreamResponse | None = None
         try:
             resp = await self._send(call, provider, await provider.prepare(call))
@@ -324,20 +333,29 @@ class Proxy:
                 status=event.status,
                 ms=round(event.duration * 1000, 2),
                 request_id=call.request_id,
+                **({"reason": event.error} if event.error else {}),
             )
 
     async def _send(self, call: Call, provider: Provider, outbound: Outbound) -> UpstreamResponse:
         attempts_left = provider.retry_attempts
         refreshed = False
         while True:
+            if logs.DEBUG:
+                _debug_sending(call, provider, outbound)
+                sent = time.perf_counter()
             try:
                 resp = await self.http.send(outbound.method, outbound.url, outbound.headers, outbound.body)
             except (UpstreamError, TimeoutError, OSError) as exc:
+                log.debug("upstream unreachable", request_id=call.request_id, error=repr(exc))
                 what = "invalid answer from" if isinstance(exc, InvalidAnswer) else "cannot reach"
                 raise ProxyError(502, f"{what} upstream {provider.name}: {_reason(exc)}") from None
+            if logs.DEBUG:
+                ms = round((time.perf_counter() - sent) * 1000, 2)
+                log.debug("upstream answered", request_id=call.request_id, status=resp.status, headers_ms=ms)
             if resp.status == 401 and not refreshed:
                 refreshed = True
                 retry = await provider.unauthorized(call, outbound)
+                log.debug("upstream said 401", request_id=call.request_id, refreshed=retry is not None)
                 if retry is not None:
                     resp.release()
                     outbound = retry
@@ -346,12 +364,34 @@ class Proxy:
                 wait = _retry_wait(
                     resp.headers, provider.retry_attempts - attempts_left, provider.retry_max_wait
                 )
+                log.debug("upstream busy", request_id=call.request_id, status=resp.status, retry_in=wait)
                 if wait is not None:
                     attempts_left -= 1
                     resp.release()
                     await asyncio.sleep(wait)
                     continue
             return resp
+
+
+def model_problem(model: object) -> str:
+    """Why a request's ``model`` cannot be served (it is missing, empty or not a string)."""
+    if model is None or model == "":
+        return "'model' is required: name the model to use (GET <base_url>/v1/models lists them)"
+    return f"'model' must be a string, not {type(model).__name__}"
+
+
+def _debug_sending(call: Call, provider: Provider, outbound: Outbound) -> None:
+    log.debug(
+        "upstream request",
+        request_id=call.request_id,
+        provider=provider.name,
+        url=outbound.url.partition("?")[0],  # a query may carry a secret; the path says enough
+        model=call.client_model,
+        upstream_model=call.body.get("model"),
+        stream=call.stream,
+        session=call.session_id,
+        bytes=len(outbound.body),
+    )
 
 
 def _translation(client: Format, upstream: Format) -> Translation | None:
@@ -391,12 +431,30 @@ async def _read_capped(resp: UpstreamResponse) -> bytes:
 
 
 def _upstream_error(
-    client: Format, upstream: Format, status: int, data: bytes, call: Call, headers: dict[str, str]
+    client: Format,
+    upstream: Format,
+    status: int,
+    data: bytes,
+    call: Call,
+    headers: dict[str, str],
+    provider: Provider,
 ) -> Response:
-    # Same format and the right envelope: hand it over untouched. Anything else is re-rendered.
-    if client is upstream and _is_envelope(client, data):
+    # Same format and the right envelope: hand it over untouched. Anything else is re-rendered; an
+    # unknown model also learns which names the provider takes.
+    unknown_model = status in (400, 404) and _names_model(data, call)
+    if client is upstream and not unknown_model and _is_envelope(client, data):
         return Response(data, status, headers=headers, media_type="application/json")
-    return error_response(client, parse_error(status, data), call.request_id, headers)
+    info = parse_error(status, data)
+    if unknown_model:
+        info = replace(info, message=f"{info.message}. {provider.model_help()}")
+    return error_response(client, info, call.request_id, headers)
+
+
+def _names_model(data: bytes, call: Call) -> bool:
+    """Whether an upstream error is about the model asked for (``model: x``, ``The 'x' model is not ...``)."""
+    text = data.decode("utf-8", "replace")
+    names = {call.client_model, call.body.get("model")} - {None, ""}
+    return "model" in text.lower() and any(str(name) in text for name in names)
 
 
 def _is_envelope(fmt: Format, data: bytes) -> bool:

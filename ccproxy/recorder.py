@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,11 @@ NULL_RECORD = _NullRecord()
 
 
 class _Record:
-    __slots__ = ("_recorder", "_stream", "_stream_size", "data")
+    __slots__ = ("_recorder", "_started", "_stream", "_stream_size", "data")
 
     def __init__(self, recorder: Recorder, data: dict[str, Any]) -> None:
         self._recorder = recorder
+        self._started = time.perf_counter()
         self._stream: list[bytes] = []
         self._stream_size = 0
         self.data = data
@@ -48,6 +51,7 @@ class _Record:
 
     def finish(self, status: int, body: bytes | None) -> None:
         self.data["status"] = status
+        self.data["duration_ms"] = round((time.perf_counter() - self._started) * 1000, 2)
         text = body if body is not None else b"".join(self._stream)
         try:
             self.data["response"] = redact(orjson.loads(text)) if body is not None else None
@@ -69,13 +73,17 @@ class Recorder:
     def enabled(self) -> bool:
         return self.verbose or self.directory is not None
 
-    def start(self, request_id: str, path: str, headers: dict[str, str], body: Any) -> _Record | _NullRecord:
+    def start(
+        self, request_id: str, path: str, headers: dict[str, str], body: Any, method: str = "POST"
+    ) -> _Record | _NullRecord:
         if not self.enabled:
             return NULL_RECORD
         return _Record(
             self,
             {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "request_id": request_id,
+                "method": method,
                 "path": path,
                 "headers": redact_headers(headers),
                 "request": redact(body),

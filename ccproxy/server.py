@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +83,10 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
         "server_header": False,
         "proxy_headers": False,  # we never trust X-Forwarded-*; and it is a layer per request
     }
+    # Bound before any startup work: a port in use is one clear error, and "ready" means listening.
+    sock = listen(settings.server.host, settings.server.port)
     if settings.server.workers > 1 or settings.server.reload:
+        sock.close()  # the supervisor binds its own, shared with the workers
         gc.enable()  # this process only supervises; the workers are fresh interpreters
         # Worker processes build their own app from the same layers.
         layer = {**cli, "_mock": mock, "_config_file": str(config_file) if config_file else None}
@@ -94,4 +99,24 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
             **common,
         )
         return
-    uvicorn.run(create_app(config, mock=mock, plugins=plugins), **common)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, mock=mock, plugins=plugins), **common))
+    server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(3)  # the application failed to start (logged); uvicorn's own exit code
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (connections wait in the backlog until the app is up)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        if exc.errno == errno.EADDRINUSE:
+            reason += " (another ccproxy or another program has it: stop that one or choose --port)"
+        raise ValueError(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock

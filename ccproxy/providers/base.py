@@ -124,6 +124,17 @@ class _Upstream:
             call.body["model"] = resolve_model(model, self.ctx.settings.aliases)
         return self.plugin.build(self.ctx, call, credential)
 
+    def model_help(self) -> str:
+        settings = self.ctx.settings
+        models = ", ".join(m.id for m in getattr(settings, "models", ())) or "none listed"
+        aliases = ", ".join(
+            f"{r.match}{'*' if r.kind == 'prefix' else ''} -> {r.target}" for r in settings.aliases
+        )
+        where = f"plugins.{self.name}.aliases (or plugins.{self.name}.models for the catalog)"
+        return (
+            f"The {self.name} provider knows {models}; aliases: {aliases or 'none'}. Add more under {where}."
+        )
+
     async def unauthorized(self, call: Call, failed: Outbound) -> Outbound | None:
         tokens: TokenManager | None = self.ctx.state.get("tokens")
         if tokens is None:

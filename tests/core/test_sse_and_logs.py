@@ -110,3 +110,120 @@ def test_request_log_of_a_body_too_deep_to_write(tmp_path: Path) -> None:
     recorder.start("req2", "/api/v1/messages", {}, {"model": "m", "metadata": deep}).finish(200, b"{}")
     written = json.loads((tmp_path / "logs" / "req2.json").read_text())
     assert written["status"] == 200 and "not recordable" in written["request"]
+
+
+def test_usage_counters_are_not_secrets() -> None:
+    body = {
+        "max_tokens": 100,
+        "max_output_tokens": 5,
+        "budget_tokens": 1024,
+        "usage": {
+            "input_tokens": 3,
+            "output_tokens": 4,
+            "cache_creation_input_tokens": 5,
+            "cache_read_input_tokens": 6,
+            "output_tokens_details": {"reasoning_tokens": 1},
+        },
+        "access_token": "at-1",
+        "refresh_token": "rt-1",
+        "id_token": "it-1",
+        "api-key": "k-1",
+        "client_secret": "cs-1",
+        "sessionKey": "sk-1",
+        "password": "pw",
+    }
+    out = redact(body)
+    assert out["max_tokens"] == 100 and out["budget_tokens"] == 1024 and out["max_output_tokens"] == 5
+    assert out["usage"] == body["usage"]
+    for name in (
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "api-key",
+        "client_secret",
+        "sessionKey",
+        "password",
+    ):
+        assert out[name] == "***", name
+    # the same in free text (a JSON fragment in a message)
+    text = redact_text('{"max_tokens": 100, "input_tokens": 5, "refresh_token": "rt-secret"}')
+    assert text == '{"max_tokens": 100, "input_tokens": 5, "refresh_token": "***"}'
+
+
+def test_secret_headers_by_name_pattern() -> None:
+    headers = {
+        "authorization": "Bearer a",
+        "proxy-authorization": "Basic b",
+        "x-api-key": "c",
+        "api-key": "d",
+        "chatgpt-token": "e",
+        "cookie": "f",
+        "set-cookie": "g",
+        "x-acme-session-credential": "h",
+        "x-custom-secret": "i",
+        "openai-organization": "org-1",
+        "x-trace": "sk-ant-oat01-looksliketoken",  # an innocent name with a token-shaped value
+        "anthropic-version": "2023-06-01",
+    }
+    out = redact_headers(headers)
+    assert [k for k, v in out.items() if v == "***"] == [*list(headers)[:9], "x-trace"]
+    assert out["openai-organization"] == "org-1" and out["anthropic-version"] == "2023-06-01"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "< api-key: abcdef123",  # websockets' handshake dump at debug level
+        "< chatgpt-token: abcdef123",
+        "< X-Acme-Auth: abcdef123",
+        "(b'x-api-key', b'abcdef123')",  # an ASGI scope's repr
+        "Authorization: Basic abcdef123",
+        "token=abcdef123&state=x",
+        "x-trace: sk-abcdef123",
+        "id eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.abcdef123",
+    ],
+)
+def test_secret_values_in_text(line: str) -> None:
+    out = redact_text(line)
+    assert "abcdef123" not in out and "***" in out
+
+
+def test_stdlib_and_uvicorn_records_share_the_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("debug", "json")
+    try:
+        logging.getLogger("uvicorn.error").debug("< chatgpt-token: %s", "tok-abcdef123456")
+        logging.getLogger("uvicorn.error").info("Application startup complete.")
+        structlog.get_logger("ccproxy").debug("upstream request", url="http://x/v1/messages")
+        try:
+            raise RuntimeError("failed with Bearer abcdefghijklmnop")
+        except RuntimeError:
+            logging.getLogger("asyncio").exception("task failed")
+    finally:
+        configure("info", "json")
+    lines = capsys.readouterr().err.splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object: no plain text mixed in
+    assert [r["event"] for r in records][:3] == [
+        "< chatgpt-token: ***",
+        "Application startup complete.",
+        "upstream request",
+    ]
+    assert records[0]["logger"] == "uvicorn.error" and records[0]["level"] == "debug"
+    assert "RuntimeError" in records[3]["exception"] and "abcdefghijklmnop" not in lines[3]
+
+
+def test_debug_flag_follows_the_level() -> None:
+    from ccproxy import logs
+
+    configure("debug", "json")
+    assert logs.DEBUG
+    configure("info", "json")
+    assert not logs.DEBUG
+
+
+def test_request_log_files_carry_time_method_and_duration(tmp_path: Path) -> None:
+    recorder = Recorder(verbose=False, directory=tmp_path)
+    record = recorder.start("req2", "/api/v1/chat/completions", {}, {"model": "m"}, "POST")
+    record.finish(404, b'{"error": {"message": "model: m"}}')
+    data = json.loads((tmp_path / "req2.json").read_text())
+    assert data["method"] == "POST" and data["status"] == 404
+    assert data["time"].endswith("+00:00") and data["duration_ms"] >= 0

@@ -10,6 +10,7 @@ clients' own keys.
 
 from __future__ import annotations
 
+import json
 import secrets
 import stat
 import time
@@ -135,4 +136,47 @@ def test_debug_log_keeps_websocket_handshake_credentials_out(
     log = proc.log_text()
     assert "WebSocket /api/codex/v1/responses" in log  # the handshake did happen, at debug level
     leaks = [what for what, value in {**UPSTREAM_SECRETS, **CLIENT_SECRETS}.items() if value in log]
+    assert leaks == []
+
+
+# Issue 10 item 4: credentials under any secret-bearing header name, and token-shaped values under an
+# innocent one, stay out of the debug log (uvicorn's and websockets' handshake dumps included), the
+# verbose API log and the request files.
+HANDSHAKE_SECRETS = {
+    "api-key": secrets.token_hex(16),
+    "chatgpt-token": secrets.token_hex(16),
+    "x-acme-session-credential": secrets.token_hex(16),
+    "x-custom-auth": secrets.token_hex(16),
+    "x-innocent-name": f"sk-ant-api03-{secrets.token_urlsafe(24)}",
+}
+
+
+def test_debug_log_redacts_custom_secret_headers(logged_proxy: tuple[ProxyProcess, Path]) -> None:
+    import httpx
+    from websockets.sync.client import connect
+
+    proc, request_dir = logged_proxy
+    url = proc.url.replace("http://", "ws://") + "/api/codex/v1/responses"
+    frame = {"type": "response.create", "model": "gpt-5.5", "input": [{"role": "user", "content": "hi"}]}
+    with connect(url, additional_headers=HANDSHAKE_SECRETS) as ws:
+        ws.send(json.dumps(frame))
+        while '"response.completed"' not in (event := str(ws.recv(timeout=10))):
+            assert '"response.failed"' not in event, event
+    body = {"model": "sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    resp = httpx.post(proc.url + "/api/v1/messages", json=body, headers=HANDSHAKE_SECRETS)
+    assert resp.status_code == 200, resp.text
+    deadline = time.monotonic() + 5
+    while not list(request_dir.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.stop()
+    log = proc.log_text()
+    assert "< chatgpt-token: ***" in log  # the handshake's header dump happened at debug level, redacted
+    texts = [("stderr", log), *((p.name, p.read_text()) for p in request_dir.glob("*.json"))]
+    assert len(texts) >= 2
+    leaks = [
+        f"{name} in {where}"
+        for where, text in texts
+        for name, value in HANDSHAKE_SECRETS.items()
+        if value in text
+    ]
     assert leaks == []

@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ccproxy.errors import ProxyError
 from ccproxy.formats.base import Format
-from ccproxy.proxy import Call, Provider, Proxy
+from ccproxy.proxy import Call, Provider, Proxy, model_problem
 
 log = structlog.get_logger("ccproxy.codex.ws")
 POLICY_VIOLATION = 1008
@@ -68,6 +68,10 @@ class ResponsesSocket:
         if frame.get("generate") is False or not items:
             await self._local_completion(body, items)
             return
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            await self._failed(400, model_problem(model))
+            return
         body["input"] = items
         body["stream"] = True
         request_id = uuid.uuid4().hex
@@ -80,7 +84,7 @@ class ResponsesSocket:
             headers,
             body,
             True,
-            body.get("model") if isinstance(body.get("model"), str) else None,
+            model,
             self.session_id,
         )
         output: list[Any] = []
