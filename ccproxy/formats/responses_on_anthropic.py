@@ -351,14 +351,8 @@ def _is_custom(tools: ToolTable, flat: Any) -> bool:
 
 def _text_format(text: Any, out: JSON) -> None:
     fmt = text.get("format") if isinstance(text, dict) else None
-    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
-        return  # text.verbosity has no Anthropic counterpart and is ignored
-    if fmt.get("type") == "json_schema":
-        out["output_config"] = {"format": common.output_config_format(fmt.get("schema"), "text.format")}
-        return
-    raise TranslationError(
-        "Anthropic supports JSON output only with a schema; use json_schema", param="text.format"
-    )
+    if isinstance(fmt, dict):  # text.verbosity has no Anthropic counterpart and is ignored
+        common.apply_output_format(out, fmt.get("type"), fmt.get("schema"), "text.format")
 
 
 # --- shared by the response and the stream ---------------------------------------------------------------

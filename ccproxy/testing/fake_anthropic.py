@@ -79,6 +79,9 @@ MODELS = [
         ("claude-sonnet-4-20250514", "Claude Sonnet 4", "2025-05-22T00:00:00Z"),
     ]
 ]
+# What a JSON-mode instruction says (ccproxy's own, ``formats.common.JSON_MODE_INSTRUCTION``): the fake then
+# answers one JSON object, as a model following the instruction would.
+JSON_MODE_PHRASE = "one valid JSON object"
 PING = frame("ping", {"type": "ping"})
 MESSAGE_STOP = frame("message_stop", {"type": "message_stop"})
 
@@ -127,7 +130,21 @@ class AnthropicFake(ProviderFake):
                 tool_output = "\n".join(_text(r.get("content")) for r in results)
         users = [m for m in messages if m.get("role") == "user"]
         prompt = _text(users[-1].get("content")) if users else ""
-        return Conversation(prompt=prompt, tool_output=tool_output, tools=tools)
+        choice = body.get("tool_choice")
+        kind = choice.get("type") if isinstance(choice, dict) else None
+        forced = str(choice.get("name")) if kind == "tool" else "*" if kind == "any" else None
+        output_format = (body.get("output_config") or {}).get("format") or body.get("output_format")
+        schema = output_format.get("schema") if isinstance(output_format, dict) else None
+        system = _text(body.get("system"))
+        return Conversation(
+            prompt=prompt,
+            tool_output=tool_output,
+            tools=tools,
+            forced_tool=forced,
+            output_schema=schema if isinstance(schema, dict) else None,
+            json_mode=JSON_MODE_PHRASE in system,
+            system=system,
+        )
 
     @staticmethod
     def input_tokens(body: Mapping[str, Any]) -> int:

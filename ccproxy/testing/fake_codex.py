@@ -126,7 +126,28 @@ class CodexFake(ProviderFake):
             tool_output = output if isinstance(output, str) else _text(output)
         users = [i for i in items if i.get("role") == "user"]
         prompt = _text(users[-1].get("content")) if users else ""
-        return Conversation(prompt=prompt, tool_output=tool_output, tools=tuple(tools))
+        choice = body.get("tool_choice")
+        forced = None
+        if choice == "required":
+            forced = "*"
+        elif isinstance(choice, dict) and choice.get("type") == "function":
+            forced = str(choice.get("name") or (choice.get("function") or {}).get("name"))
+        text = body.get("text")
+        fmt = text.get("format") if isinstance(text, dict) else None
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        schema = fmt.get("schema") if isinstance(fmt, dict) and kind == "json_schema" else None
+        system = str(body.get("instructions") or "") + "\n".join(
+            _text(i.get("content")) for i in items if i.get("role") in ("system", "developer")
+        )
+        return Conversation(
+            prompt=prompt,
+            tool_output=tool_output,
+            tools=tuple(tools),
+            forced_tool=forced,
+            output_schema=schema if isinstance(schema, dict) else None,
+            json_mode=kind == "json_object",
+            system=system,
+        )
 
     # -- rendering
 

@@ -135,6 +135,10 @@ class Conversation:
     prompt: str  # text of the last user turn
     tool_output: str | None  # the tool result text when the last turn is a tool result
     tools: tuple[ToolSpec, ...]
+    forced_tool: str | None = None  # a tool the request forces: its name, or "*" for "any tool"
+    output_schema: Mapping[str, Any] | None = None  # structured output: the answer must match it
+    json_mode: bool = False  # the answer must be one JSON object (schema-less JSON mode)
+    system: str = ""  # system / instructions text (JSON mode looks for a schema there)
 
 
 Rule = Callable[[RecordedRequest, Conversation], Reply | None]
@@ -174,6 +178,20 @@ def shell_call(tools: Sequence[ToolSpec], command: str) -> ToolCall | None:
 
 
 def default_reply(conversation: Conversation) -> Completion:
+    forced = conversation.forced_tool
+    if forced is not None and conversation.tools:
+        # A forced tool is called whatever the turn (like a model under tool_choice any/tool). With "any
+        # tool" after a tool result, the last tool (where agent libraries put their output tool) ends the loop.
+        tools = conversation.tools
+        fallback = tools[-1] if conversation.tool_output is not None else tools[0]
+        tool = next((t for t in tools if t.name == forced), fallback)
+        return Completion(tool_calls=(ToolCall(tool.name, schema_instance(tool.schema)),))
+    if conversation.output_schema is not None:
+        return Completion(text=orjson.dumps(schema_instance(conversation.output_schema)).decode())
+    if conversation.json_mode:
+        schema = find_schema(conversation.system + "\n" + conversation.prompt)
+        value = schema_instance(schema) if schema else {"answer": default_text(conversation.prompt)}
+        return Completion(text=orjson.dumps(value).decode())
     if conversation.tool_output is not None:
         return Completion(text=tool_output_text(conversation.tool_output))
     marker = RUN_MARKER.search(conversation.prompt)
@@ -182,6 +200,70 @@ def default_reply(conversation: Conversation) -> Completion:
         if call is not None:
             return Completion(tool_calls=(call,))
     return Completion(text=default_text(conversation.prompt))
+
+
+def schema_instance(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
+    """A deterministic value that validates against a (JSON-schema subset) ``schema``: every property
+    filled, the first enum / const / union member, one array item."""
+    root = root if root is not None else schema
+    if depth > 8:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        return schema_instance(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key) or [] if isinstance(o, Mapping) and o.get("type") != "null"]
+        if options:
+            return schema_instance(options[0], root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        props = schema.get("properties") or {}
+        return {k: schema_instance(v, root, depth + 1) for k, v in props.items() if isinstance(v, Mapping)}
+    if kind == "array":
+        items = schema.get("items")
+        return [schema_instance(items, root, depth + 1)] if isinstance(items, Mapping) else []
+    if kind == "string":
+        return "text"
+    if kind == "integer":
+        return max(1, int(schema.get("minimum", 1)))
+    if kind == "number":
+        return float(max(1, schema.get("minimum", 1)))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return {}
+
+
+def find_schema(text: str) -> Mapping[str, Any] | None:
+    """The first JSON schema object (one with ``properties``) written into a prompt, as JSON-mode
+    libraries put it there (instructor, langchain)."""
+    import json
+
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    for _ in range(64):
+        if start < 0:
+            return None
+        try:
+            value, _end = decoder.raw_decode(text, start)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and isinstance(value.get("properties"), dict):
+            return value
+        start = text.find("{", start + 1)
+    return None
 
 
 # ----------------------------------------------------------------------------------------- the upstream
