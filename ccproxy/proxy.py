@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ from ccproxy.formats.base import (
 from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, status_for_stream_error
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
+from ccproxy.responses_store import OutputCollector, ResponseStore, input_items
 from ccproxy.sse import SSEEvent, SSEParser
 from ccproxy.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
@@ -66,6 +67,8 @@ class Call:
     session_id: str | None = None
     raw: bytes | None = None  # the client's own bytes, when the body needed no translation
     state: dict[str, Any] = field(default_factory=dict)
+    # Responses clients: called with the finished response object (in the client's shape) to keep it.
+    remember: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +84,7 @@ class Provider(Protocol):
     upstream_format: Format
     retry_attempts: int
     retry_max_wait: float
+    responses: ResponseStore | None  # kept Responses, for previous_response_id
 
     async def prepare(self, call: Call) -> Outbound:
         """Build the authorised upstream request (raises ``ProxyError`` e.g. without credentials)."""
@@ -132,6 +136,17 @@ class Proxy:
         if model is not None and not isinstance(model, str):
             return _error(client_format, 400, "'model' must be a string", request_id, param="model")
         stream = body.get("stream") is True
+        remember = None
+        store = provider.responses if client_format is Format.RESPONSES else None
+        if store is not None:
+            if "previous_response_id" in body:
+                try:
+                    body = await store.expand(body)
+                except ProxyError as exc:
+                    return error_response(client_format, exc.info, request_id)
+                raw = b""  # the body is no longer the client's bytes
+            if body.get("store") is not False and store.enabled:
+                remember = _keeper(store, input_items(body.get("input")))
         translation = _translation(client_format, provider.upstream_format)
         try:
             upstream_body = translation.request(body) if translation else body
@@ -149,7 +164,8 @@ class Proxy:
             stream,
             model,
             scope.get("path_params", {}).get("session_id"),
-            raw if translation is None else None,
+            raw if translation is None and raw else None,
+            remember=remember,
         )
         event = RequestEvent(
             request_id,
@@ -221,7 +237,10 @@ class Proxy:
                 body_iter = _passthrough(resp, upstream_format, call.client_format, restore, meter)
             else:
                 body_iter = _translate_stream(resp, translation.stream(ctx), meter)
-            return _Stream(resp, body_iter, passthrough, event, self.ctx, record)
+            stream_response = _Stream(resp, body_iter, passthrough, event, self.ctx, record)
+            if call.remember is not None:
+                stream_response.collector = OutputCollector(call.remember)
+            return stream_response
         try:
             if is_sse:
                 final = await _collect(resp, upstream_format)
@@ -230,6 +249,8 @@ class Proxy:
                 body = final if translation is None else translation.response(final, ctx)
                 if translation is None and restore:
                     body["model"] = call.client_model
+                if call.remember is not None:
+                    call.remember(body)
                 content = orjson.dumps(body)
             else:
                 content = await resp.read()
@@ -241,6 +262,8 @@ class Proxy:
                         parsed = translation.response(parsed, ctx)
                     elif restore:
                         parsed["model"] = call.client_model
+                    if call.remember is not None:
+                        call.remember(parsed)
                     content = orjson.dumps(parsed)
                 elif meter is not None:
                     meter.observe_body(orjson.loads(content))
@@ -341,6 +364,17 @@ class Proxy:
                     await asyncio.sleep(wait)
                     continue
             return resp
+
+
+def _keeper(store: ResponseStore, history: list[Any]) -> Callable[[dict[str, Any]], None]:
+    """Keeps a finished response with the whole history that led to it (input items, then output)."""
+
+    def keep(response: dict[str, Any]) -> None:
+        output = response.get("output")
+        if response.get("status") in ("completed", "incomplete") and isinstance(output, list):
+            store.put(str(response.get("id") or ""), [*history, *output], response)
+
+    return keep
 
 
 def _translation(client: Format, upstream: Format) -> Translation | None:
@@ -572,6 +606,7 @@ class _Stream(Response):
     """
 
     watcher: _DisconnectWatcher | None = None
+    collector: OutputCollector | None = None  # keeps a Responses answer for previous_response_id
 
     def __init__(
         self,
@@ -597,13 +632,15 @@ class _Stream(Response):
         self.record = record
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ev, record, watcher = self.event, self.record, self.watcher
+        ev, record, watcher, collector = self.event, self.record, self.watcher, self.collector
         finished = disconnected = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for chunk in self.body_iter:
                 if chunk:
                     record.chunk(chunk)
+                    if collector is not None:
+                        collector.feed(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             finished = True

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import orjson
 from pydantic import Field, SecretStr, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ccproxy.auth.credential import Credential, CredentialError
 from ccproxy.auth.manager import ProviderName, TokenManager
 from ccproxy.auth.oauth import OAuthSettings, default_settings
-from ccproxy.errors import ProxyError
+from ccproxy.errors import ProxyError, error_response
 from ccproxy.formats.aliases import AliasRule, resolve_model
 from ccproxy.formats.base import Format
+from ccproxy.formats.errors import ErrorInfo
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
 from ccproxy.proxy import Call, Outbound, Proxy
+from ccproxy.responses_store import ResponseStore, ResponseStoreSettings, SQLitePersistence
 
 # Never forwarded upstream: hop-by-hop, client credentials, proxy/CDN metadata, and encodings we could
 # not decode (upstreams.md §3.4).
@@ -76,6 +80,10 @@ class ProviderSettings(PluginSettings):
     aliases: list[AliasRule] = Field(
         default_factory=list, description="Model aliases (exact / prefix / regex), first match wins"
     )
+    responses: ResponseStoreSettings = Field(
+        ResponseStoreSettings(),  # type: ignore[call-arg]
+        description="Responses kept for previous_response_id and GET/DELETE /v1/responses/{id}",
+    )
 
     # Which provider's OAuth defaults fill in a partial `oauth` table; set by each subclass.
     oauth_provider: ClassVar[ProviderName]
@@ -102,6 +110,9 @@ class _Upstream:
         self.upstream_format = plugin.upstream_format
         self.retry_attempts = ctx.settings.retry_attempts
         self.retry_max_wait = ctx.settings.retry_max_wait
+        stored: ResponseStoreSettings = ctx.settings.responses
+        persistence = SQLitePersistence(stored.database) if stored.database is not None else None
+        self.responses: ResponseStore | None = ResponseStore(ctx.name, stored, persistence)
 
     async def prepare(self, call: Call) -> Outbound:
         credential = await self.plugin.credential(self.ctx)
@@ -137,6 +148,11 @@ class ProviderPlugin(Plugin):
             ctx.state["tokens"] = TokenManager(
                 _spec(self.auth_provider, settings.oauth), grace_seconds=settings.refresh_grace_seconds
             )
+
+    async def shutdown(self, ctx: PluginContext) -> None:
+        upstream: _Upstream | None = ctx.state.get("upstream")
+        if upstream is not None and upstream.responses is not None:
+            await upstream.responses.close()
 
     async def credential(self, ctx: PluginContext) -> Credential:
         settings: ProviderSettings = ctx.settings
@@ -190,6 +206,36 @@ class ProviderPlugin(Plugin):
         proxy = ctx.proxy
         assert proxy is not None
         return _Endpoint(proxy, self.upstream(ctx), client, upstream_path)
+
+    def response_routes(self, ctx: PluginContext, path: str) -> list[Route]:
+        """``GET`` and ``DELETE {path}/{response_id}``: the responses kept for ``previous_response_id``."""
+        store = self.upstream(ctx).responses
+        assert store is not None
+
+        def not_found(response_id: str) -> Response:
+            info = ErrorInfo(
+                404, "invalid_request_error", f"Response with id '{response_id}' not found.", "response_id"
+            )
+            return error_response(Format.RESPONSES, info)
+
+        async def get_response(request: Request) -> Response:
+            response_id = request.path_params["response_id"]
+            kept = await store.get(response_id)
+            if kept is None:
+                return not_found(response_id)
+            return Response(orjson.dumps(kept.decode()["response"]), media_type="application/json")
+
+        async def delete_response(request: Request) -> Response:
+            response_id = request.path_params["response_id"]
+            if not await store.delete(response_id):
+                return not_found(response_id)
+            body = {"id": response_id, "object": "response", "deleted": True}
+            return Response(orjson.dumps(body), media_type="application/json")
+
+        return [
+            Route(path + "/{response_id}", get_response, methods=["GET"]),
+            Route(path + "/{response_id}", delete_response, methods=["DELETE"]),
+        ]
 
 
 class _Endpoint:

@@ -132,7 +132,9 @@ class AnthropicFake(ProviderFake):
         prompt = _text(users[-1].get("content")) if users else ""
         choice = body.get("tool_choice")
         kind = choice.get("type") if isinstance(choice, dict) else None
-        forced = str(choice.get("name")) if kind == "tool" else "*" if kind == "any" else None
+        forced = "*" if kind == "any" else None
+        if kind == "tool" and isinstance(choice, dict):
+            forced = str(choice.get("name"))
         output_format = (body.get("output_config") or {}).get("format") or body.get("output_format")
         schema = output_format.get("schema") if isinstance(output_format, dict) else None
         system = _text(body.get("system"))

@@ -181,7 +181,7 @@ def default_reply(conversation: Conversation) -> Completion:
     forced = conversation.forced_tool
     if forced is not None and conversation.tools:
         # A forced tool is called whatever the turn (like a model under tool_choice any/tool). With "any
-        # tool" after a tool result, the last tool (where agent libraries put their output tool) ends the loop.
+        # tool" after a tool result, the last tool (where agent libraries put their output tool) ends it.
         tools = conversation.tools
         fallback = tools[-1] if conversation.tool_output is not None else tools[0]
         tool = next((t for t in tools if t.name == forced), fallback)

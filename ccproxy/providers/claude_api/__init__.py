@@ -68,6 +68,7 @@ class ClaudeAPIPlugin(ProviderPlugin):
             Route(
                 "/api/v1/responses", self.endpoint(ctx, Format.RESPONSES, "/v1/messages"), methods=["POST"]
             ),
+            *self.response_routes(ctx, "/api/v1/responses"),
             *model_routes("/api/v1/models", s.models, s.aliases, "anthropic"),
             # Claude Code's probes and telemetry on its base URL (ANTHROPIC_BASE_URL=.../api).
             Route("/api/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),

@@ -92,6 +92,8 @@ class CodexPlugin(ProviderPlugin):
         return [
             WebSocketRoute("/api/codex/responses", socket),
             WebSocketRoute("/api/codex/v1/responses", socket),
+            *self.response_routes(ctx, "/api/codex/v1/responses"),
+            *self.response_routes(ctx, "/api/codex/responses"),
             Route("/api/codex/responses", responses, methods=["POST"]),
             Route("/api/codex/v1/responses", responses, methods=["POST"]),
             Route("/api/codex/chat/completions", chat, methods=["POST"]),
