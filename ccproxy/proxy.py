@@ -31,7 +31,13 @@ from ccproxy.formats.base import (
     TranslationError,
     get_translation,
 )
-from ccproxy.formats.errors import ErrorInfo, parse_error, render_stream_error, status_for_stream_error
+from ccproxy.formats.errors import (
+    ErrorInfo,
+    normalize_responses_failures,
+    parse_error,
+    render_stream_error,
+    status_for_stream_error,
+)
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
 from ccproxy.responses_store import OutputCollector, ResponseStore, input_items
@@ -498,6 +504,7 @@ async def _passthrough(
     last = b""
     first = True
     parser = SSEParser() if meter is not None else None
+    normalize_errors = upstream is Format.RESPONSES  # one OpenAI error mapping on every route
     try:
         async for chunk in resp.iter_chunks():
             data = tail + chunk if tail else chunk
@@ -509,6 +516,8 @@ async def _passthrough(
             if first and restore:
                 out = _rewrite_first_model(out, restore)
             first = False
+            if normalize_errors:
+                out = normalize_responses_failures(out)
             if parser is not None and meter is not None:
                 for ev in parser.feed(out):
                     _observe(meter, ev.event, ev.data)

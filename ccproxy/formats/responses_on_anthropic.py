@@ -26,7 +26,7 @@ import orjson
 from ccproxy.formats import common
 from ccproxy.formats.anthropic_events import AnthropicEventStream
 from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, TranslationError, register
-from ccproxy.formats.errors import ErrorInfo, render_stream_error
+from ccproxy.formats.errors import ErrorInfo, openai_error, render_stream_error
 from ccproxy.sse import frame
 
 _REFUSED = {
@@ -907,20 +907,13 @@ class ResponsesStream(AnthropicEventStream):
             **self._shell,
             "status": "failed",
             "output": self._final_output(),
-            "error": {"code": info.code or _error_code(info), "message": info.message},
+            "error": {"code": openai_error(info)[2] or "server_error", "message": info.message},
             "usage": common.anthropic_usage_to_responses(self._usage),
         }
         return out + self._event("response.failed", {"response": failed})
 
     def _final_output(self) -> list[JSON]:
         return [self._output[k] for k in sorted(self._output)]
-
-
-def _error_code(info: ErrorInfo) -> str:
-    # ResponseError.code is an enum; these are its members closest to Anthropic's error types.
-    if info.status == 429 or info.type == "rate_limit_error":
-        return "rate_limit_exceeded"
-    return "server_error"
 
 
 def _open_stream(ctx: TranslationContext) -> ResponsesStream:

@@ -181,12 +181,13 @@ def test_usage_chunk_when_asked() -> None:
     assert parsed[-1]["usage"]["prompt_tokens"] == 10 and parsed[-1]["usage"]["total_tokens"] == 15
 
 
-def test_late_error_replaces_done() -> None:
+def test_late_error_then_done() -> None:
+    # The same ending as on the Anthropic upstream: the error frame, then [DONE] (docs/formats.md).
     events = [*call_events(), {"type": "error", "error": {"type": "server_error", "message": "late"}}]
     out = run(events)
-    assert not out.endswith(DONE)
+    assert out.endswith(DONE) and out.count(DONE) == 1
     assert chunks(out)[-1] == {
-        "error": {"message": "late", "type": "server_error", "param": None, "code": None}
+        "error": {"message": "late", "type": "server_error", "param": None, "code": "server_error"}
     }
 
 
@@ -194,8 +195,16 @@ def test_transport_failure() -> None:
     translator = ChatStream(TranslationContext(model="m"))
     out = translator.fail(502, "api_error", "upstream closed") + translator.finish()
     assert chunks(out) == [
-        {"error": {"message": "upstream closed", "type": "server_error", "param": None, "code": None}}
+        {
+            "error": {
+                "message": "upstream closed",
+                "type": "server_error",
+                "param": None,
+                "code": "server_error",
+            }
+        }
     ]
+    assert out.endswith(DONE)
 
 
 def test_refusal_stream_and_response() -> None:
