@@ -25,6 +25,7 @@ from ccproxy.formats.aliases import AliasRule, resolve_model
 from ccproxy.formats.base import Format
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
+from ccproxy.providers.models import ModelCatalog, ModelInfo
 from ccproxy.proxy import Call, Outbound, Proxy
 from ccproxy.responses_store import ResponseStore, ResponseStoreSettings, SQLitePersistence
 
@@ -60,6 +61,7 @@ DROP_HEADERS = frozenset(
     }
 )
 _DROP_PREFIXES = ("access-control-", "cf-", "sec-")
+_MAX_LIST_BYTES = 4 << 20
 
 
 def forwardable(headers: dict[str, str]) -> dict[str, str]:
@@ -79,6 +81,15 @@ class ProviderSettings(PluginSettings):
     retry_max_wait: float = Field(10.0, ge=0, description="Longest retry-after honoured by a retry")
     aliases: list[AliasRule] = Field(
         default_factory=list, description="Model aliases (exact / prefix / regex), first match wins"
+    )
+    models: list[ModelInfo] = Field(
+        default_factory=list, description="Built-in model list, served while the upstream's cannot be fetched"
+    )
+    extra_models: list[ModelInfo] = Field(
+        default_factory=list, description="Models added to the upstream's list (e.g. ones it does not list)"
+    )
+    models_refresh_seconds: float = Field(
+        3600.0, ge=0, description="How often the upstream's model list is refreshed (0: built-in list only)"
     )
     responses: ResponseStoreSettings = Field(
         ResponseStoreSettings(),  # type: ignore[call-arg]
@@ -113,12 +124,29 @@ class _Upstream:
         stored: ResponseStoreSettings = ctx.settings.responses
         persistence = SQLitePersistence(stored.database) if stored.database is not None else None
         self.responses: ResponseStore | None = ResponseStore(ctx.name, stored, persistence)
+        settings: ProviderSettings = ctx.settings
+
+        async def fetch() -> list[ModelInfo]:
+            return await plugin.fetch_models(ctx)
+
+        self.catalog = ModelCatalog(
+            settings.models,
+            settings.extra_models,
+            fetch,
+            settings.models_refresh_seconds,
+            plugin.model_families,
+        )
 
     async def prepare(self, call: Call) -> Outbound:
         credential = await self.plugin.credential(self.ctx)
         model = call.body.get("model")
-        if isinstance(model, str) and self.ctx.settings.aliases:
-            call.body["model"] = resolve_model(model, self.ctx.settings.aliases)
+        if isinstance(model, str):
+            aliases = self.ctx.settings.aliases
+            resolved = resolve_model(model, aliases) if aliases else model
+            if resolved in self.catalog.families:  # sonnet / opus / haiku: the newest in the catalog
+                resolved = await self.catalog.resolve_family(resolved)
+            if resolved != model:
+                call.body["model"] = resolved
         return self.plugin.build(self.ctx, call, credential)
 
     async def unauthorized(self, call: Call, failed: Outbound) -> Outbound | None:
@@ -137,9 +165,28 @@ class ProviderPlugin(Plugin):
     upstream_format: ClassVar[Format]
     auth_provider: ClassVar[ProviderName]
     login_command: ClassVar[str]
+    model_families: ClassVar[tuple[str, ...]] = ()  # alias names that follow the newest model of a family
 
     def build(self, ctx: PluginContext, call: Call, credential: Credential) -> Outbound:
         raise NotImplementedError
+
+    async def fetch_models(self, ctx: PluginContext) -> list[ModelInfo]:
+        """The upstream's own model list (``ModelCatalog`` calls it in the background)."""
+        raise NotImplementedError
+
+    async def upstream_json(self, ctx: PluginContext, url: str, headers: dict[str, str]) -> Any:
+        """``GET url`` on the shared upstream client; the parsed JSON of a 200, else an exception."""
+        assert ctx.http is not None
+        resp = await ctx.http.send("GET", url, headers)
+        try:
+            if resp.status != 200:
+                raise ValueError(f"upstream answered {resp.status}")
+            data = await resp.read(limit=_MAX_LIST_BYTES)
+        except BaseException:
+            resp.close()
+            raise
+        resp.release()
+        return orjson.loads(data)
 
     async def startup(self, ctx: PluginContext) -> None:
         settings: ProviderSettings = ctx.settings
@@ -151,8 +198,10 @@ class ProviderPlugin(Plugin):
 
     async def shutdown(self, ctx: PluginContext) -> None:
         upstream: _Upstream | None = ctx.state.get("upstream")
-        if upstream is not None and upstream.responses is not None:
-            await upstream.responses.close()
+        if upstream is not None:
+            await upstream.catalog.close()
+            if upstream.responses is not None:
+                await upstream.responses.close()
 
     async def credential(self, ctx: PluginContext) -> Credential:
         settings: ProviderSettings = ctx.settings

@@ -90,6 +90,19 @@ def _text(content: Any) -> str:
     return ""
 
 
+# The backend's catalog as the Codex CLI 0.169 reads it (slug, display_name; code-mode slugs included).
+MODELS = [
+    {"slug": slug, "display_name": name, "context_window": 272_000, "tool_mode": mode}
+    for slug, name, mode in [
+        ("gpt-6.1-sol", "GPT-6.1 Sol", "code_mode_only"),
+        ("gpt-6-sol", "GPT-6 Sol", "code_mode_only"),
+        ("gpt-5.5", "GPT-5.5", "default"),
+        ("gpt-5.4", "GPT-5.4", "default"),
+        ("gpt-5.3-codex", "GPT-5.3 Codex", "default"),
+    ]
+]
+
+
 class _Events:
     """Accumulates Responses events with consecutive sequence numbers."""
 
@@ -381,11 +394,22 @@ class CodexFake(ProviderFake):
         reply = self.upstream.next_reply(recorded, self.conversation(body))
         return self.respond(reply, body, stream=True)
 
+    async def models(self, request: Request) -> ChunkedResponse:
+        """The backend's model catalog (``GET /models?client_version=…``, upstreams.md §6.6); not recorded
+        (a proxy refreshes its catalog at times of its own choosing)."""
+        auth = request.headers.get("authorization", "")
+        if self.upstream.require_auth and not auth.lower().startswith("bearer "):
+            return self.error_response(401, "Missing or invalid Authorization header")
+        body = orjson.dumps({"models": MODELS})
+        return ChunkedResponse(200, {"content-type": "application/json"}, [body])
+
     @property
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/responses", self.responses, methods=["POST"]),
             Route("/backend-api/codex/responses", self.responses, methods=["POST"]),
+            Route("/models", self.models, methods=["GET"]),
+            Route("/backend-api/codex/models", self.models, methods=["GET"]),
         ]
 
 

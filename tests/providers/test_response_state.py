@@ -83,7 +83,7 @@ def _three_turns(
 
 @pytest.mark.parametrize("provider", ["claude", "codex"])
 def test_three_turn_chain_equals_the_full_history(provider: str, proxy: str, fakes: Fakes) -> None:
-    prefix, model = PROVIDERS[provider]
+    model = PROVIDERS[provider][1]
     client, fake = _client(proxy, provider), _fake(fakes, provider)
     received, history = _three_turns(client, fake, model)
     # Turn 2 reached the upstream with the call before its output (not the output alone).
