@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 
 from ccproxy.sse import frame
 from ccproxy.testing.scripting import (
+    JSON_INSTRUCTION,
     ChunkedResponse,
     Completion,
     Conversation,
@@ -80,9 +81,6 @@ MODELS = [
         ("claude-sonnet-4-20250514", "Claude Sonnet 4", "2025-05-22T00:00:00Z"),
     ]
 ]
-# What a JSON-mode instruction says (ccproxy's own, ``formats.common.JSON_MODE_INSTRUCTION``): the fake then
-# answers one JSON object, as a model following the instruction would.
-JSON_MODE_PHRASE = "one valid JSON object"
 PING = frame("ping", {"type": "ping"})
 MESSAGE_STOP = frame("message_stop", {"type": "message_stop"})
 
@@ -145,7 +143,7 @@ class AnthropicFake(ProviderFake):
             tools=tools,
             forced_tool=forced,
             output_schema=schema if isinstance(schema, dict) else None,
-            json_mode=JSON_MODE_PHRASE in system,
+            json_mode=JSON_INSTRUCTION.search(system) is not None,
             system=system,
         )
 

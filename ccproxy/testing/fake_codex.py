@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 
 from ccproxy.sse import frame
 from ccproxy.testing.scripting import (
+    JSON_INSTRUCTION,
     ChunkedResponse,
     Completion,
     Conversation,
@@ -158,7 +159,7 @@ class CodexFake(ProviderFake):
             tools=tuple(tools),
             forced_tool=forced,
             output_schema=schema if isinstance(schema, dict) else None,
-            json_mode=kind == "json_object",
+            json_mode=kind == "json_object" or JSON_INSTRUCTION.search(system) is not None,
             system=system,
         )
 

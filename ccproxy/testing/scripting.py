@@ -6,8 +6,14 @@ then the test's own rules (``add_rule``), then the default rules, which make a r
 round trip deterministically:
 
 1. the last turn is a tool result → a text answer quoting the tool output;
-2. the last user turn contains ``RUN: <command>`` and a shell-like tool is offered → a call of that tool;
+2. the last user turn contains ``CALL: <tool name>`` and that tool is offered → a call of it with arguments
+   made from its schema (``schema_instance``); ``RUN: <command>`` and a shell-like tool is offered → a call
+   of that tool;
 3. otherwise a deterministic text derived from the prompt (``default_text``).
+
+Before these, the answer obeys what the request demands of it: a forced tool (``tool_choice`` any/tool/
+required/function) is called, a structured-output schema gets a matching JSON text, JSON mode gets one
+JSON object (an instance of a schema found in the prompt, as JSON-mode libraries write it there).
 
 Replies are format-neutral (``Completion``, ``ErrorReply``, ``StreamErrorReply``, ``CorpusReply``,
 ``RawReply``); a ``ProviderFake`` subclass renders them into its wire format. Rendering happens up front, so
@@ -144,6 +150,14 @@ class Conversation:
 Rule = Callable[[RecordedRequest, Conversation], Reply | None]
 
 RUN_MARKER = re.compile(r"RUN:[ \t]*(\S[^\n]*)")
+# A JSON-mode instruction in the system prompt (ccproxy's own, ``formats.common.JSON_MODE_INSTRUCTION``, or a
+# library's prompted-JSON template: pydantic-ai's, instructor's): the answer is one JSON object, as a model
+# following the instruction would give.
+JSON_INSTRUCTION = re.compile(
+    r"respond with (?:a|exactly one valid) JSON object|in json that match the following json_schema",
+    re.IGNORECASE,
+)
+CALL_MARKER = re.compile(r"CALL:[ \t]*([A-Za-z0-9_.-]+)")
 # Checked in this order; the schema decides the argument shape (Codex exec_command {"cmd"}, Codex shell
 # {"command": [argv]}, Claude Code Bash {"command": str}).
 SHELL_TOOL_NAMES = ("exec_command", "shell", "shell_command", "bash", "local_shell")
@@ -185,7 +199,10 @@ def default_reply(conversation: Conversation) -> Completion:
         tools = conversation.tools
         fallback = tools[-1] if conversation.tool_output is not None else tools[0]
         tool = next((t for t in tools if t.name == forced), fallback)
-        return Completion(tool_calls=(ToolCall(tool.name, schema_instance(tool.schema)),))
+        schema: Mapping[str, Any] = tool.schema
+        if not schema.get("properties"):  # a free-form JSON tool: follow a schema the prompt gives
+            schema = find_schema(conversation.system + "\n" + conversation.prompt) or schema
+        return Completion(tool_calls=(ToolCall(tool.name, schema_instance(schema)),))
     if conversation.output_schema is not None:
         return Completion(text=orjson.dumps(schema_instance(conversation.output_schema)).decode())
     if conversation.json_mode:
@@ -194,6 +211,10 @@ def default_reply(conversation: Conversation) -> Completion:
         return Completion(text=orjson.dumps(value).decode())
     if conversation.tool_output is not None:
         return Completion(text=tool_output_text(conversation.tool_output))
+    called = CALL_MARKER.search(conversation.prompt)
+    tool = next((t for t in conversation.tools if called and t.name == called.group(1)), None)
+    if tool is not None:
+        return Completion(tool_calls=(ToolCall(tool.name, schema_instance(tool.schema)),))
     marker = RUN_MARKER.search(conversation.prompt)
     if marker:
         call = shell_call(conversation.tools, marker.group(1).strip())
