@@ -40,7 +40,7 @@ from ccproxy.formats.errors import (
 )
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
-from ccproxy.responses_store import OutputCollector, ResponseStore, input_items
+from ccproxy.responses_store import ResponseStore, input_items, terminal_response
 from ccproxy.sse import SSEEvent, SSEParser
 from ccproxy.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
@@ -244,8 +244,7 @@ class Proxy:
             else:
                 body_iter = _translate_stream(resp, translation.stream(ctx), meter)
             stream_response = _Stream(resp, body_iter, passthrough, event, self.ctx, record)
-            if call.remember is not None:
-                stream_response.collector = OutputCollector(call.remember)
+            stream_response.remember = call.remember
             return stream_response
         try:
             if is_sse:
@@ -615,7 +614,9 @@ class _Stream(Response):
     """
 
     watcher: _DisconnectWatcher | None = None
-    collector: OutputCollector | None = None  # keeps a Responses answer for previous_response_id
+    remember: Callable[[dict[str, Any]], None] | None = (
+        None  # keeps a Responses answer (previous_response_id)
+    )
 
     def __init__(
         self,
@@ -641,18 +642,20 @@ class _Stream(Response):
         self.record = record
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ev, record, watcher, collector = self.event, self.record, self.watcher, self.collector
+        ev, record, watcher = self.event, self.record, self.watcher
         finished = disconnected = False
+        last = b""
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for chunk in self.body_iter:
                 if chunk:
+                    last = chunk
                     record.chunk(chunk)
-                    if collector is not None:
-                        collector.feed(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             finished = True
+            if self.remember is not None and (response := terminal_response(last)) is not None:
+                self.remember(response)
         except asyncio.CancelledError:
             if watcher is None or not watcher.fired:
                 raise

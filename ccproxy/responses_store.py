@@ -11,6 +11,9 @@ Bounded in memory by count, bytes and a TTL (oldest first out). An entry is one 
 size is exact and persistence writes it unchanged. Persistence is optional (``ResponsePersistence``; the
 SQLite implementation runs the stdlib driver off the event loop): a miss in memory is looked up there, so
 a chain survives a restart.
+
+Streams cost nothing per chunk: the finished response is read once from the terminal event, the last frame
+the client was sent (``terminal_response``).
 """
 
 from __future__ import annotations
@@ -235,52 +238,22 @@ def input_items(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else []
 
 
-class OutputCollector:
-    """Reads a Responses stream on its way to the client and keeps the finished response.
-
-    Only frames that finish an item or the response are parsed; the terminal response's ``output`` is
-    used when it is complete, else the items collected from ``response.output_item.done`` (the Codex
-    backend leaves ``output`` empty in its terminal event).
-    """
-
-    __slots__ = ("done", "items", "on_done", "tail")
-
-    def __init__(self, on_done: Any) -> None:
-        self.items: list[Any] = []
-        self.on_done = on_done
-        self.done = False
-        self.tail = b""
-
-    def feed(self, chunk: bytes) -> None:
-        if self.done:
-            return
-        data = self.tail + chunk if self.tail else chunk
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
-            self.tail = data
-            return
-        self.tail = data[cut + 2 :]
-        if (
-            b"output_item.done" not in data
-            and b"response.completed" not in data
-            and b"response.incomplete" not in data
-        ):
-            return
-        for line in data[:cut].split(b"\n"):
-            if not line.startswith(b"data: "):
-                continue
-            if b'"response.output_item.done"' in line:
-                item = orjson.loads(line[6:]).get("item")
-                if isinstance(item, dict):
-                    self.items.append(item)
-            elif b'"response.completed"' in line or b'"response.incomplete"' in line:
-                response = orjson.loads(line[6:]).get("response")
-                if isinstance(response, dict):
-                    self.finish(response)
-                    return
-
-    def finish(self, response: dict[str, Any]) -> None:
-        if not (isinstance(response.get("output"), list) and len(response["output"]) >= len(self.items)):
-            response["output"] = self.items
-        self.done = True
-        self.on_done(response)
+def terminal_response(chunk: bytes) -> dict[str, Any] | None:
+    """The finished ``response`` of a Responses stream, read from its last frame (the terminal event ends
+    the last chunk sent), or ``None`` when the stream did not end with ``response.completed`` /
+    ``response.incomplete``. One parse per answer, nothing per chunk."""
+    end = len(chunk)
+    while end and chunk[end - 1] == 10:  # trailing newlines
+        end -= 1
+    start = chunk.rfind(b"\n\n", 0, end)
+    at = chunk.find(b"data: ", start + 2 if start >= 0 else 0, end)
+    if at < 0:
+        return None
+    try:
+        data = orjson.loads(chunk[at + 6 : end])
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("type") not in ("response.completed", "response.incomplete"):
+        return None
+    response = data.get("response")
+    return response if isinstance(response, dict) else None

@@ -238,19 +238,14 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-_RESPONSES_FAILURE_MARKERS = (
-    b"event: error",
-    b"event: response.failed",
-    b'"type":"error"',
-    b'"response.failed"',
-)
-
-
 def normalize_responses_failures(out: bytes) -> bytes:
     """Responses frames passed through from a Responses upstream, with in-band failures (``error``,
-    ``response.failed``) re-rendered through the one OpenAI mapping. Whole frames only (``\\n\\n``-cut);
-    frames without a failure are returned untouched, at the cost of a substring scan."""
-    if not any(marker in out for marker in _RESPONSES_FAILURE_MARKERS):
+    ``response.failed``) re-rendered through the one OpenAI mapping. ``out`` is whole frames (cut at a
+    ``\n\n``). Only its last frame is looked at (a failure ends a stream, and the error event precedes the
+    ``response.failed`` that ends it, in the same read), so a chunk costs a backward scan of one frame."""
+    cut = out.rfind(b"\n\n", 0, len(out) - 2) + 2  # 0 when the chunk is one frame
+    head = out[cut : cut + 64]  # `event: error` / `event: response.failed` / `data: {"type":"error"`
+    if b"rror" not in head and b"failed" not in head:
         return out
     from ccproxy.sse import frame
 

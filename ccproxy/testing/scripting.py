@@ -206,15 +206,15 @@ def default_reply(conversation: Conversation) -> Completion:
     if conversation.output_schema is not None:
         return Completion(text=orjson.dumps(schema_instance(conversation.output_schema)).decode())
     if conversation.json_mode:
-        schema = find_schema(conversation.system + "\n" + conversation.prompt)
-        value = schema_instance(schema) if schema else {"answer": default_text(conversation.prompt)}
+        found = find_schema(conversation.system + "\n" + conversation.prompt)
+        value = schema_instance(found) if found else {"answer": default_text(conversation.prompt)}
         return Completion(text=orjson.dumps(value).decode())
     if conversation.tool_output is not None:
         return Completion(text=tool_output_text(conversation.tool_output))
     called = CALL_MARKER.search(conversation.prompt)
-    tool = next((t for t in conversation.tools if called and t.name == called.group(1)), None)
-    if tool is not None:
-        return Completion(tool_calls=(ToolCall(tool.name, schema_instance(tool.schema)),))
+    named = next((t for t in conversation.tools if called and t.name == called.group(1)), None)
+    if named is not None:
+        return Completion(tool_calls=(ToolCall(named.name, schema_instance(named.schema)),))
     marker = RUN_MARKER.search(conversation.prompt)
     if marker:
         call = shell_call(conversation.tools, marker.group(1).strip())
