@@ -44,7 +44,7 @@ def _history(items: int) -> list[dict[str, Any]]:
 
 def micro(items: int, n: int = 2000) -> tuple[float, float]:
     """µs per ``expand`` of a kept history, and µs per parse of a body carrying it (the unchained cost)."""
-    store = ResponseStore("bench", ResponseStoreSettings())
+    store = ResponseStore("bench", ResponseStoreSettings.model_validate({}))
     history = _history(items)
     store.put("resp_kept", history, {"id": "resp_kept", "output": []})
     new = {"role": "user", "content": "and now?"}

@@ -92,7 +92,7 @@ class ProviderSettings(PluginSettings):
         3600.0, ge=0, description="How often the upstream's model list is refreshed (0: built-in list only)"
     )
     responses: ResponseStoreSettings = Field(
-        ResponseStoreSettings(),  # type: ignore[call-arg]
+        ResponseStoreSettings.model_validate({}),
         description="Responses kept for previous_response_id and GET/DELETE /v1/responses/{id}",
     )
 
