@@ -180,3 +180,21 @@ def test_response_routes_sit_behind_the_auth_token(make_proxy: MakeProxy) -> Non
         assert httpx.delete(url + "/api/codex/v1/responses/resp_x").status_code == 401
         authed = httpx.get(url + "/api/v1/responses/resp_x", headers={"authorization": "Bearer s3cret"})
         assert authed.status_code == 404
+
+
+def test_codex_chain_leaves_out_reasoning_it_cannot_resolve(proxy: str, fakes: Fakes) -> None:
+    """A kept answer's reasoning item without encrypted content cannot be replayed with store:false."""
+    client = _client(proxy, "codex")
+    fakes.codex.reply_text("first answer", thinking="pondering")
+    first = client.responses.create(model="gpt-5.5", input="think", reasoning={"effort": "low"})
+    assert [i.type for i in first.output] == ["reasoning", "message"]
+    assert first.output[0].encrypted_content  # asked for (reasoning is on): replayed
+    client.responses.create(model="gpt-5.5", input="again", previous_response_id=first.id)
+    assert [i.get("type") for i in fakes.codex.last_request.json["input"]][:2] == ["message", "reasoning"]
+    fakes.codex.reply_text("second answer", thinking="pondering")
+    bare = client.responses.create(
+        model="gpt-5.5",
+        input=[{"role": "user", "content": "x"}, {"type": "reasoning", "id": "rs_1", "summary": []}],
+    )
+    assert bare.status == "completed"
+    assert all(i.get("type") != "reasoning" for i in fakes.codex.last_request.json["input"])
