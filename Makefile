@@ -6,7 +6,7 @@ CLAUDE_CODE_VERSION := 2.1.331
 CODEX_VERSION := 0.169.0
 ARGS ?=
 
-.PHONY: setup clients test test-unit test-e2e lint format typecheck pre-commit ci run mock bench bench-check clean
+.PHONY: setup clients compat-venvs test test-unit test-e2e lint format typecheck pre-commit ci run mock bench bench-check clean
 
 setup: $(VENV)/.installed
 
@@ -24,13 +24,18 @@ $(CLIENTS)/.installed: Makefile
 		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION)
 	touch $@
 
-test: setup clients
+# The client libraries of the compatibility suite (tests/compat), in venvs of their own (conflicting pins);
+# the suite also builds them on first use.
+compat-venvs: setup
+	$(PY) -c "import sys; sys.path.insert(0, 'tests/compat'); import conftest; [conftest.compat_python(n) for n in conftest.VENVS]"
+
+test: setup clients compat-venvs
 	$(PY) -m pytest -q $(ARGS)
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not e2e" $(ARGS)
 
-test-e2e: setup clients
+test-e2e: setup clients compat-venvs
 	$(PY) -m pytest -q -m e2e $(ARGS)
 
 lint: setup

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from ccproxy.formats.base import (
 from ccproxy.formats.errors import (
     ErrorInfo,
     log_late_error,
+    normalize_responses_failures,
     parse_error,
     render_stream_error,
     status_for_stream_error,
@@ -42,6 +43,7 @@ from ccproxy.formats.errors import (
 from ccproxy.formats.fields import depth_error, validate
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
 from ccproxy.recorder import Recorder
+from ccproxy.responses_store import ResponseStore, input_items, terminal_response
 from ccproxy.sse import SSEEvent, SSEParser
 from ccproxy.upstream import InvalidAnswer, UpstreamClient, UpstreamError, UpstreamResponse
 
@@ -74,6 +76,8 @@ class Call:
     session_id: str | None = None
     raw: bytes | None = None  # the client's own bytes, when the body needed no translation
     state: dict[str, Any] = field(default_factory=dict)
+    # Responses clients: called with the finished response object (in the client's shape) to keep it.
+    remember: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass(slots=True)
@@ -89,6 +93,7 @@ class Provider(Protocol):
     upstream_format: Format
     retry_attempts: int
     retry_max_wait: float
+    responses: ResponseStore | None  # kept Responses, for previous_response_id
 
     async def prepare(self, call: Call) -> Outbound:
         """Build the authorised upstream request (raises ``ProxyError`` e.g. without credentials)."""
@@ -143,6 +148,17 @@ class Proxy:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return _error(client_format, 400, model_problem(model), request_id, param="model")
+        remember = None
+        store = provider.responses if client_format is Format.RESPONSES else None
+        if store is not None:
+            if "previous_response_id" in body:
+                try:
+                    body = await store.expand(body)
+                except ProxyError as exc:
+                    return error_response(client_format, exc.info, request_id)
+                raw = b""  # the body is no longer the client's bytes
+            if body.get("store") is not False and store.enabled:
+                remember = _keeper(store, input_items(body.get("input")))
         translation = _translation(client_format, provider.upstream_format)
         try:
             validate(client_format, provider.upstream_format, body)
@@ -165,7 +181,8 @@ class Proxy:
             stream,
             model,
             scope.get("path_params", {}).get("session_id"),
-            raw if translation is None else None,
+            raw if translation is None and raw else None,
+            remember=remember,
         )
         event = RequestEvent(
             request_id,
@@ -242,7 +259,9 @@ class Proxy:
                 body_iter = _passthrough(resp, upstream_format, call.client_format, restore, meter)
             else:
                 body_iter = _translate_stream(resp, translation.stream(ctx), meter)
-            return _Stream(resp, body_iter, passthrough, event, self.ctx, record)
+            stream_response = _Stream(resp, body_iter, passthrough, event, self.ctx, record)
+            stream_response.remember = call.remember
+            return stream_response
         try:
             if is_sse:
                 final = await _collect(resp, upstream_format)
@@ -251,6 +270,8 @@ class Proxy:
                 body = final if translation is None else translation.response(final, ctx)
                 if translation is None and restore:
                     body["model"] = call.client_model
+                if call.remember is not None:
+                    call.remember(body)
                 content = orjson.dumps(body)
             else:
                 content = await resp.read()
@@ -262,6 +283,8 @@ class Proxy:
                         parsed = translation.response(parsed, ctx)
                     elif restore:
                         parsed["model"] = call.client_model
+                    if call.remember is not None:
+                        call.remember(parsed)
                     content = orjson.dumps(parsed)
                 elif meter is not None:
                     meter.observe_body(orjson.loads(content))
@@ -392,6 +415,15 @@ def _debug_sending(call: Call, provider: Provider, outbound: Outbound) -> None:
         session=call.session_id,
         bytes=len(outbound.body),
     )
+def _keeper(store: ResponseStore, history: list[Any]) -> Callable[[dict[str, Any]], None]:
+    """Keeps a finished response with the whole history that led to it (input items, then output)."""
+
+    def keep(response: dict[str, Any]) -> None:
+        output = response.get("output")
+        if response.get("status") in ("completed", "incomplete") and isinstance(output, list):
+            store.put(str(response.get("id") or ""), [*history, *output], response)
+
+    return keep
 
 
 def _translation(client: Format, upstream: Format) -> Translation | None:
@@ -540,6 +572,7 @@ async def _passthrough(
     last = b""
     first = True
     parser = SSEParser() if meter is not None else None
+    normalize_errors = upstream is Format.RESPONSES  # one OpenAI error mapping on every route
     try:
         async for chunk in resp.iter_chunks():
             data = tail + chunk if tail else chunk
@@ -551,6 +584,8 @@ async def _passthrough(
             if first and restore:
                 out = _rewrite_first_model(out, restore)
             first = False
+            if normalize_errors:
+                out = normalize_responses_failures(out)
             if parser is not None and meter is not None:
                 for ev in parser.feed(out):
                     _observe(meter, ev.event, ev.data)
@@ -665,6 +700,9 @@ class _Stream(Response):
     """
 
     watcher: _DisconnectWatcher | None = None
+    remember: Callable[[dict[str, Any]], None] | None = (
+        None  # keeps a Responses answer (previous_response_id)
+    )
 
     def __init__(
         self,
@@ -692,14 +730,18 @@ class _Stream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ev, record, watcher = self.event, self.record, self.watcher
         finished = disconnected = False
+        last = b""
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for chunk in self.body_iter:
                 if chunk:
+                    last = chunk
                     record.chunk(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             finished = True
+            if self.remember is not None and (response := terminal_response(last)) is not None:
+                self.remember(response)
         except asyncio.CancelledError:
             if watcher is None or not watcher.fired:
                 raise

@@ -82,6 +82,10 @@ def register(translation: Translation) -> Translation:
 
 def get_translation(client: Format, upstream: Format) -> Translation:
     """The translation from ``client`` to ``upstream``; raises ``KeyError`` when none is registered."""
-    if not _REGISTRY:
-        import ccproxy.formats.registry  # noqa: F401  (registers the built-in translations)
-    return _REGISTRY[(client, upstream)]
+    found = _REGISTRY.get((client, upstream))
+    if found is None:
+        # Registers the built-in translations (a test may have imported only one of them before).
+        import ccproxy.formats.registry  # noqa: F401
+
+        found = _REGISTRY[(client, upstream)]
+    return found

@@ -231,16 +231,11 @@ def _tool_choice(choice: Any, names: list[str]) -> JSON:
 
 
 def _response_format(fmt: Any, out: JSON) -> None:
-    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+    if not isinstance(fmt, dict):
         return
-    if fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
-        out["output_config"] = {"format": common.output_config_format(schema, "response_format")}
-        return
-    raise TranslationError(
-        "Anthropic supports JSON output only with a schema; use response_format type json_schema",
-        param="response_format",
-    )
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    common.apply_output_format(out, fmt.get("type"), schema, "response_format")
 
 
 # --- non-streaming response -----------------------------------------------------------------------------

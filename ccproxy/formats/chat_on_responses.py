@@ -368,7 +368,7 @@ class ChatStream:
         if self._failed:
             return b""
         self._failed = True
-        return render_stream_error(Format.CHAT, ErrorInfo(status, error_type, message))
+        return render_stream_error(Format.CHAT, ErrorInfo(status, error_type, message)) + DONE
 
     def _chunk(self, delta: JSON, finish: str | None = None) -> bytes:
         if not self._role_sent:
@@ -451,8 +451,9 @@ class ChatStream:
         return out
 
     def _on_error(self, data: JSON) -> bytes:
+        # The same ending as on the Anthropic upstream (docs/formats.md): the error frame, then [DONE].
         self._failed = True
-        return render_stream_error(Format.CHAT, parse_stream_error(data))
+        return render_stream_error(Format.CHAT, parse_stream_error(data)) + DONE
 
     # one table per class, not bound methods per instance (those would make a reference cycle per stream)
     _HANDLERS: ClassVar[dict[str, Callable[[ChatStream, JSON], bytes]]] = {

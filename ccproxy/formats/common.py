@@ -475,6 +475,28 @@ def output_config_format(schema: Any, param: str) -> JSON:
     return {"type": "json_schema", "schema": schema}
 
 
+# Anthropic's structured output needs a closed schema (every object ``additionalProperties: false``), so
+# "any JSON object" cannot be enforced there; JSON mode is an explicit instruction instead.
+JSON_MODE_INSTRUCTION = (
+    "Respond with exactly one valid JSON object and nothing else: no prose before or after it, "
+    "no Markdown code fences."
+)
+
+
+def apply_output_format(out: JSON, kind: Any, schema: Any, param: str) -> None:
+    """An OpenAI output format (``text`` / ``json_object`` / ``json_schema``) onto an Anthropic body."""
+    if kind in (None, "text"):
+        return
+    if kind == "json_schema":
+        out["output_config"] = {"format": output_config_format(schema, param)}
+        return
+    if kind == "json_object":
+        system: list[JSON] = out.setdefault("system", [])
+        system.append({"type": "text", "text": JSON_MODE_INSTRUCTION})
+        return
+    raise TranslationError(f"unsupported output format type {kind!r}", param=param)
+
+
 def finalize_request(
     body: JSON,
     *,

@@ -29,14 +29,6 @@ ANTHROPIC_TYPES = {
     504: "api_error",
     529: "overloaded_error",
 }
-OPENAI_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
 _STATUS_BY_ANTHROPIC_TYPE = {
     "invalid_request_error": 400,
     "authentication_error": 401,
@@ -53,6 +45,52 @@ _STATUS_BY_OPENAI_CODE = {
     "rate_limit_exceeded": 429,
     "model_not_found": 404,
     "server_error": 500,
+    "server_is_overloaded": 529,
+    "overloaded_error": 529,
+    "slow_down": 529,
+}
+# One mapping for every OpenAI-format route, streaming or not, whichever upstream the error came from:
+# the kind of failure (from the upstream's type, code or status) decides the OpenAI ``type`` and default
+# ``code``. An upstream code is kept when it is more specific (``model_not_found``, ``insufficient_quota``).
+OPENAI_BY_KIND: dict[str, tuple[str, str | None]] = {
+    "overloaded": ("server_error", "server_is_overloaded"),
+    "rate_limit": ("rate_limit_error", "rate_limit_exceeded"),
+    "server": ("server_error", "server_error"),
+    "authentication": ("invalid_request_error", "invalid_api_key"),
+    "permission": ("permission_error", None),
+    "not_found": ("invalid_request_error", None),
+    "too_large": ("invalid_request_error", None),
+    "invalid_request": ("invalid_request_error", None),
+}
+_KIND_BY_STATUS = {
+    400: "invalid_request",
+    401: "authentication",
+    403: "permission",
+    404: "not_found",
+    413: "too_large",
+    429: "rate_limit",
+    503: "overloaded",
+    529: "overloaded",
+}
+_KIND_BY_TYPE = {
+    "overloaded_error": "overloaded",
+    "rate_limit_error": "rate_limit",
+    "api_error": "server",
+    "server_error": "server",
+    "authentication_error": "authentication",
+    "permission_error": "permission",
+    "not_found_error": "not_found",
+    "request_too_large": "too_large",
+    "invalid_request_error": "invalid_request",
+}
+_KIND_BY_CODE = {
+    "server_is_overloaded": "overloaded",
+    "overloaded_error": "overloaded",
+    "slow_down": "overloaded",
+    "rate_limit_exceeded": "rate_limit",
+    "insufficient_quota": "rate_limit",
+    "server_error": "server",
+    "invalid_api_key": "authentication",
 }
 
 
@@ -92,6 +130,27 @@ def parse_error(status: int, body: bytes | dict[str, Any] | None) -> ErrorInfo:
         message = detail if isinstance(detail, str) else orjson.dumps(detail).decode()
         return ErrorInfo(status, _default_type(status), message)
     return ErrorInfo(status, _default_type(status), str(data.get("message") or f"upstream answered {status}"))
+
+
+def error_kind(info: ErrorInfo) -> str:
+    """What failed, whatever the upstream's vocabulary: a key of ``OPENAI_BY_KIND``."""
+    kind = _KIND_BY_CODE.get(info.code or "") or _KIND_BY_TYPE.get(info.type)
+    if kind is None or (kind in ("server", "invalid_request") and info.status in _KIND_BY_STATUS):
+        kind = _KIND_BY_STATUS.get(
+            info.status, kind or ("server" if info.status >= 500 else "invalid_request")
+        )
+    return kind
+
+
+def openai_error(info: ErrorInfo) -> tuple[int, str, str | None]:
+    """``(status, type, code)`` an OpenAI client gets for ``info``: one table for every route."""
+    kind = error_kind(info)
+    error_type, default_code = OPENAI_BY_KIND[kind]
+    specific = info.code and (info.code not in _KIND_BY_CODE or info.code == "insufficient_quota")
+    code = info.code if specific else default_code
+    # OpenAI clients have no 529; their SDKs treat 503 as the retryable overload it is.
+    status = 503 if kind == "overloaded" else info.status
+    return status, error_type, code
 
 
 def status_for_stream_error(info: ErrorInfo) -> int:
@@ -143,16 +202,8 @@ def render_error(fmt: Format, info: ErrorInfo, request_id: str | None = None) ->
         if request_id:
             body["request_id"] = request_id
         return info.status, body
-    # OpenAI clients have no 529; their SDKs treat 503 as the retryable overload it is.
-    status = 503 if info.status == 529 else info.status
-    return status, {
-        "error": {
-            "message": info.message,
-            "type": _openai_type(info),
-            "param": info.param,
-            "code": info.code,
-        }
-    }
+    status, error_type, code = openai_error(info)
+    return status, {"error": {"message": info.message, "type": error_type, "param": info.param, "code": code}}
 
 
 def render_stream_error(fmt: Format, info: ErrorInfo, sequence_number: int | None = None) -> bytes:
@@ -164,7 +215,8 @@ def render_stream_error(fmt: Format, info: ErrorInfo, sequence_number: int | Non
         return frame("error", {"type": "error", "error": error})
     if fmt is Format.CHAT:
         return frame(None, render_error(fmt, info)[1])
-    code = info.code or _openai_type(info)
+    _, error_type, code = openai_error(info)
+    code = code or error_type
     # Live captures nest the details under ``error`` (openai-python raises only for a truthy ``error`` key);
     # the SDK's ResponseErrorEvent type has them at the top level. Both are sent.
     event: dict[str, Any] = {
@@ -172,7 +224,7 @@ def render_stream_error(fmt: Format, info: ErrorInfo, sequence_number: int | Non
         "code": code,
         "message": info.message,
         "param": info.param,
-        "error": {"type": _openai_type(info), "code": code, "message": info.message, "param": info.param},
+        "error": {"type": error_type, "code": code, "message": info.message, "param": info.param},
     }
     if sequence_number is not None:
         event["sequence_number"] = sequence_number
@@ -182,20 +234,9 @@ def render_stream_error(fmt: Format, info: ErrorInfo, sequence_number: int | Non
 def _anthropic_type(info: ErrorInfo) -> str:
     if info.type in _STATUS_BY_ANTHROPIC_TYPE:
         return info.type
+    if error_kind(info) == "overloaded":
+        return "overloaded_error"
     return ANTHROPIC_TYPES.get(info.status, "api_error")
-
-
-def _openai_type(info: ErrorInfo) -> str:
-    if info.type in _STATUS_BY_ANTHROPIC_TYPE or info.type not in {"", None}:
-        mapped = {
-            "authentication_error": "invalid_request_error",
-            "not_found_error": "invalid_request_error",
-            "api_error": "server_error",
-            "overloaded_error": "server_error",
-            "request_too_large": "invalid_request_error",
-        }
-        return mapped.get(info.type, info.type)
-    return OPENAI_TYPES.get(info.status, "server_error")
 
 
 def _default_type(status: int) -> str:
@@ -204,3 +245,38 @@ def _default_type(status: int) -> str:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def normalize_responses_failures(out: bytes) -> bytes:
+    """Responses frames passed through from a Responses upstream, with in-band failures (``error``,
+    ``response.failed``) re-rendered through the one OpenAI mapping. ``out`` is whole frames (cut at a
+    ``\n\n``). Only its last frame is looked at (a failure ends a stream, and the error event precedes the
+    ``response.failed`` that ends it, in the same read), so a chunk costs a backward scan of one frame."""
+    cut = out.rfind(b"\n\n", 0, len(out) - 2) + 2  # 0 when the chunk is one frame
+    head = out[cut : cut + 64]  # `event: error` / `event: response.failed` / `data: {"type":"error"`
+    if b"rror" not in head and b"failed" not in head:
+        return out
+    from ccproxy.sse import frame
+
+    frames = []
+    for raw in out.split(b"\n\n"):
+        data_line = next((ln for ln in raw.split(b"\n") if ln.startswith(b"data:")), None)
+        try:
+            data = orjson.loads(data_line[5:]) if data_line is not None else None
+        except orjson.JSONDecodeError:
+            data = None
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind == "error" and isinstance(data, dict):
+            seq = data.get("sequence_number")
+            rendered = render_stream_error(
+                Format.RESPONSES, parse_stream_error(data), seq if isinstance(seq, int) else None
+            )
+            frames.append(rendered[:-2])
+        elif kind == "response.failed" and isinstance(data, dict) and isinstance(data.get("response"), dict):
+            response = data["response"]
+            error = response.get("error") if isinstance(response.get("error"), dict) else {}
+            response["error"] = {**error, "code": openai_error(parse_stream_error(data))[2] or "server_error"}
+            frames.append(frame("response.failed", data)[:-2])
+        else:
+            frames.append(raw)
+    return b"\n\n".join(frames)

@@ -371,7 +371,6 @@ _reasoning = shaped({"effort": string, "summary": string})
 
 # --- dispositions shared by several fields ------------------------------------------------------------------
 
-_NO_STATE = "this proxy keeps no response state; send the full input"
 _CODEX_SAMPLING = ignored("the Codex backend takes no sampling parameters and answers 400 to them")
 _CODEX_LIMIT = ignored("the Codex backend takes no output-token limit and answers 400 to one")
 _CODEX_USER = ignored("the Codex backend takes no end-user id and answers 400 to one")
@@ -476,7 +475,7 @@ RESPONSES: dict[str, Field] = {
     "text": Field(obj, T, H, deep=echoed(_text_config)),
     "reasoning": Field(obj, T, H, deep=echoed(_reasoning)),
     "include": Field(string_list, ignored("Anthropic returns reasoning in full, encrypted or not"), H),
-    "store": Field(boolean, ignored(_NO_STATE), ignored("the backend is always sent store: false")),
+    "store": same(boolean, H),  # false: the proxy's response store does not keep this response
     "max_output_tokens": Field(TOKENS, T, _CODEX_LIMIT),
     "temperature": Field(number(0, 2), T, _CODEX_SAMPLING),
     "top_p": Field(UNIT, T, _CODEX_SAMPLING),
@@ -493,7 +492,7 @@ RESPONSES: dict[str, Field] = {
     "stream_options": same(obj, ignored("stream obfuscation padding is never added")),
     "moderation": same(anything, ignored("the upstream applies its own moderation")),
     "access_programs": same(anything, ignored("OpenAI platform access programs do not apply")),
-    "previous_response_id": same(string, refused(_NO_STATE)),
+    "previous_response_id": same(string, H),  # expanded from the proxy's response store before translation
     "conversation": same(anything, refused("this proxy keeps no conversation state; send the full input")),
     "background": same(boolean, refused("background responses are not supported")),
     "background_options": same(anything, refused("background responses are not supported")),

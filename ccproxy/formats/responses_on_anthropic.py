@@ -26,7 +26,7 @@ import orjson
 from ccproxy.formats import common
 from ccproxy.formats.anthropic_events import AnthropicEventStream
 from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, TranslationError, register
-from ccproxy.formats.errors import ErrorInfo, render_stream_error
+from ccproxy.formats.errors import ErrorInfo, openai_error, render_stream_error
 from ccproxy.sse import frame
 
 _WEB_SEARCH_TYPES = (
@@ -342,14 +342,8 @@ def _is_custom(tools: ToolTable, flat: Any) -> bool:
 
 def _text_format(text: Any, out: JSON) -> None:
     fmt = text.get("format") if isinstance(text, dict) else None
-    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
-        return  # text.verbosity has no Anthropic counterpart and is ignored
-    if fmt.get("type") == "json_schema":
-        out["output_config"] = {"format": common.output_config_format(fmt.get("schema"), "text.format")}
-        return
-    raise TranslationError(
-        "Anthropic supports JSON output only with a schema; use json_schema", param="text.format"
-    )
+    if isinstance(fmt, dict):  # text.verbosity has no Anthropic counterpart and is ignored
+        common.apply_output_format(out, fmt.get("type"), fmt.get("schema"), "text.format")
 
 
 # --- shared by the response and the stream ---------------------------------------------------------------
@@ -904,20 +898,13 @@ class ResponsesStream(AnthropicEventStream):
             **self._shell,
             "status": "failed",
             "output": self._final_output(),
-            "error": {"code": info.code or _error_code(info), "message": info.message},
+            "error": {"code": openai_error(info)[2] or "server_error", "message": info.message},
             "usage": common.anthropic_usage_to_responses(self._usage),
         }
         return out + self._event("response.failed", {"response": failed})
 
     def _final_output(self) -> list[JSON]:
         return [self._output[k] for k in sorted(self._output)]
-
-
-def _error_code(info: ErrorInfo) -> str:
-    # ResponseError.code is an enum; these are its members closest to Anthropic's error types.
-    if info.status == 429 or info.type == "rate_limit_error":
-        return "rate_limit_exceeded"
-    return "server_error"
 
 
 def _open_stream(ctx: TranslationContext) -> ResponsesStream:

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import orjson
 from pydantic import Field, SecretStr, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ccproxy.auth.credential import Credential, CredentialError
 from ccproxy.auth.manager import ProviderName, TokenManager
 from ccproxy.auth.oauth import OAuthSettings, default_settings
-from ccproxy.errors import ProxyError
+from ccproxy.errors import ProxyError, error_response
 from ccproxy.formats.aliases import AliasRule, resolve_model
 from ccproxy.formats.base import Format
 from ccproxy.network import check_ca_bundle
+from ccproxy.formats.errors import ErrorInfo
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
+from ccproxy.providers.models import ModelCatalog, ModelInfo
 from ccproxy.proxy import Call, Outbound, Proxy
+from ccproxy.responses_store import ResponseStore, ResponseStoreSettings, SQLitePersistence
 
 # Never forwarded upstream: hop-by-hop, client credentials, proxy/CDN metadata, and encodings we could
 # not decode (upstreams.md §3.4).
@@ -57,6 +62,7 @@ DROP_HEADERS = frozenset(
     }
 )
 _DROP_PREFIXES = ("access-control-", "cf-", "sec-")
+_MAX_LIST_BYTES = 4 << 20
 
 
 def forwardable(headers: dict[str, str]) -> dict[str, str]:
@@ -81,6 +87,19 @@ class ProviderSettings(PluginSettings):
         None,
         description="CA file or directory trusted for this provider's upstream and OAuth calls "
         "(replaces SSL_CERT_FILE / the OS store)",
+    )
+    models: list[ModelInfo] = Field(
+        default_factory=list, description="Built-in model list, served while the upstream's cannot be fetched"
+    )
+    extra_models: list[ModelInfo] = Field(
+        default_factory=list, description="Models added to the upstream's list (e.g. ones it does not list)"
+    )
+    models_refresh_seconds: float = Field(
+        3600.0, ge=0, description="How often the upstream's model list is refreshed (0: built-in list only)"
+    )
+    responses: ResponseStoreSettings = Field(
+        ResponseStoreSettings.model_validate({}),
+        description="Responses kept for previous_response_id and GET/DELETE /v1/responses/{id}",
     )
 
     # Which provider's OAuth defaults fill in a partial `oauth` table; set by each subclass.
@@ -116,12 +135,32 @@ class _Upstream:
         self.upstream_format = plugin.upstream_format
         self.retry_attempts = ctx.settings.retry_attempts
         self.retry_max_wait = ctx.settings.retry_max_wait
+        stored: ResponseStoreSettings = ctx.settings.responses
+        persistence = SQLitePersistence(stored.database) if stored.database is not None else None
+        self.responses: ResponseStore | None = ResponseStore(ctx.name, stored, persistence)
+        settings: ProviderSettings = ctx.settings
+
+        async def fetch() -> list[ModelInfo]:
+            return await plugin.fetch_models(ctx)
+
+        self.catalog = ModelCatalog(
+            settings.models,
+            settings.extra_models,
+            fetch,
+            settings.models_refresh_seconds,
+            plugin.model_families,
+        )
 
     async def prepare(self, call: Call) -> Outbound:
         credential = await self.plugin.credential(self.ctx)
         model = call.body.get("model")
-        if isinstance(model, str) and self.ctx.settings.aliases:
-            call.body["model"] = resolve_model(model, self.ctx.settings.aliases)
+        if isinstance(model, str):
+            aliases = self.ctx.settings.aliases
+            resolved = resolve_model(model, aliases) if aliases else model
+            if resolved in self.catalog.families:  # sonnet / opus / haiku: the newest in the catalog
+                resolved = await self.catalog.resolve_family(resolved)
+            if resolved != model:
+                call.body["model"] = resolved
         return self.plugin.build(self.ctx, call, credential)
 
     def model_help(self) -> str:
@@ -151,9 +190,28 @@ class ProviderPlugin(Plugin):
     upstream_format: ClassVar[Format]
     auth_provider: ClassVar[ProviderName]
     login_command: ClassVar[str]
+    model_families: ClassVar[tuple[str, ...]] = ()  # alias names that follow the newest model of a family
 
     def build(self, ctx: PluginContext, call: Call, credential: Credential) -> Outbound:
         raise NotImplementedError
+
+    async def fetch_models(self, ctx: PluginContext) -> list[ModelInfo]:
+        """The upstream's own model list (``ModelCatalog`` calls it in the background)."""
+        raise NotImplementedError
+
+    async def upstream_json(self, ctx: PluginContext, url: str, headers: dict[str, str]) -> Any:
+        """``GET url`` on the shared upstream client; the parsed JSON of a 200, else an exception."""
+        assert ctx.http is not None
+        resp = await ctx.http.send("GET", url, headers)
+        try:
+            if resp.status != 200:
+                raise ValueError(f"upstream answered {resp.status}")
+            data = await resp.read(limit=_MAX_LIST_BYTES)
+        except BaseException:
+            resp.close()
+            raise
+        resp.release()
+        return orjson.loads(data)
 
     async def startup(self, ctx: PluginContext) -> None:
         settings: ProviderSettings = ctx.settings
@@ -162,6 +220,13 @@ class ProviderPlugin(Plugin):
             ctx.state["tokens"] = TokenManager(
                 _spec(self.auth_provider, settings.oauth), grace_seconds=settings.refresh_grace_seconds
             )
+
+    async def shutdown(self, ctx: PluginContext) -> None:
+        upstream: _Upstream | None = ctx.state.get("upstream")
+        if upstream is not None:
+            await upstream.catalog.close()
+            if upstream.responses is not None:
+                await upstream.responses.close()
 
     async def credential(self, ctx: PluginContext) -> Credential:
         settings: ProviderSettings = ctx.settings
@@ -215,6 +280,36 @@ class ProviderPlugin(Plugin):
         proxy = ctx.proxy
         assert proxy is not None
         return _Endpoint(proxy, self.upstream(ctx), client, upstream_path)
+
+    def response_routes(self, ctx: PluginContext, path: str) -> list[Route]:
+        """``GET`` and ``DELETE {path}/{response_id}``: the responses kept for ``previous_response_id``."""
+        store = self.upstream(ctx).responses
+        assert store is not None
+
+        def not_found(response_id: str) -> Response:
+            info = ErrorInfo(
+                404, "invalid_request_error", f"Response with id '{response_id}' not found.", "response_id"
+            )
+            return error_response(Format.RESPONSES, info)
+
+        async def get_response(request: Request) -> Response:
+            response_id = request.path_params["response_id"]
+            kept = await store.get(response_id)
+            if kept is None:
+                return not_found(response_id)
+            return Response(orjson.dumps(kept.decode()["response"]), media_type="application/json")
+
+        async def delete_response(request: Request) -> Response:
+            response_id = request.path_params["response_id"]
+            if not await store.delete(response_id):
+                return not_found(response_id)
+            body = {"id": response_id, "object": "response", "deleted": True}
+            return Response(orjson.dumps(body), media_type="application/json")
+
+        return [
+            Route(path + "/{response_id}", get_response, methods=["GET"]),
+            Route(path + "/{response_id}", delete_response, methods=["DELETE"]),
+        ]
 
 
 class _Endpoint:

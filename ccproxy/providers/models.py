@@ -1,12 +1,22 @@
 """Model catalogs served by every provider's ``GET .../v1/models``, in the caller's list shape.
 
-Answered locally (no upstream call): the catalog carries the context window and output limit that
-clients want and the upstream lists do not all provide."""
+Each provider's catalog comes from the upstream's own model list (``ModelCatalog``): fetched on first use,
+cached, refreshed in the background when it is older than the refresh interval, with the built-in list as
+the fallback while the upstream cannot be reached, plus the configured extra models. The family aliases
+(``sonnet``, ``opus``, ``haiku``) follow the newest model of their family in that catalog. Requests never
+wait for a refresh except the very first use of a family alias (or list) before any list was loaded.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +26,8 @@ from ccproxy.errors import error_response, format_for
 from ccproxy.formats.aliases import AliasRule, resolve_model
 from ccproxy.formats.base import Format
 from ccproxy.formats.errors import ErrorInfo
+
+log = structlog.get_logger("ccproxy.models")
 
 
 class ModelInfo(BaseModel):
@@ -65,13 +77,102 @@ CLAUDE_MODELS = [
         created_at="2025-05-22T00:00:00Z",
     ),
 ]
+CLAUDE_FAMILIES = ("sonnet", "opus", "haiku")
 CLAUDE_ALIASES = [
-    AliasRule(match="sonnet", target="claude-sonnet-4-5"),
-    AliasRule(match="opus", target="claude-opus-4-5"),
-    AliasRule(match="haiku", target="claude-haiku-4-5"),
-    # OpenAI model names (an OpenAI client's or the Codex CLI's default) on the Claude route.
-    AliasRule(match="gpt-", kind="prefix", target="claude-sonnet-4-5"),
+    # OpenAI model names (an OpenAI client's or the Codex CLI's default) on the Claude route: the newest
+    # Sonnet (a family name as a target is resolved through the catalog).
+    AliasRule(match="gpt-", kind="prefix", target="sonnet"),
 ]
+_FAMILY = re.compile(r"claude-(?:\d+-\d+-)?([a-z]+)-")
+FIRST_LOAD_WAIT = 5.0  # seconds a first use waits for the first list before the fallback answers
+RETRY_AFTER_FAILURE = 60.0
+
+
+class ModelCatalog:
+    """One provider's model list: live from the upstream, else built in, plus configured extras."""
+
+    def __init__(
+        self,
+        builtin: list[ModelInfo],
+        extra: list[ModelInfo],
+        fetch: Callable[[], Awaitable[list[ModelInfo]]] | None,
+        refresh_seconds: float,
+        families: tuple[str, ...] = (),
+    ) -> None:
+        self.builtin = builtin
+        self.extra = extra
+        self.fetch = fetch if refresh_seconds > 0 else None
+        self.refresh_seconds = refresh_seconds
+        self.families = frozenset(families)
+        self.live: list[ModelInfo] | None = None
+        self.source = "built-in"
+        self._task: asyncio.Task[None] | None = None
+        self._next = 0.0
+        self._newest: dict[str, str] = {}
+        self._rebuild()
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return self._models
+
+    async def current(self) -> list[ModelInfo]:
+        """The catalog, starting a background refresh when it is due (waits only for a first load)."""
+        await self._refresh_if_due(wait=self.live is None)
+        return self._models
+
+    async def resolve_family(self, name: str) -> str:
+        """``sonnet`` → the newest Sonnet in the catalog; any other name unchanged."""
+        if name not in self.families:
+            return name
+        await self._refresh_if_due(wait=self.live is None)
+        return self._newest.get(name, name)
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _refresh_if_due(self, wait: bool) -> None:
+        if self.fetch is None:
+            return
+        if (self._task is None or self._task.done()) and time.monotonic() >= self._next:
+            self._task = asyncio.ensure_future(self._refresh())
+        if wait and self._task is not None and not self._task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), FIRST_LOAD_WAIT)
+
+    async def _refresh(self) -> None:
+        assert self.fetch is not None
+        try:
+            models = await self.fetch()
+        except Exception as exc:  # unreachable, not logged in, a list we cannot read: keep what we have
+            log.info("model list not refreshed; serving the cached or built-in list", error=str(exc)[:200])
+            self._next = time.monotonic() + min(RETRY_AFTER_FAILURE, self.refresh_seconds)
+            return
+        self._next = time.monotonic() + self.refresh_seconds
+        if models:
+            self.live, self.source = models, "upstream"
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        base = self.live if self.live is not None else self.builtin
+        seen = {m.id for m in base}
+        self._models = [*base, *(m for m in self.extra if m.id not in seen)]
+        newest: dict[str, ModelInfo] = {}
+        for model in self._models:
+            family = family_of(model.id)
+            if family in self.families and (
+                family not in newest or model.created_at > newest[family].created_at
+            ):
+                newest[family] = model
+        self._newest = {family: model.id for family, model in newest.items()}
+
+
+def family_of(model_id: str) -> str | None:
+    """``claude-sonnet-4-5-20250929`` → ``sonnet`` (also the older ``claude-3-5-sonnet-…`` naming)."""
+    found = _FAMILY.match(model_id)
+    return found.group(1) if found else None
 
 
 def anthropic_list(models: list[ModelInfo]) -> dict[str, Any]:
@@ -113,18 +214,20 @@ def openai_model(m: ModelInfo, owner: str) -> dict[str, Any]:
     }
 
 
-def model_routes(path: str, models: list[ModelInfo], aliases: list[AliasRule], owner: str) -> list[Route]:
+def model_routes(path: str, catalog: ModelCatalog, aliases: list[AliasRule], owner: str) -> list[Route]:
     """``GET {path}`` and ``GET {path}/{model_id}``; Anthropic shape for Anthropic callers, else OpenAI."""
 
     def wants_anthropic(request: Request) -> bool:
         return format_for(request.url.path, dict(request.headers)) is Format.ANTHROPIC
 
     async def list_models(request: Request) -> Response:
+        models = await catalog.current()
         body = anthropic_list(models) if wants_anthropic(request) else openai_list(models, owner)
         return _json(body)
 
     async def get_model(request: Request) -> Response:
-        wanted = resolve_model(request.path_params["model_id"], aliases)
+        models = await catalog.current()
+        wanted = await catalog.resolve_family(resolve_model(request.path_params["model_id"], aliases))
         found = next((m for m in models if m.id == wanted), None)
         fmt = Format.ANTHROPIC if wants_anthropic(request) else Format.CHAT
         if found is None:

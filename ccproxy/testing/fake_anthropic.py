@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Route
 from ccproxy.sse import frame
 from ccproxy.testing.scripting import (
     NUMBER,
+    JSON_INSTRUCTION,
     ChunkedResponse,
     Completion,
     Conversation,
@@ -74,6 +75,7 @@ DEFAULT_MESSAGES = {
 MODELS = [
     {"type": "model", "id": m, "display_name": n, "created_at": c}
     for m, n, c in [
+        ("claude-opus-5-5", "Claude Opus 5.5", "2026-09-30T00:00:00Z"),
         ("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24T00:00:00Z"),
         ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-15T00:00:00Z"),
         ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
@@ -158,7 +160,23 @@ class AnthropicFake(ProviderFake):
                 tool_output = "\n".join(_text(r.get("content")) for r in results)
         users = [m for m in messages if m.get("role") == "user"]
         prompt = _text(users[-1].get("content")) if users else ""
-        return Conversation(prompt=prompt, tool_output=tool_output, tools=tools)
+        choice = body.get("tool_choice")
+        kind = choice.get("type") if isinstance(choice, dict) else None
+        forced = "*" if kind == "any" else None
+        if kind == "tool" and isinstance(choice, dict):
+            forced = str(choice.get("name"))
+        output_format = (body.get("output_config") or {}).get("format") or body.get("output_format")
+        schema = output_format.get("schema") if isinstance(output_format, dict) else None
+        system = _text(body.get("system"))
+        return Conversation(
+            prompt=prompt,
+            tool_output=tool_output,
+            tools=tools,
+            forced_tool=forced,
+            output_schema=schema if isinstance(schema, dict) else None,
+            json_mode=JSON_INSTRUCTION.search(system) is not None,
+            system=system,
+        )
 
     @staticmethod
     def input_tokens(body: Mapping[str, Any]) -> int:
@@ -352,8 +370,9 @@ class AnthropicFake(ProviderFake):
         data = orjson.dumps({"input_tokens": self.input_tokens(recorded.json)})
         return ChunkedResponse(200, {"content-type": "application/json", **self.response_headers()}, [data])
 
+    # Model-list reads are not recorded: a proxy refreshes its catalog at times of its own choosing, and
+    # ``requests`` stays the list of model calls tests count.
     async def list_models(self, request: Request) -> ChunkedResponse:
-        await record_request(self.upstream, request)
         models = MODELS
         query = request.query_params
         ids = [m["id"] for m in models]
@@ -377,7 +396,6 @@ class AnthropicFake(ProviderFake):
         return ChunkedResponse(200, {"content-type": "application/json"}, [orjson.dumps(data)])
 
     async def get_model(self, request: Request) -> ChunkedResponse:
-        await record_request(self.upstream, request)
         model_id = request.path_params["model_id"]
         for model in MODELS:
             if model["id"] == model_id:

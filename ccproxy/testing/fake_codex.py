@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 
 from ccproxy.sse import frame
 from ccproxy.testing.scripting import (
+    JSON_INSTRUCTION,
     ChunkedResponse,
     Completion,
     Conversation,
@@ -106,6 +107,19 @@ def _text(content: Any) -> str:
     return ""
 
 
+# The backend's catalog as the Codex CLI 0.169 reads it (slug, display_name; code-mode slugs included).
+MODELS = [
+    {"slug": slug, "display_name": name, "context_window": 272_000, "tool_mode": mode}
+    for slug, name, mode in [
+        ("gpt-6.1-sol", "GPT-6.1 Sol", "code_mode_only"),
+        ("gpt-6-sol", "GPT-6 Sol", "code_mode_only"),
+        ("gpt-5.5", "GPT-5.5", "default"),
+        ("gpt-5.4", "GPT-5.4", "default"),
+        ("gpt-5.3-codex", "GPT-5.3 Codex", "default"),
+    ]
+]
+
+
 class _Events:
     """Accumulates Responses events with consecutive sequence numbers."""
 
@@ -142,7 +156,28 @@ class CodexFake(ProviderFake):
             tool_output = output if isinstance(output, str) else _text(output)
         users = [i for i in items if i.get("role") == "user"]
         prompt = _text(users[-1].get("content")) if users else ""
-        return Conversation(prompt=prompt, tool_output=tool_output, tools=tuple(tools))
+        choice = body.get("tool_choice")
+        forced = None
+        if choice == "required":
+            forced = "*"
+        elif isinstance(choice, dict) and choice.get("type") == "function":
+            forced = str(choice.get("name") or (choice.get("function") or {}).get("name"))
+        text = body.get("text")
+        fmt = text.get("format") if isinstance(text, dict) else None
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        schema = fmt.get("schema") if isinstance(fmt, dict) and kind == "json_schema" else None
+        system = str(body.get("instructions") or "") + "\n".join(
+            _text(i.get("content")) for i in items if i.get("role") in ("system", "developer")
+        )
+        return Conversation(
+            prompt=prompt,
+            tool_output=tool_output,
+            tools=tuple(tools),
+            forced_tool=forced,
+            output_schema=schema if isinstance(schema, dict) else None,
+            json_mode=kind == "json_object" or JSON_INSTRUCTION.search(system) is not None,
+            system=system,
+        )
 
     # -- rendering
 
@@ -379,11 +414,22 @@ class CodexFake(ProviderFake):
         reply = self.upstream.next_reply(recorded, self.conversation(body))
         return self.respond(reply, body, stream=True)
 
+    async def models(self, request: Request) -> ChunkedResponse:
+        """The backend's model catalog (``GET /models?client_version=…``, upstreams.md §6.6); not recorded
+        (a proxy refreshes its catalog at times of its own choosing)."""
+        auth = request.headers.get("authorization", "")
+        if self.upstream.require_auth and not auth.lower().startswith("bearer "):
+            return self.error_response(401, "Missing or invalid Authorization header")
+        body = orjson.dumps({"models": MODELS})
+        return ChunkedResponse(200, {"content-type": "application/json"}, [body])
+
     @property
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/responses", self.responses, methods=["POST"]),
             Route("/backend-api/codex/responses", self.responses, methods=["POST"]),
+            Route("/models", self.models, methods=["GET"]),
+            Route("/backend-api/codex/models", self.models, methods=["GET"]),
         ]
 
 

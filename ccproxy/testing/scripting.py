@@ -6,8 +6,14 @@ then the test's own rules (``add_rule``), then the default rules, which make a r
 round trip deterministically:
 
 1. the last turn is a tool result → a text answer quoting the tool output;
-2. the last user turn contains ``RUN: <command>`` and a shell-like tool is offered → a call of that tool;
+2. the last user turn contains ``CALL: <tool name>`` and that tool is offered → a call of it with arguments
+   made from its schema (``schema_instance``); ``RUN: <command>`` and a shell-like tool is offered → a call
+   of that tool;
 3. otherwise a deterministic text derived from the prompt (``default_text``).
+
+Before these, the answer obeys what the request demands of it: a forced tool (``tool_choice`` any/tool/
+required/function) is called, a structured-output schema gets a matching JSON text, JSON mode gets one
+JSON object (an instance of a schema found in the prompt, as JSON-mode libraries write it there).
 
 Replies are format-neutral (``Completion``, ``ErrorReply``, ``StreamErrorReply``, ``CorpusReply``,
 ``RawReply``); a ``ProviderFake`` subclass renders them into its wire format. Rendering happens up front, so
@@ -135,11 +141,23 @@ class Conversation:
     prompt: str  # text of the last user turn
     tool_output: str | None  # the tool result text when the last turn is a tool result
     tools: tuple[ToolSpec, ...]
+    forced_tool: str | None = None  # a tool the request forces: its name, or "*" for "any tool"
+    output_schema: Mapping[str, Any] | None = None  # structured output: the answer must match it
+    json_mode: bool = False  # the answer must be one JSON object (schema-less JSON mode)
+    system: str = ""  # system / instructions text (JSON mode looks for a schema there)
 
 
 Rule = Callable[[RecordedRequest, Conversation], Reply | None]
 
 RUN_MARKER = re.compile(r"RUN:[ \t]*(\S[^\n]*)")
+# A JSON-mode instruction in the system prompt (ccproxy's own, ``formats.common.JSON_MODE_INSTRUCTION``, or a
+# library's prompted-JSON template: pydantic-ai's, instructor's): the answer is one JSON object, as a model
+# following the instruction would give.
+JSON_INSTRUCTION = re.compile(
+    r"respond with (?:a|exactly one valid) JSON object|in json that match the following json_schema",
+    re.IGNORECASE,
+)
+CALL_MARKER = re.compile(r"CALL:[ \t]*([A-Za-z0-9_.-]+)")
 # Checked in this order; the schema decides the argument shape (Codex exec_command {"cmd"}, Codex shell
 # {"command": [argv]}, Claude Code Bash {"command": str}).
 SHELL_TOOL_NAMES = ("exec_command", "shell", "shell_command", "bash", "local_shell")
@@ -174,14 +192,99 @@ def shell_call(tools: Sequence[ToolSpec], command: str) -> ToolCall | None:
 
 
 def default_reply(conversation: Conversation) -> Completion:
+    forced = conversation.forced_tool
+    if forced is not None and conversation.tools:
+        # A forced tool is called whatever the turn (like a model under tool_choice any/tool). With "any
+        # tool" after a tool result, the last tool (where agent libraries put their output tool) ends it.
+        tools = conversation.tools
+        fallback = tools[-1] if conversation.tool_output is not None else tools[0]
+        tool = next((t for t in tools if t.name == forced), fallback)
+        schema: Mapping[str, Any] = tool.schema
+        if not schema.get("properties"):  # a free-form JSON tool: follow a schema the prompt gives
+            schema = find_schema(conversation.system + "\n" + conversation.prompt) or schema
+        return Completion(tool_calls=(ToolCall(tool.name, schema_instance(schema)),))
+    if conversation.output_schema is not None:
+        return Completion(text=orjson.dumps(schema_instance(conversation.output_schema)).decode())
+    if conversation.json_mode:
+        found = find_schema(conversation.system + "\n" + conversation.prompt)
+        value = schema_instance(found) if found else {"answer": default_text(conversation.prompt)}
+        return Completion(text=orjson.dumps(value).decode())
     if conversation.tool_output is not None:
         return Completion(text=tool_output_text(conversation.tool_output))
+    called = CALL_MARKER.search(conversation.prompt)
+    named = next((t for t in conversation.tools if called and t.name == called.group(1)), None)
+    if named is not None:
+        return Completion(tool_calls=(ToolCall(named.name, schema_instance(named.schema)),))
     marker = RUN_MARKER.search(conversation.prompt)
     if marker:
         call = shell_call(conversation.tools, marker.group(1).strip())
         if call is not None:
             return Completion(tool_calls=(call,))
     return Completion(text=default_text(conversation.prompt))
+
+
+def schema_instance(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
+    """A deterministic value that validates against a (JSON-schema subset) ``schema``: every property
+    filled, the first enum / const / union member, one array item."""
+    root = root if root is not None else schema
+    if depth > 8:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        return schema_instance(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key) or [] if isinstance(o, Mapping) and o.get("type") != "null"]
+        if options:
+            return schema_instance(options[0], root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        props = schema.get("properties") or {}
+        return {k: schema_instance(v, root, depth + 1) for k, v in props.items() if isinstance(v, Mapping)}
+    if kind == "array":
+        items = schema.get("items")
+        return [schema_instance(items, root, depth + 1)] if isinstance(items, Mapping) else []
+    if kind == "string":
+        return "text"
+    if kind == "integer":
+        return max(1, int(schema.get("minimum", 1)))
+    if kind == "number":
+        return float(max(1, schema.get("minimum", 1)))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return {}
+
+
+def find_schema(text: str) -> Mapping[str, Any] | None:
+    """The first JSON schema object (one with ``properties``) written into a prompt, as JSON-mode
+    libraries put it there (instructor, langchain)."""
+    import json
+
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    for _ in range(64):
+        if start < 0:
+            return None
+        try:
+            value, _end = decoder.raw_decode(text, start)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and isinstance(value.get("properties"), dict):
+            return value
+        start = text.find("{", start + 1)
+    return None
 
 
 # ----------------------------------------------------------------------------------------- the upstream

@@ -8,6 +8,7 @@ import orjson
 import pytest
 from anthropic_upstream_support import validate_anthropic_request
 
+from ccproxy.formats import common
 from ccproxy.formats.base import Format, TranslationContext, TranslationError, get_translation
 from ccproxy.formats.chat_on_anthropic import ChatStream, convert_request
 from ccproxy.formats.fields import validate
@@ -33,7 +34,7 @@ def test_registered() -> None:
         ({"modalities": ["text", "audio"]}, "modalities"),
         ({"temperature": 2.5}, "temperature"),
         ({"stop": ["\n"]}, "stop"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "yaml"}}, "response_format"),
         ({"reasoning_effort": "extreme"}, "reasoning_effort"),
         ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0].type"),
     ],
@@ -198,3 +199,15 @@ def test_stream_error_midstream_and_fail() -> None:
     other = ChatStream(TranslationContext("m"))
     failed = _frames(other.fail(504, "timeout", "upstream timed out"))
     assert failed[0]["error"]["message"] == "upstream timed out" and failed[-1] == "[DONE]"
+
+
+def test_json_mode_is_an_explicit_instruction_and_schema_stays_structured_output() -> None:
+    out = convert_request(_req(response_format={"type": "json_object"}))
+    assert out["system"][-1] == {"type": "text", "text": common.JSON_MODE_INSTRUCTION}
+    assert "output_config" not in out
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}
+    out = convert_request(
+        _req(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    )
+    assert out["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert "system" not in out

@@ -195,8 +195,16 @@ def test_transport_failure() -> None:
     translator = ChatStream(TranslationContext(model="m"))
     out = translator.fail(502, "api_error", "upstream closed") + translator.finish()
     assert chunks(out) == [
-        {"error": {"message": "upstream closed", "type": "server_error", "param": None, "code": None}}
+        {
+            "error": {
+                "message": "upstream closed",
+                "type": "server_error",
+                "param": None,
+                "code": "server_error",
+            }
+        }
     ]
+    assert out.endswith(DONE)
 
 
 def test_refusal_stream_and_response() -> None:

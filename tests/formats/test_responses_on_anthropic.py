@@ -26,7 +26,7 @@ def test_registered() -> None:
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"temperature": -1}, "temperature"),
         ({"tools": [{"type": "file_search"}]}, "tools[0].type"),
-        ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"text": {"format": {"type": "yaml"}}}, "text.format"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
     ],
 )
@@ -143,3 +143,10 @@ def test_stream_error_becomes_error_then_failed() -> None:
     assert events[-1]["response"]["status"] == "failed"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert stream.finish() == b""
+
+
+def test_json_mode_is_an_explicit_instruction_after_the_instructions() -> None:
+    out = convert_request(
+        {"model": "m", "input": "hi", "instructions": "be brief", "text": {"format": {"type": "json_object"}}}
+    )
+    assert [b["text"] for b in out["system"]] == ["be brief", common.JSON_MODE_INSTRUCTION]

@@ -44,7 +44,9 @@ def test_create_text_resolves_alias_and_restores_name(client: anthropic.Anthropi
     assert message.stop_reason == "end_turn"
     seen = fakes.anthropic.last_request
     assert seen.path == "/v1/messages"
-    assert seen.json["model"] == "claude-sonnet-4-5"  # the alias was resolved upstream
+    assert (
+        seen.json["model"] == "claude-sonnet-4-5-20250929"
+    )  # the alias: the newest Sonnet in the upstream's list
     assert_oauth_call(fakes)
     assert betas_of(fakes) == REQUIRED_BETAS
 
@@ -66,7 +68,7 @@ def test_stream_text(client: anthropic.Anthropic, fakes: Fakes) -> None:
     assert final.model == "haiku"
     assert final.content[0].text == text  # type: ignore[union-attr]
     assert final.usage.output_tokens > 1
-    assert fakes.anthropic.last_request.json["model"] == "claude-haiku-4-5"
+    assert fakes.anthropic.last_request.json["model"] == "claude-haiku-4-5-20251001"
     assert fakes.anthropic.last_request.json["stream"] is True
     assert_oauth_call(fakes)
 
@@ -202,7 +204,7 @@ def test_count_tokens(client: anthropic.Anthropic, fakes: Fakes) -> None:
     assert counted.input_tokens > 0
     seen = fakes.anthropic.last_request
     assert seen.path == "/v1/messages/count_tokens"
-    assert seen.json["model"] == "claude-sonnet-4-5"
+    assert seen.json["model"] == "claude-sonnet-4-5-20250929"
     assert seen.headers["authorization"] == f"Bearer {CLAUDE_TOKEN}"
     # the same number the messages call reports for the same (rewritten) body
     message = client.messages.create(model="sonnet", max_tokens=64, messages=USER)
@@ -212,12 +214,12 @@ def test_count_tokens(client: anthropic.Anthropic, fakes: Fakes) -> None:
 def test_models_list_and_retrieve(client: anthropic.Anthropic) -> None:
     page = client.models.list()
     ids = [m.id for m in page.data]
-    assert "claude-sonnet-4-5" in ids and "claude-opus-4-5" in ids
+    assert "claude-sonnet-4-5-20250929" in ids and "claude-opus-5-5" in ids  # the upstream's own list
     assert all(m.type == "model" and m.display_name for m in page.data)
-    model = client.models.retrieve("claude-haiku-4-5")
-    assert model.id == "claude-haiku-4-5"
+    model = client.models.retrieve("claude-haiku-4-5-20251001")
+    assert model.id == "claude-haiku-4-5-20251001"
     alias = client.models.retrieve("sonnet")
-    assert alias.id == "claude-sonnet-4-5"
+    assert alias.id == "claude-sonnet-4-5-20250929"
     with pytest.raises(anthropic.NotFoundError):
         client.models.retrieve("no-such-model")
 
@@ -290,4 +292,4 @@ def test_upstream_404_for_unknown_model(client: anthropic.Anthropic) -> None:
 def test_openai_model_names_default_to_sonnet(client: anthropic.Anthropic, fakes: Fakes) -> None:
     message = client.messages.create(model="gpt-4o", max_tokens=64, messages=USER)
     assert message.model == "gpt-4o"  # the client's name comes back
-    assert fakes.anthropic.last_request.json["model"] == "claude-sonnet-4-5"
+    assert fakes.anthropic.last_request.json["model"] == "claude-sonnet-4-5-20250929"

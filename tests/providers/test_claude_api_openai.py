@@ -69,7 +69,7 @@ def test_chat_create(client: openai.OpenAI, fakes: Fakes) -> None:
     assert completion.model == "sonnet"
     assert completion.usage is not None and completion.usage.completion_tokens > 0
     body = fakes.anthropic.last_request.json
-    assert body["model"] == "claude-sonnet-4-5"
+    assert body["model"] == "claude-sonnet-4-5-20250929"
     assert body["max_tokens"] == 100
     assert {"type": "text", "text": "Be nice."} in body["system"]
     assert_upstream_call(fakes)
@@ -193,7 +193,7 @@ def test_responses_create(client: openai.OpenAI, fakes: Fakes) -> None:
     types = [item.type for item in response.output]
     assert types[-1] == "message"
     body = fakes.anthropic.last_request.json
-    assert body["model"] == "claude-sonnet-4-5"
+    assert body["model"] == "claude-sonnet-4-5-20250929"
     assert {"type": "text", "text": "Be terse."} in body["system"]
     assert_upstream_call(fakes)
 
@@ -293,8 +293,8 @@ def test_responses_stream_in_band_error(client: openai.OpenAI, fakes: Fakes) -> 
 def test_models_list_openai_shape(client: openai.OpenAI) -> None:
     models = client.models.list()
     ids = [m.id for m in models.data]
-    assert "claude-sonnet-4-5" in ids
+    assert "claude-sonnet-4-5-20250929" in ids
     assert all(m.object == "model" for m in models.data)
-    assert client.models.retrieve("opus").id == "claude-opus-4-5"
+    assert client.models.retrieve("opus").id == "claude-opus-5-5"  # the newest Opus upstream
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nope")

@@ -69,7 +69,40 @@ async def test_unknown_previous_response_fails_in_band(proxy: str, fakes: Fakes)
         events = await turn(ws, {"model": "gpt-5.5", "previous_response_id": "resp_nope", "input": user("x")})
     assert events[-1]["type"] == "response.failed"
     assert "resp_nope" in events[-1]["response"]["error"]["message"]
+    assert events[-1]["response"]["error"]["code"] == "previous_response_not_found"
     assert fakes.codex.requests == []
+
+
+async def test_socket_shares_the_http_store(make_proxy: MakeProxy, fakes: Fakes) -> None:
+    """A kept WebSocket turn chains over HTTP; a store:false one only on its own connection. (A proxy of its
+    own: the fakes' ids repeat across tests.)"""
+    from .conftest import CODEX_TOKEN
+
+    with make_proxy(**{"plugins.codex.access_token": CODEX_TOKEN}) as proxy:
+        await _shared_store(proxy, fakes)
+
+
+async def _shared_store(proxy: str, fakes: Fakes) -> None:
+    import httpx
+
+    async with websockets.connect(ws_url(proxy)) as ws:
+        kept = (await turn(ws, {"model": "gpt-5.5", "input": user("kept turn")}))[-1]["response"]
+        unkept = (await turn(ws, {"model": "gpt-5.5", "input": user("unkept"), "store": False}))[-1][
+            "response"
+        ]
+        chained = await turn(
+            ws, {"model": "gpt-5.5", "previous_response_id": unkept["id"], "input": user("more")}
+        )
+        assert chained[-1]["type"] == "response.completed"  # chainable on its connection
+    base = proxy + "/api/codex/v1/responses"
+    fetched = httpx.get(f"{base}/{kept['id']}")
+    assert fetched.status_code == 200 and fetched.json()["id"] == kept["id"]
+    assert httpx.get(f"{base}/{unkept['id']}").status_code == 404  # forgotten with the connection
+    over_http = httpx.post(
+        base, json={"model": "gpt-5.5", "previous_response_id": kept["id"], "input": "next"}
+    )
+    assert over_http.status_code == 200
+    assert "kept turn" in json.dumps(fakes.codex.last_request.json["input"])
 
 
 async def test_upstream_error_becomes_response_failed(proxy: str, fakes: Fakes) -> None:

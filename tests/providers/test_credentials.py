@@ -366,4 +366,4 @@ def test_upstream_401_retry_on_streams(
     assert oauth.state.claude.refresh_count == 1
     first, second = fakes.anthropic.requests
     assert first.body == second.body
-    assert second.json["model"] == "claude-sonnet-4-5"
+    assert second.json["model"] == "claude-sonnet-4-5-20250929"

@@ -16,7 +16,7 @@ from ccproxy.formats.base import Format
 from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, forwardable, side_endpoint
 from ccproxy.providers.claude_api.rules import ensure_identity, limit_cache_control, merge_betas
-from ccproxy.providers.models import CLAUDE_ALIASES, CLAUDE_MODELS, ModelInfo, model_routes
+from ccproxy.providers.models import CLAUDE_ALIASES, CLAUDE_FAMILIES, CLAUDE_MODELS, ModelInfo, model_routes
 from ccproxy.proxy import Call, Outbound
 
 IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."
@@ -40,7 +40,8 @@ class ClaudeAPISettings(ProviderSettings):
         default_factory=lambda: list(CLAUDE_ALIASES), description="Model aliases, first match wins"
     )
     models: list[ModelInfo] = Field(
-        default_factory=lambda: list(CLAUDE_MODELS), description="Catalog served by /api/v1/models"
+        default_factory=lambda: list(CLAUDE_MODELS),
+        description="Built-in catalog for /api/v1/models, served while Anthropic's list cannot be fetched",
     )
 
 
@@ -51,6 +52,7 @@ class ClaudeAPIPlugin(ProviderPlugin):
     auth_provider = "claude"
     login_command = "ccproxy auth login"
     prefix = "/api"
+    model_families = CLAUDE_FAMILIES
 
     def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
         s: ClaudeAPISettings = ctx.settings
@@ -68,7 +70,8 @@ class ClaudeAPIPlugin(ProviderPlugin):
             Route(
                 "/api/v1/responses", self.endpoint(ctx, Format.RESPONSES, "/v1/messages"), methods=["POST"]
             ),
-            *model_routes("/api/v1/models", s.models, s.aliases, "anthropic"),
+            *self.response_routes(ctx, "/api/v1/responses"),
+            *model_routes("/api/v1/models", self.upstream(ctx).catalog, s.aliases, "anthropic"),
             # Claude Code's probes and telemetry on its base URL (ANTHROPIC_BASE_URL=.../api).
             Route("/api/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),
         ]
@@ -94,6 +97,29 @@ class ClaudeAPIPlugin(ProviderPlugin):
         url = s.base_url.rstrip("/") + call.upstream_path + (f"?{call.query}" if call.query else "")
         return Outbound(url, headers, call.raw if call.raw is not None else orjson.dumps(body))
 
+    async def fetch_models(self, ctx: PluginContext) -> list[ModelInfo]:
+        s: ClaudeAPISettings = ctx.settings
+        credential = await self.credential(ctx)
+        headers = {
+            "authorization": f"Bearer {credential.access_token}",
+            "anthropic-version": s.anthropic_version,
+            "anthropic-beta": merge_betas(None, s.required_betas),
+            "accept": "application/json",
+        }
+        data = await self.upstream_json(ctx, s.base_url.rstrip("/") + "/v1/models?limit=1000", headers)
+        known = {m.id: m for m in s.models}
+        return [
+            ModelInfo(
+                id=m["id"],
+                display_name=str(m.get("display_name") or m["id"]),
+                context_window=int(m.get("max_input_tokens") or _known(known, m["id"], "context_window")),
+                max_output_tokens=int(m.get("max_tokens") or _known(known, m["id"], "max_output_tokens")),
+                created_at=str(m.get("created_at") or "1970-01-01T00:00:00Z"),
+            )
+            for m in data.get("data") or []
+            if isinstance(m, dict) and isinstance(m.get("id"), str)
+        ]
+
     def mock_settings(self, fake_base_url: str) -> dict[str, Any]:
         return {
             "base_url": fake_base_url,
@@ -103,6 +129,15 @@ class ClaudeAPIPlugin(ProviderPlugin):
                 "authorize_url": f"{fake_base_url}/oauth/authorize",
             },
         }
+
+
+def _known(known: dict[str, ModelInfo], model_id: str, field: str) -> int:
+    """A limit the list does not give: the built-in entry's (dated ids match their undated alias)."""
+    entry = known.get(model_id) or next((m for i, m in known.items() if model_id.startswith(i + "-")), None)
+    value: int = (
+        getattr(entry, field) if entry is not None else (200_000 if field == "context_window" else 64_000)
+    )
+    return value
 
 
 plugin = ClaudeAPIPlugin()

@@ -55,7 +55,8 @@ class CodexSettings(ProviderSettings):
     )
     openai_beta: str = Field("responses=experimental", description="OpenAI-Beta header")
     models: list[ModelInfo] = Field(
-        default_factory=lambda: list(CODEX_MODELS), description="Catalog served by /api/codex/v1/models"
+        default_factory=lambda: list(CODEX_MODELS),
+        description="Built-in catalog for /api/codex/v1/models, served while the backend's cannot be fetched",
     )
     # GPT model names are never rewritten (the backend gates them on client identity, not on us); only
     # Claude names, which Claude Code sends by default and the backend cannot serve, get a default.
@@ -92,12 +93,14 @@ class CodexPlugin(ProviderPlugin):
         return [
             WebSocketRoute("/api/codex/responses", socket),
             WebSocketRoute("/api/codex/v1/responses", socket),
+            *self.response_routes(ctx, "/api/codex/v1/responses"),
+            *self.response_routes(ctx, "/api/codex/responses"),
             Route("/api/codex/responses", responses, methods=["POST"]),
             Route("/api/codex/v1/responses", responses, methods=["POST"]),
             Route("/api/codex/chat/completions", chat, methods=["POST"]),
             Route("/api/codex/v1/chat/completions", chat, methods=["POST"]),
             Route("/api/codex/v1/messages", messages, methods=["POST"]),
-            *model_routes("/api/codex/v1/models", s.models, s.aliases, "openai"),
+            *model_routes("/api/codex/v1/models", self.upstream(ctx).catalog, s.aliases, "openai"),
             Route("/api/codex/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),
             Route("/api/codex/{session_id}/responses", responses, methods=["POST"]),
             WebSocketRoute("/api/codex/{session_id}/responses", socket),
@@ -110,6 +113,18 @@ class CodexPlugin(ProviderPlugin):
 
     def build(self, ctx: PluginContext, call: Call, credential: Credential) -> Outbound:
         s: CodexSettings = ctx.settings
+        session = _session_id(call)
+        body, removed = backend_body(call.body, session)
+        if removed:
+            log.debug("removed fields the Codex backend rejects", fields=removed, request_id=call.request_id)
+        headers = self._headers(s, credential)
+        headers.update(
+            {"session_id": session, "accept": "text/event-stream", "content-type": "application/json"}
+        )
+        return Outbound(s.base_url.rstrip("/") + call.upstream_path, headers, orjson.dumps(body))
+
+    def _headers(self, s: CodexSettings, credential: Credential) -> dict[str, str]:
+        """The Codex CLI identity and the account every backend call carries."""
         account_id = credential.account_id
         if not account_id or account_id.endswith("-static"):
             account_id = CodexClaims(credential.id_token, credential.access_token).account_id
@@ -119,22 +134,31 @@ class CodexPlugin(ProviderPlugin):
                 f"the ChatGPT token carries no account id; run `{self.login_command}`",
                 error_type="authentication_error",
             )
-        session = _session_id(call)
-        body, removed = backend_body(call.body, session)
-        if removed:
-            log.debug("removed fields the Codex backend rejects", fields=removed, request_id=call.request_id)
-        headers = {
+        return {
             "authorization": f"Bearer {credential.access_token}",
             "chatgpt-account-id": account_id,
-            "session_id": session,
             "originator": s.originator,
             "version": s.client_version,
             "openai-beta": s.openai_beta,
             "user-agent": s.user_agent,
-            "accept": "text/event-stream",
-            "content-type": "application/json",
         }
-        return Outbound(s.base_url.rstrip("/") + call.upstream_path, headers, orjson.dumps(body))
+
+    async def fetch_models(self, ctx: PluginContext) -> list[ModelInfo]:
+        """The backend's catalog, as the Codex CLI reads it (upstreams.md §6.6): ``{"models": [{slug}]}``."""
+        s: CodexSettings = ctx.settings
+        headers = {**self._headers(s, await self.credential(ctx)), "accept": "application/json"}
+        url = f"{s.base_url.rstrip('/')}/models?client_version={s.client_version}"
+        data = await self.upstream_json(ctx, url, headers)
+        return [
+            ModelInfo(
+                id=m["slug"],
+                display_name=str(m.get("display_name") or m["slug"]),
+                context_window=int(m.get("context_window") or 272_000),
+                max_output_tokens=int(m.get("max_output_tokens") or 128_000),
+            )
+            for m in data.get("models") or []
+            if isinstance(m, dict) and isinstance(m.get("slug"), str)
+        ]
 
     def mock_settings(self, fake_base_url: str) -> dict[str, Any]:
         from ccproxy.testing.fake_oauth import make_unsigned_jwt

@@ -44,6 +44,10 @@ def backend_body(body: dict[str, Any], prompt_cache_key: str) -> tuple[dict[str,
     for item in raw_input if isinstance(raw_input, list) else []:
         if not isinstance(item, dict) or item.get("type") == "item_reference":
             continue
+        if item.get("type") == "reasoning" and not item.get("encrypted_content"):
+            # With store:false the backend cannot resolve a bare reasoning id ("Item with id 'rs_…' not
+            # found"): such an item (e.g. a kept response's, or one a client echoes back) is left out.
+            continue
         if "role" in item and "type" not in item:
             item = {"type": "message", **item}
         if item.get("type") == "message" and item.get("role") in _MOVED_ROLES:

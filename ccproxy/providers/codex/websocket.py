@@ -2,8 +2,10 @@
 
 Each client frame is ``{"type": "response.create", ...Responses body...}``; every upstream SSE event goes
 back as one text frame carrying the event's JSON unchanged. The backend is stateless for us
-(``store: false``), so this socket keeps each response's full item history: a later turn sends
-``previous_response_id`` plus only its new items, and the history is put back in front of them. A first
+(``store: false``), so each response's full item history goes to the provider's response store (the one
+the HTTP routes use): a later turn sends ``previous_response_id`` plus only its new items, and the history
+is put back in front of them. As on OpenAI's own WebSocket mode, a ``store: false`` response is still
+chainable on its connection: it is kept in memory only and forgotten when the connection closes. A first
 ``generate: false`` frame is the CLI's prewarm and is answered locally.
 """
 
@@ -20,10 +22,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ccproxy.errors import ProxyError
 from ccproxy.formats.base import Format
 from ccproxy.proxy import Call, Provider, Proxy, model_problem
+from ccproxy.responses_store import ResponseStore, input_items
 
 log = structlog.get_logger("ccproxy.codex.ws")
 POLICY_VIOLATION = 1008
-MAX_REMEMBERED = 64  # responses whose history a socket keeps (one conversation rarely needs more)
 
 
 class ResponsesSocket:
@@ -31,10 +33,19 @@ class ResponsesSocket:
         self.ws = websocket
         self.proxy = proxy
         self.provider = provider
-        self.history: dict[str, list[Any]] = {}
+        assert provider.responses is not None
+        self.store: ResponseStore = provider.responses
+        self.ephemeral: list[str] = []  # store:false responses, forgotten with the connection
         self.session_id = websocket.path_params.get("session_id") or _header_session(websocket)
 
     async def run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            for response_id in self.ephemeral:
+                await self.store.delete(response_id)
+
+    async def _serve(self) -> None:
         await self.ws.accept()
         while True:
             try:
@@ -55,18 +66,16 @@ class ResponsesSocket:
                 return
 
     async def turn(self, frame: dict[str, Any]) -> None:
-        body = {k: v for k, v in frame.items() if k not in ("type", "generate", "previous_response_id")}
-        new_items = _items(body.get("input"))
-        previous = frame.get("previous_response_id")
-        history: list[Any] = []
-        if isinstance(previous, str) and previous:
-            if previous not in self.history:
-                await self._failed(404, f"previous response '{previous}' is not known on this connection")
-                return
-            history = self.history[previous]
-        items = [*history, *new_items]
+        body = {k: v for k, v in frame.items() if k not in ("type", "generate")}
+        try:
+            body = await self.store.expand(body)
+        except ProxyError as exc:
+            await self._failed(exc.info.status, exc.info.message, exc.info.code)
+            return
+        items = input_items(body.get("input"))
+        keep = body.get("store") is not False
         if frame.get("generate") is False or not items:
-            await self._local_completion(body, items)
+            await self._local_completion(body, items, keep)
             return
         model = body.get("model")
         if not isinstance(model, str) or not model:
@@ -100,21 +109,21 @@ class ResponsesSocket:
                         output.append(data["item"])
                 elif event.event in ("response.completed", "response.incomplete"):
                     response = orjson.loads(event.data).get("response") or {}
-                    self._remember(str(response.get("id") or ""), [*items, *output])
+                    if not response.get("output"):
+                        response["output"] = output  # the backend leaves it empty
+                    self._remember(str(response.get("id") or ""), [*items, *output], response, keep)
         except ProxyError as exc:
             await self._failed(exc.info.status, exc.info.message, exc.info.code)
 
-    def _remember(self, response_id: str, items: list[Any]) -> None:
-        if not response_id:
-            return
-        self.history[response_id] = items
-        while len(self.history) > MAX_REMEMBERED:
-            self.history.pop(next(iter(self.history)))
+    def _remember(self, response_id: str, items: list[Any], response: dict[str, Any], keep: bool) -> None:
+        self.store.put(response_id, items, response, persist=keep)
+        if not keep:
+            self.ephemeral.append(response_id)
 
-    async def _local_completion(self, body: dict[str, Any], items: list[Any]) -> None:
+    async def _local_completion(self, body: dict[str, Any], items: list[Any], keep: bool) -> None:
         """The prewarm (or an empty turn): a completed response with no output, never sent upstream."""
         response = _response(f"resp_ws_{uuid.uuid4().hex}", body, "completed")
-        self._remember(response["id"], items)
+        self._remember(response["id"], items, response, keep)
         for seq, kind in enumerate(("response.created", "response.completed")):
             status = "in_progress" if kind == "response.created" else "completed"
             event = {"type": kind, "sequence_number": seq, "response": {**response, "status": status}}
@@ -148,12 +157,6 @@ def _response(response_id: str, body: dict[str, Any], status: str) -> dict[str, 
             "output_tokens_details": {"reasoning_tokens": 0},
         },
     }
-
-
-def _items(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
-    return list(value) if isinstance(value, list) else []
 
 
 def _header_session(websocket: WebSocket) -> str | None:
