@@ -20,6 +20,9 @@ from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import settle_after_startup
 from ccproxy.middleware import CoreMiddleware
+from ccproxy.permissions import PermissionService
+from ccproxy.permissions.mcp import build_mcp
+from ccproxy.permissions.routes import permission_routes
 from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
 from ccproxy.proxy import Proxy
 from ccproxy.recorder import Recorder
@@ -42,6 +45,7 @@ class App(CoreMiddleware):
 
     config: LoadedConfig
     plugins: PluginSet
+    permissions: PermissionService
 
 
 class FixedPaths:
@@ -77,7 +81,13 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
     settings = config.settings
     http = UpstreamClient()
     recorder = Recorder(verbose=settings.logging.verbose_api, directory=settings.logging.request_log_dir)
-    routes: list[BaseRoute] = [Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"])]
+    permissions = PermissionService(settings.permissions)
+    mcp_app, mcp_lifespan = build_mcp(permissions)
+    routes: list[BaseRoute] = [
+        Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"]),
+        *permission_routes(permissions),
+        Route("/mcp", mcp_app, methods=["GET", "POST", "DELETE"]),
+    ]
     for entry in plugins.plugins:
         if entry.plugin is None or entry.ctx is None:
             continue
@@ -87,6 +97,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             continue
         entry.ctx.http = http
         entry.ctx.proxy = Proxy(http, entry.ctx, recorder)
+        entry.ctx.permissions = permissions
         try:
             routes.extend(entry.plugin.routes(entry.ctx))
         except Exception as exc:
@@ -99,6 +110,8 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        mcp_running = mcp_lifespan()
+        await mcp_running.__aenter__()
         for entry in plugins.active:
             assert entry.plugin is not None and entry.ctx is not None
             try:
@@ -118,12 +131,14 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
                 except Exception as exc:
                     log.error("plugin failed to stop", plugin=entry.name, error=str(exc))
             await http.close()
+            await mcp_running.__aexit__(None, None, None)
 
     token = settings.security.auth_token
     router = FixedPaths(Router(routes, lifespan=lifespan))
     app = App(router, auth_token=token.get_secret_value() if token else None)
     app.config = config
     app.plugins = plugins
+    app.permissions = permissions
     return app
 
 
