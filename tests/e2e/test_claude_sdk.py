@@ -418,12 +418,11 @@ def test_idle_timeout_mid_stream_is_an_error_in_the_callers_format(fakes: Runnin
     with serve_app(create_app(load_config(env={}, cli=cli))) as url:
         fakes.anthropic.reply_text("one two three four", delay=3)
         client = anthropic.Anthropic(base_url=url + "/claude", api_key="unused", max_retries=0)
-        with pytest.raises(anthropic.APIStatusError) as info:
-            with client.messages.stream(
-                model=MODEL, max_tokens=9, messages=[{"role": "user", "content": "x"}]
-            ) as s:
-                for _ in s:
-                    pass
+        with pytest.raises(anthropic.APIStatusError) as info, client.messages.stream(
+            model=MODEL, max_tokens=9, messages=[{"role": "user", "content": "x"}]
+        ) as s:
+            for _ in s:
+                pass
         assert "sent nothing for 0.5 s" in str(info.value)
 
 
