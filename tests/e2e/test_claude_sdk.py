@@ -418,9 +418,12 @@ def test_idle_timeout_mid_stream_is_an_error_in_the_callers_format(fakes: Runnin
     with serve_app(create_app(load_config(env={}, cli=cli))) as url:
         fakes.anthropic.reply_text("one two three four", delay=3)
         client = anthropic.Anthropic(base_url=url + "/claude", api_key="unused", max_retries=0)
-        with pytest.raises(anthropic.APIStatusError) as info, client.messages.stream(
-            model=MODEL, max_tokens=9, messages=[{"role": "user", "content": "x"}]
-        ) as s:
+        with (
+            pytest.raises(anthropic.APIStatusError) as info,
+            client.messages.stream(
+                model=MODEL, max_tokens=9, messages=[{"role": "user", "content": "x"}]
+            ) as s,
+        ):
             for _ in s:
                 pass
         assert "sent nothing for 0.5 s" in str(info.value)
@@ -454,3 +457,50 @@ def test_not_logged_in_is_a_clear_401(work: Path) -> None:
         assert "claude /login" in resp.json()["error"]["message"]
     finally:
         os.environ.update(env_backup)
+
+
+def test_offline_mode_covers_sdk_mode(tmp_path: Path) -> None:
+    """``ccproxy serve --mock``: the bundled CLI answers from the built-in fake, with a throwaway home."""
+    from .helpers import free_port
+
+    port = free_port()
+    home = tmp_path / "user-home"
+    home.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "CLAUDE_CODE_OAUTH_TOKEN": "users-own-token-must-not-be-used",
+    }
+    import subprocess
+    import sys
+
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ccproxy", "serve", "--mock", "--port", str(port)],
+            cwd=home,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code in (200, 503):
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        client = openai.OpenAI(base_url=url + "/claude/v1", api_key="unused", max_retries=0)
+        chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "offline?"}])
+        assert (chat.choices[0].message.content or "").startswith("Fake reply")
+        assert not (home / ".claude").exists()  # the user's own Claude config was never touched
+    finally:
+        process.terminate()
+        process.wait(20)
+    assert "users-own-token" not in log_path.read_text()
