@@ -504,3 +504,102 @@ def test_offline_mode_covers_sdk_mode(tmp_path: Path) -> None:
         process.terminate()
         process.wait(20)
     assert "users-own-token" not in log_path.read_text()
+
+
+def test_busy_session_gets_409_and_lru_eviction(fakes: RunningFakes, work: Path) -> None:
+    cli = sdk_cli(
+        fakes.url,
+        work,
+        **{"plugins.claude_sdk.session_wait_seconds": 0, "plugins.claude_sdk.max_sessions": 1},
+    )
+    with serve_app(create_app(load_config(env={}, cli=cli))) as url:
+        fakes.anthropic.reply_text("slow " * 20, delay=0.1)
+        body = {
+            "model": MODEL,
+            "max_tokens": 9,
+            "stream": True,
+            "messages": [{"role": "user", "content": "b"}],
+        }
+        with httpx.stream("POST", url + "/claude/busy/v1/messages", json=body, timeout=30) as resp:
+            chunks = resp.iter_bytes()  # kept: a dropped iterator would close the response
+            next(chunks)
+            second = httpx.post(url + "/claude/busy/v1/messages", json={**body, "stream": False}, timeout=30)
+            assert second.status_code == 409 and "busy" in second.json()["error"]["message"], second.text
+            for _ in chunks:
+                pass
+        fakes.anthropic.reset()
+        other = httpx.post(url + "/claude/other/v1/messages", json={**body, "stream": False}, timeout=30)
+        assert other.status_code == 200
+        ids = [s["id"] for s in httpx.get(url + "/claude/sessions").json()["sessions"]]
+        assert ids == ["other"]  # the least recently used one was evicted
+
+
+def test_lifecycle_event_has_usage_cost_and_session(fakes: RunningFakes, work: Path) -> None:
+    from ccproxy.plugins import RequestEvent, hookimpl, load_plugins
+
+    events: list[RequestEvent] = []
+
+    class Probe:
+        @hookimpl
+        def ccproxy_request_finished(self, event: RequestEvent) -> None:
+            events.append(event)
+
+    config = load_config(env={}, cli=sdk_cli(fakes.url, work))
+    plugins = load_plugins(config)
+    plugins.hooks.register(Probe(), "probe")
+    with serve_app(create_app(config, plugins=plugins)) as url:
+        client = openai.OpenAI(base_url=url + "/claude/ev-1/v1", api_key="unused", max_retries=0)
+        stream = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "usage?"}], stream=True
+        )
+        for _ in stream:
+            pass
+    (event,) = [e for e in events if e.plugin == "claude_sdk"]
+    assert event.status == 200 and event.session_id == "ev-1"
+    assert event.usage is not None and event.usage.input_tokens > 0 and event.usage.output_tokens > 0
+    assert event.cost_usd is not None and event.cost_usd > 0
+
+
+def test_image_reaches_the_model(fakes: RunningFakes, proxy: str) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    client = anthropic.Anthropic(base_url=proxy + "/claude", api_key="unused", max_retries=0)
+    client.messages.create(
+        model=MODEL,
+        max_tokens=20,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+                    {"type": "text", "text": "what is this?"},
+                ],
+            }
+        ],
+    )
+    blocks = [
+        b
+        for m in model_calls(fakes)[-1].json["messages"]
+        for b in m["content"]
+        if isinstance(m["content"], list)
+    ]
+    images = [b for b in blocks if b.get("type") == "image"]
+    assert images and images[0]["source"]["data"] == png
+
+
+def test_client_disconnect_ends_its_permission_requests(fakes: RunningFakes, proxy: str, work: Path) -> None:
+    marker = work / "left.txt"
+    body = {
+        "model": MODEL,
+        "max_tokens": 50,
+        "stream": True,
+        "messages": [{"role": "user", "content": f"RUN: touch {marker}"}],
+    }
+    with httpx.stream("POST", proxy + "/claude/v1/messages", json=body, timeout=30) as resp:
+        assert resp.status_code == 200
+        pending = wait_pending(proxy)
+    deadline = time.monotonic() + 10
+    while httpx.get(proxy + "/permissions").json()["pending"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = httpx.get(f"{proxy}/permissions/{pending['id']}").json()
+    assert state["status"] == "decided" and state["decision"]["by"] == "disconnect"
+    assert not marker.exists()
