@@ -37,10 +37,13 @@ def check_bind(config: LoadedConfig) -> None:
 def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: Path | None) -> None:
     import uvicorn
 
-    from ccproxy.app import CLI_ENV, create_app
+    from ccproxy.app import CLI_ENV, create_app, mock_base_url
     from ccproxy.logs import configure
+    from ccproxy.plugins import load_plugins
 
     check_bind(config)
+    # Plugin settings are checked here, before any worker starts: a config error is one line, exit 2.
+    plugins = load_plugins(config, mock=mock, fake_base_url=mock_base_url(config))
     settings = config.settings
     configure(settings.logging.level, settings.logging.format)
     common: dict[str, Any] = {
@@ -70,4 +73,4 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
             **common,
         )
         return
-    uvicorn.run(create_app(config, mock=mock), **common)
+    uvicorn.run(create_app(config, mock=mock, plugins=plugins), **common)
