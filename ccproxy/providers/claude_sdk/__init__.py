@@ -251,7 +251,7 @@ class ClaudeSDKPlugin(Plugin):
     async def startup(self, ctx: PluginContext) -> None:
         if not sdk_available():
             return
-        from ccproxy.providers.claude_sdk.sessions import Limits, SessionPool
+        from ccproxy.providers.claude_sdk.sessions import SessionPool
 
         s: ClaudeSDKSettings = ctx.settings
         home: Path | None = None
@@ -260,17 +260,7 @@ class ClaudeSDKPlugin(Plugin):
             ctx.state["home"] = home
             seed_home(home, s.cwd or os.getcwd(), s.api_key.get_secret_value() if s.api_key else "")
         env = agent_env(s, home, os.environ)
-        limits = Limits(
-            first_event_timeout=s.first_event_timeout,
-            idle_timeout=s.idle_timeout,
-            interrupt_grace=s.interrupt_grace,
-            session_wait=s.session_wait_seconds,
-            max_sessions=s.max_sessions,
-            session_idle=s.session_idle_seconds,
-            tool_display=s.tool_display,
-            tool_result_chars=s.tool_result_chars,
-        )
-        pool = SessionPool(limits, _options_factory(s, env), ctx.permissions)
+        pool = SessionPool(s, _options_factory(s, env), ctx.permissions)
         ctx.state["pool"] = pool
         pool.spawn(pool.reap())
 

@@ -19,7 +19,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -37,8 +36,9 @@ from claude_agent_sdk import (
 
 from ccproxy.errors import ProxyError
 from ccproxy.plugins import RequestEvent
+from ccproxy.providers.claude_sdk import ClaudeSDKSettings
 from ccproxy.providers.claude_sdk.prompt import Prompt, user_message
-from ccproxy.providers.claude_sdk.relay import Event, Relay, ToolDisplay, sse
+from ccproxy.providers.claude_sdk.relay import Event, Relay, sse
 
 log = structlog.get_logger("ccproxy.claude_sdk")
 
@@ -49,18 +49,6 @@ LOGIN_HINT = (
     "ccproxy, or set plugins.claude_sdk.base_url"
 )
 _END = None
-
-
-@dataclass(slots=True)
-class Limits:
-    first_event_timeout: float
-    idle_timeout: float
-    interrupt_grace: float
-    session_wait: float
-    max_sessions: int
-    session_idle: float
-    tool_display: ToolDisplay
-    tool_result_chars: int
 
 
 class Turn:
@@ -195,10 +183,10 @@ class Session:
         client = self._client
         if client is not None and self.turn is turn:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.pool.limits.interrupt_grace):
+                async with asyncio.timeout(self.pool.settings.interrupt_grace):
                     await client.interrupt()
         try:
-            async with asyncio.timeout(self.pool.limits.interrupt_grace):
+            async with asyncio.timeout(self.pool.settings.interrupt_grace):
                 while not turn.finished:
                     await asyncio.sleep(0.05)
         except TimeoutError:
@@ -217,7 +205,7 @@ class Session:
             return
         self._inbox.put_nowait(None)
         try:
-            async with asyncio.timeout(self.pool.limits.interrupt_grace):
+            async with asyncio.timeout(self.pool.settings.interrupt_grace):
                 await asyncio.shield(runner)
         except TimeoutError:
             runner.cancel()
@@ -289,8 +277,8 @@ class Session:
 
 
 class SessionPool:
-    def __init__(self, limits: Limits, options: OptionsFactory, permissions: Any) -> None:
-        self.limits = limits
+    def __init__(self, settings: ClaudeSDKSettings, options: OptionsFactory, permissions: Any) -> None:
+        self.settings = settings
         self.options = options
         self.permissions = permissions
         self.sessions: OrderedDict[str, Session] = OrderedDict()
@@ -305,12 +293,12 @@ class SessionPool:
     async def open(self, prompt: Prompt, key: str | None, model: str | None, stream: bool, event: Any) -> Any:
         session, messages = await self._checkout(prompt, key)
         owner = (event.request_id if event is not None else "") or uuid.uuid4().hex
-        relay = Relay(model, self.limits.tool_display, self.limits.tool_result_chars)
+        relay = Relay(model, self.settings.tool_display, self.settings.tool_result_chars)
         turn = Turn(user_message(messages), model, relay, owner, event)
         session.seen, session.answer = prompt.fingerprints, None
         try:
             await session.start(
-                self.options(prompt.system, model, self._asker(session)), self.limits.first_event_timeout
+                self.options(prompt.system, model, self._asker(session)), self.settings.first_event_timeout
             )
             if session.dead:
                 raise ProxyError(502, "the claude process exited")
@@ -322,19 +310,19 @@ class SessionPool:
             raise
         session.submit(turn)
         try:
-            async with asyncio.timeout(self.limits.first_event_timeout):
+            async with asyncio.timeout(self.settings.first_event_timeout):
                 await asyncio.shield(turn.first)
         except TimeoutError:
             turn.abort("no answer before the first-event timeout")
             raise ProxyError(
                 504,
-                f"the claude agent sent nothing within {self.limits.first_event_timeout:g} s",
+                f"the claude agent sent nothing within {self.settings.first_event_timeout:g} s",
                 error_type="timeout_error",
             ) from None
         except BaseException:
             turn.abort("request ended before the first event")
             raise
-        return AgentResponse(turn, stream, self.limits.idle_timeout)
+        return AgentResponse(turn, stream, self.settings.idle_timeout)
 
     async def _checkout(self, prompt: Prompt, key: str | None) -> tuple[Session, list[JSON]]:
         if key is None:
@@ -373,12 +361,12 @@ class SessionPool:
         return session
 
     def _create(self, key: str, system: str | None) -> Session:
-        while len(self.sessions) >= self.limits.max_sessions:
+        while len(self.sessions) >= self.settings.max_sessions:
             idle = next((s for s in self.sessions.values() if not s.lock.locked()), None)
             if idle is None:
                 raise ProxyError(
                     503,
-                    f"all {self.limits.max_sessions} SDK sessions are busy; retry later",
+                    f"all {self.settings.max_sessions} SDK sessions are busy; retry later",
                     error_type="overloaded_error",
                 )
             log.info("session evicted (least recently used)", session_id=idle.key)
@@ -390,13 +378,14 @@ class SessionPool:
         return session
 
     async def _lock(self, session: Session) -> None:
+        wait = self.settings.session_wait_seconds
         try:
-            async with asyncio.timeout(self.limits.session_wait):
+            async with asyncio.timeout(wait):
                 await session.lock.acquire()
         except TimeoutError:
             raise ProxyError(
                 409,
-                f"session {session.key} is busy with another request (waited {self.limits.session_wait:g} s)",
+                f"session {session.key} is busy with another request (waited {wait:g} s)",
                 error_type="invalid_request_error",
             ) from None
 
@@ -447,12 +436,12 @@ class SessionPool:
 
     async def reap(self) -> None:
         """Close sessions idle for longer than ``session_idle`` (runs until cancelled)."""
-        interval = max(0.05, min(self.limits.session_idle / 4, 30.0))
+        interval = max(0.05, min(self.settings.session_idle_seconds / 4, 30.0))
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for session in list(self.sessions.values()):
-                if not session.lock.locked() and now - session.last_used > self.limits.session_idle:
+                if not session.lock.locked() and now - session.last_used > self.settings.session_idle_seconds:
                     log.info("session closed after idling", session_id=session.key)
                     await self._end(session)
             for session in [s for s in self.live if s.key is None and s.dead]:
