@@ -21,7 +21,7 @@ from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import settle_after_startup
 from ccproxy.middleware import CoreMiddleware
 from ccproxy.permissions import PermissionService
-from ccproxy.permissions.mcp import build_mcp
+from ccproxy.permissions.mcp import LazyMCP
 from ccproxy.permissions.routes import permission_routes
 from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
 from ccproxy.proxy import Proxy
@@ -82,11 +82,11 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
     http = UpstreamClient()
     recorder = Recorder(verbose=settings.logging.verbose_api, directory=settings.logging.request_log_dir)
     permissions = PermissionService(settings.permissions)
-    mcp_app, mcp_lifespan = build_mcp(permissions)
+    mcp = LazyMCP(permissions)
     routes: list[BaseRoute] = [
         Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"]),
         *permission_routes(permissions),
-        Route("/mcp", mcp_app, methods=["GET", "POST", "DELETE"]),
+        Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]),
     ]
     for entry in plugins.plugins:
         if entry.plugin is None or entry.ctx is None:
@@ -110,8 +110,6 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        mcp_running = mcp_lifespan()
-        await mcp_running.__aenter__()
         for entry in plugins.active:
             assert entry.plugin is not None and entry.ctx is not None
             try:
@@ -131,7 +129,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
                 except Exception as exc:
                     log.error("plugin failed to stop", plugin=entry.name, error=str(exc))
             await http.close()
-            await mcp_running.__aexit__(None, None, None)
+            await mcp.close()
 
     token = settings.security.auth_token
     router = FixedPaths(Router(routes, lifespan=lifespan))

@@ -7,13 +7,14 @@ Any Claude Code instance can send its approvals here::
 
 Claude Code calls ``check_permission`` with ``{tool_name, input, tool_use_id}`` and reads the text result,
 ``{"behavior":"allow","updatedInput":{...}}`` or ``{"behavior":"deny","message":"..."}``.
+
+The ``mcp`` package takes seconds to import, so the server is built on the first ``/mcp`` request, not at
+start-up; its session manager then runs in a task of its own until the app shuts down.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+import asyncio
 from typing import Any
 
 import orjson
@@ -37,16 +38,55 @@ def claude_answer(decision: Decision, tool_input: dict[str, Any]) -> str:
     return orjson.dumps({"behavior": "deny", "message": decision.message}).decode()
 
 
-def build_mcp(
-    service: PermissionService,
-) -> tuple[ASGIApp, Callable[[], AbstractAsyncContextManager[None]]]:
-    """The ``/mcp`` ASGI app and the lifespan it needs; a 503 answer when ``mcp`` is not installed."""
-    try:
-        from mcp.server.mcpserver import MCPServer
-        from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
-        from mcp.server.transport_security import TransportSecuritySettings
-    except ImportError:
-        return _missing, _nothing
+class LazyMCP:
+    """The ``/mcp`` route app."""
+
+    def __init__(self, service: PermissionService) -> None:
+        self.service = service
+        self._app: ASGIApp | None = None
+        self._lock = asyncio.Lock()
+        self._stop: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app or await self._start()
+        await app(scope, receive, send)
+
+    async def _start(self) -> ASGIApp:
+        async with self._lock:
+            if self._app is not None:
+                return self._app
+            try:
+                manager, app = build(self.service)
+            except ImportError:
+                self._app = _missing
+                return _missing
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._stop = asyncio.Event()
+
+            async def run() -> None:
+                async with manager.run():
+                    ready.set_result(None)
+                    assert self._stop is not None
+                    await self._stop.wait()
+
+            self._runner = asyncio.create_task(run(), name="mcp-session-manager")
+            await ready
+            self._app = app
+            log.info("MCP permission server started", path="/mcp")
+            return app
+
+    async def close(self) -> None:
+        if self._stop is not None and self._runner is not None:
+            self._stop.set()
+            await asyncio.gather(self._runner, return_exceptions=True)
+
+
+def build(service: PermissionService) -> tuple[Any, ASGIApp]:
+    """The MCP server's session manager and ASGI app (raises ``ImportError`` without ``mcp``)."""
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+    from mcp.server.transport_security import TransportSecuritySettings
 
     server: Any = MCPServer(SERVER_NAME, instructions="ccproxy's tool-use approvals")
 
@@ -59,30 +99,19 @@ def build_mcp(
         decision = await service.ask(tool_name, input, source="mcp", tool_use_id=tool_use_id)
         return claude_answer(decision, input)
 
-    # Host/Origin checks are done by ccproxy's own middleware in front of every route.
-    app = server.streamable_http_app(
+    # Host/Origin checks are done by ccproxy's own middleware in front of every route; only the session
+    # manager of this app is used, under ccproxy's own route.
+    server.streamable_http_app(
         streamable_http_path="/mcp",
         stateless_http=True,
         json_response=True,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
-    del app  # only its session manager is used: the route is ccproxy's own
     manager = server.session_manager
-
-    @contextlib.asynccontextmanager
-    async def lifespan() -> AsyncIterator[None]:
-        async with manager.run():
-            yield
-
-    asgi: ASGIApp = StreamableHTTPASGIApp(manager)
-    return asgi, lifespan
+    app: ASGIApp = StreamableHTTPASGIApp(manager)
+    return manager, app
 
 
 async def _missing(scope: Scope, receive: Receive, send: Send) -> None:
     body = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": INSTALL_HINT}})
     await Response(body, 503, media_type="application/json")(scope, receive, send)
-
-
-@contextlib.asynccontextmanager
-async def _nothing() -> AsyncIterator[None]:
-    yield

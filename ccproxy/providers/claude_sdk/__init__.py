@@ -10,6 +10,9 @@ events over as an upstream response.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -98,11 +101,11 @@ class ClaudeSDKSettings(PluginSettings):
 
 
 def sdk_available() -> bool:
+    """Whether claude-agent-sdk is installed, without importing it (that takes seconds)."""
     try:
-        import claude_agent_sdk  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("claude_agent_sdk") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 @dataclass(slots=True)
@@ -153,9 +156,7 @@ class AgentTransport:
 
     async def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Any:
         job = self.upstream.jobs.pop(url)
-        pool = self.ctx.state.get("pool")
-        if pool is None:
-            raise ProxyError(503, "SDK mode is not started")
+        pool = self.ctx.state.get("pool") or await _start_pool(self.ctx)
         return await pool.open(job.prompt, job.key, job.model, job.stream, job.event)
 
 
@@ -249,20 +250,12 @@ class ClaudeSDKPlugin(Plugin):
         return routes
 
     async def startup(self, ctx: PluginContext) -> None:
-        if not sdk_available():
-            return
-        from ccproxy.providers.claude_sdk.sessions import SessionPool
-
+        """Only the throwaway home; the SDK (seconds to import) is loaded by the first /claude request."""
         s: ClaudeSDKSettings = ctx.settings
-        home: Path | None = None
-        if s.throwaway_home:
+        if s.throwaway_home and sdk_available():
             home = Path(tempfile.mkdtemp(prefix="ccproxy-claude-home-"))
             ctx.state["home"] = home
             seed_home(home, s.cwd or os.getcwd(), s.api_key.get_secret_value() if s.api_key else "")
-        env = agent_env(s, home, os.environ)
-        pool = SessionPool(s, _options_factory(s, env), ctx.permissions)
-        ctx.state["pool"] = pool
-        pool.spawn(pool.reap())
 
     async def shutdown(self, ctx: PluginContext) -> None:
         pool = ctx.state.pop("pool", None)
@@ -275,8 +268,7 @@ class ClaudeSDKPlugin(Plugin):
     async def health(self, ctx: PluginContext) -> list[HealthCheck]:
         if not sdk_available():
             return [HealthCheck("sdk", "warn", f"not installed; {INSTALL_HINT}")]
-        from claude_agent_sdk import __version__ as sdk_version
-
+        sdk_version = importlib.metadata.version("claude-agent-sdk")
         pool = ctx.state.get("pool")
         live = len(pool.sessions) if pool is not None else 0
         return [HealthCheck("sdk", "pass", f"claude-agent-sdk {sdk_version}", {"sessions": live})]
@@ -304,6 +296,24 @@ class ClaudeSDKPlugin(Plugin):
             return Response(orjson.dumps({"id": key, "ended": True}), media_type="application/json")
 
         return end_session
+
+
+async def _start_pool(ctx: PluginContext) -> Any:
+    lock: asyncio.Lock = ctx.state.setdefault("pool_lock", asyncio.Lock())
+    async with lock:
+        if "pool" not in ctx.state:
+            s: ClaudeSDKSettings = ctx.settings
+            # Imported here, once: claude-agent-sdk (and mcp) take seconds to import, in a thread so the
+            # server keeps answering meanwhile.
+            sessions = await asyncio.to_thread(
+                importlib.import_module, "ccproxy.providers.claude_sdk.sessions"
+            )
+            env = agent_env(s, ctx.state.get("home"), os.environ)
+            pool = sessions.SessionPool(s, _options_factory(s, env), ctx.permissions)
+            pool.spawn(pool.reap())
+            ctx.state["pool"] = pool
+            log.info("SDK mode ready", sdk=importlib.metadata.version("claude-agent-sdk"))
+    return ctx.state["pool"]
 
 
 def agent_env(s: ClaudeSDKSettings, home: Path | None, environ: Any) -> dict[str, str]:
