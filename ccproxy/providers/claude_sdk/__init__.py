@@ -252,6 +252,11 @@ class ClaudeSDKPlugin(Plugin):
     async def startup(self, ctx: PluginContext) -> None:
         """Only the throwaway home; the SDK (seconds to import) is loaded by the first /claude request."""
         s: ClaudeSDKSettings = ctx.settings
+        if ctx.config.settings.server.workers > 1:
+            log.warning(
+                "SDK mode keeps sessions and permission requests in one process; with several workers a "
+                "session id or a permission answer can land on another worker: use server.workers = 1"
+            )
         if s.throwaway_home and sdk_available():
             home = Path(tempfile.mkdtemp(prefix="ccproxy-claude-home-"))
             ctx.state["home"] = home
