@@ -63,6 +63,7 @@ class Turn:
         self.out: asyncio.Queue[list[Event] | None] = asyncio.Queue()
         self.first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.finished = False
+        self.done = asyncio.Event()
         self.aborted = False
         self.failure: ProxyError | None = None  # after output began: reported in-band
         self.asking = 0  # permission requests in flight: the idle timeout waits for people
@@ -104,6 +105,7 @@ class Turn:
         if not self.first.done():
             self.first.set_exception(ProxyError(502, "the claude agent ended the turn without an answer"))
         self.finished = True
+        self.done.set()
         self.out.put_nowait(_END)
 
     def abort(self, reason: str) -> None:
@@ -187,8 +189,7 @@ class Session:
                     await client.interrupt()
         try:
             async with asyncio.timeout(self.pool.settings.interrupt_grace):
-                while not turn.finished:
-                    await asyncio.sleep(0.05)
+                await turn.done.wait()
         except TimeoutError:
             log.warning("agent did not stop after an interrupt; ending its process", session_id=self.id)
             self.kill()
