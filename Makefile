@@ -63,6 +63,7 @@ mock: setup
 
 bench: setup
 	$(PY) -m ccproxy.bench $(ARGS)
+	$(PY) -m ccproxy.bench.sdk
 
 bench-check: setup
 	$(PY) -m ccproxy.bench --quick --check bench/baseline.json $(ARGS)

@@ -21,6 +21,9 @@ from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import settle_after_startup
 from ccproxy.middleware import TRUSTED, CoreMiddleware
 from ccproxy.network import ProxyConfig
+from ccproxy.permissions import PermissionService
+from ccproxy.permissions.mcp import LazyMCP
+from ccproxy.permissions.routes import permission_routes
 from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
 from ccproxy.proxy import Proxy
 from ccproxy.recorder import Recorder
@@ -43,6 +46,7 @@ class App(CoreMiddleware):
 
     config: LoadedConfig
     plugins: PluginSet
+    permissions: PermissionService
 
 
 class FixedPaths:
@@ -94,7 +98,13 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
     token = settings.security.auth_token
     clients: dict[str | None, UpstreamClient] = {}  # one per CA bundle; pools are per client
     recorder = Recorder(verbose=settings.logging.verbose_api, directory=settings.logging.request_log_dir)
-    routes: list[BaseRoute] = [Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"])]
+    permissions = PermissionService(settings.permissions)
+    mcp = LazyMCP(permissions)
+    routes: list[BaseRoute] = [
+        Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"]),
+        *permission_routes(permissions),
+        Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]),
+    ]
     for entry in plugins.plugins:
         if entry.plugin is None or entry.ctx is None:
             continue
@@ -114,6 +124,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             clients[ca_bundle] = http
         entry.ctx.http = http
         entry.ctx.proxy = Proxy(http, entry.ctx, recorder)
+        entry.ctx.permissions = permissions
         try:
             routes.extend(entry.plugin.routes(entry.ctx))
         except Exception as exc:
@@ -154,6 +165,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
                     log.error("plugin failed to stop", plugin=entry.name, error=str(exc))
             for client in clients.values():
                 await client.close()
+            await mcp.close()
 
     guide = RouteGuide(routes)  # 404s and 405s that name the right route; only on the miss path
     router = FixedPaths(Router([*routes, *guide.method_routes(routes)], lifespan=lifespan, default=guide))
@@ -166,6 +178,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
     )
     app.config = config
     app.plugins = plugins
+    app.permissions = permissions
     return app
 
 

@@ -24,7 +24,9 @@ config_app = typer.Typer(help="Show, create and describe the configuration.", no
 plugins_app = typer.Typer(help="Inspect plugins.", no_args_is_help=True)
 dev_app = typer.Typer(help="Development helpers.", no_args_is_help=True)
 auth_app = typer.Typer(help="Log in, inspect and refresh provider credentials.", no_args_is_help=True)
+permissions_app = typer.Typer(help="Answer the SDK mode agent's tool-use requests.", no_args_is_help=True)
 app.add_typer(auth_app, name="auth")
+app.add_typer(permissions_app, name="permissions")
 app.add_typer(config_app, name="config")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(dev_app, name="dev")
@@ -212,6 +214,28 @@ def _read_token_file(path: Path) -> str:
     if mode & 0o077:
         typer.echo(f"ccproxy: warning: {path} is readable by other users; chmod 600 it", err=True)
     return token
+@permissions_app.command("watch")
+def permissions_watch(
+    url: Annotated[str, typer.Option("--url", help="The ccproxy server")] = "http://127.0.0.1:8000",
+    auth_token: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--auth-token",
+            envvar="CCPROXY_AUTH_TOKEN",
+            help="The server's auth token [default: $CCPROXY_AUTH_TOKEN]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Follow permission requests and answer each with y/n; reconnects when the server restarts."""
+    import asyncio
+
+    from ccproxy.permissions.watch import watch
+
+    try:
+        asyncio.run(watch(url, auth_token))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @config_app.command("show")

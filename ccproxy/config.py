@@ -107,7 +107,22 @@ class LimitsSettings(StrictModel):
 
 
 class PermissionsSettings(StrictModel):
-    """The tool-use permission service of SDK mode (issue 13)."""
+    """The tool-use permission service of SDK mode (issue 13): who may let the agent run a tool."""
+
+    timeout_seconds: float = Field(
+        120.0, gt=0, description="An unanswered permission request is denied after this long"
+    )
+    allow: list[str] = Field(
+        default_factory=lambda: ["Read", "Grep", "Glob", "LS"],
+        description="Tools always allowed without asking (exact tool names)",
+    )
+    deny: list[str] = Field(default_factory=list, description="Tools always denied without asking")
+    recent_size: int = Field(
+        50, ge=0, le=10000, description="How many recent decisions GET /permissions keeps"
+    )
+    keepalive_seconds: float = Field(
+        15.0, gt=0, description="Keep-alive comment interval on GET /permissions/stream"
+    )
 
 
 class LedgerSettings(StrictModel):
@@ -123,7 +138,7 @@ class Settings(StrictModel):
     logging: LoggingSettings = LoggingSettings()  # type: ignore[call-arg]
     security: SecuritySettings = SecuritySettings()  # type: ignore[call-arg]
     limits: LimitsSettings = LimitsSettings()  # type: ignore[call-arg]
-    permissions: PermissionsSettings = PermissionsSettings()
+    permissions: PermissionsSettings = PermissionsSettings()  # type: ignore[call-arg]
     ledger: LedgerSettings = LedgerSettings()
     billing: BillingSettings = BillingSettings()
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)

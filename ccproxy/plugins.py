@@ -31,6 +31,7 @@ from ccproxy.config import (
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
+    from ccproxy.permissions import PermissionService
     from ccproxy.proxy import Proxy
     from ccproxy.upstream import UpstreamClient
 
@@ -120,6 +121,7 @@ class PluginContext:
     mock: bool = False
     http: UpstreamClient | None = None  # set when the app is built
     proxy: Proxy | None = None  # the shared data path, set when the app is built
+    permissions: PermissionService | None = None  # the app's tool-use permission service, set likewise
     state: dict[str, Any] = field(default_factory=dict)
 
 

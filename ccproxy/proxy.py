@@ -194,6 +194,7 @@ class Proxy:
             stream,
             time.perf_counter(),
         )
+        call.state["event"] = event  # providers may add what only they know (session, cost)
         hooks = self.ctx.hooks
         hooks.request_started(event)
         record = self.recorder.start(request_id, path, headers, body, scope["method"])
