@@ -76,7 +76,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         plugins = load_plugins(config, mock=mock, fake_base_url=mock_base_url(config))
     settings = config.settings
     http = UpstreamClient()
-    recorder = Recorder(verbose=settings.logging.verbose_api, directory=settings.logging.request_log_dir)
+    recorder = Recorder(verbose=settings.logging.verbose_api, hooks=plugins.hooks)
     routes: list[BaseRoute] = [Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"])]
     for entry in plugins.plugins:
         if entry.plugin is None or entry.ctx is None:
@@ -121,7 +121,13 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
 
     token = settings.security.auth_token
     router = FixedPaths(Router(routes, lifespan=lifespan))
-    app = App(router, auth_token=token.get_secret_value() if token else None)
+    loopback_open = frozenset(
+        path
+        for entry in plugins.active
+        if entry.plugin is not None and entry.ctx is not None
+        for path in entry.plugin.loopback_open_paths(entry.ctx)
+    )
+    app = App(router, auth_token=token.get_secret_value() if token else None, loopback_open=loopback_open)
     app.config = config
     app.plugins = plugins
     return app

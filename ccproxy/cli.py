@@ -9,6 +9,7 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 
 from ccproxy import __version__
+from ccproxy.observe.cli import pricing_app, usage_app
 
 app = typer.Typer(
     name="ccproxy",
@@ -26,6 +27,8 @@ app.add_typer(auth_app, name="auth")
 app.add_typer(config_app, name="config")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(dev_app, name="dev")
+app.add_typer(usage_app, name="usage")
+app.add_typer(pricing_app, name="pricing")
 
 ConfigOption = Annotated[
     Optional[Path],  # noqa: UP045 (typer needs Optional on 3.11)

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import IdleTrimmer
+from ccproxy.server import is_loopback
 
 log = structlog.get_logger("ccproxy.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -26,9 +27,17 @@ UNGUARDED_PREFIX = "/_mock/"
 
 
 class CoreMiddleware:
-    def __init__(self, app: ASGIApp, *, auth_token: str | None, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        auth_token: str | None,
+        access_log: bool = True,
+        loopback_open: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.auth_token = auth_token.encode() if auth_token else None
+        self.loopback_open = loopback_open  # paths loopback clients may use without the token
         self.access_log = access_log
         self.memory = IdleTrimmer()
 
@@ -74,7 +83,7 @@ class CoreMiddleware:
             await send(message)
 
         try:
-            if self.auth_token is not None and path not in OPEN_PATHS:
+            if self.auth_token is not None and path not in OPEN_PATHS and not self._open_locally(scope):
                 headers = _headers(scope)
                 if not self._authorized(headers):
                     fmt = format_for(path, headers)
@@ -99,6 +108,10 @@ class CoreMiddleware:
                     ms=round((time.perf_counter() - started) * 1000, 2),
                     request_id=request_id,
                 )
+
+    def _open_locally(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        return scope["path"] in self.loopback_open and client is not None and is_loopback(client[0])
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         assert self.auth_token is not None

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from ccproxy.proxy import Proxy
+    from ccproxy.recorder import Exchange
     from ccproxy.upstream import UpstreamClient
 
 from ccproxy.logs import ensure_configured
@@ -73,11 +74,32 @@ class RequestEvent:
     client: str | None = None  # the client key's name when keys are configured, else the client's name
     account: str | None = None  # the upstream account used, by name (never a token)
     model_served: str | None = None  # the upstream model after aliases
-    ttfb: float = 0.0  # seconds from start to the first byte sent to the client
+    ttfb: float = 0.0  # seconds from start to the first body byte sent to the client
     upstream_status: int = 0
-    retries: int = 0
+    retries: int = 0  # upstream attempts beyond the first (429/529 backoff, 401 refresh)
     cost_usd: float | None = None  # API-equivalent cost, set by the pricing plugin
+    upstream_ttfb: float = 0.0  # seconds from sending upstream to the upstream's response head
+    upstream_read: float = 0.0  # seconds spent reading a non-streamed upstream body
+    retry_reasons: tuple[str, ...] = ()  # one entry per retry: "429", "529", "401"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error_kind(self) -> str | None:
+        """A short, bounded name for why the request failed (for metrics labels and the ledger)."""
+        status = self.status
+        if status < 400 and self.error is None:
+            return None
+        if status == 499:
+            return "client_disconnected"
+        if self.upstream_status >= 400:
+            return f"upstream_{self.upstream_status}"
+        if status == 200:  # the answer had started; the upstream stream broke
+            return "stream_failed"
+        if status == 502:
+            return "upstream_unreachable" if not self.upstream_status else "upstream_invalid"
+        if status == 401:
+            return "credentials"
+        return "invalid_request" if 400 <= status < 500 else "proxy_error"
 
 
 class HookSpecs:
@@ -91,7 +113,14 @@ class HookSpecs:
 
     @hookspec
     def ccproxy_credential_refreshed(self, provider: str, account: str | None, outcome: str) -> None:
-        """A credential refresh ended; ``outcome`` is ``ok`` or a short failure reason."""
+        """A credential refresh ended; ``outcome`` is ``ok``, ``reloaded`` or a short failure reason."""
+
+    @hookspec
+    def ccproxy_http_exchange(self, exchange: Exchange) -> None:
+        """Both legs of a proxied request as raw HTTP (``ccproxy.recorder.Exchange``), after it ended.
+
+        Only collected while some plugin implements this hook (or ``logging.verbose_api`` is on).
+        """
 
 
 @dataclass(slots=True)
@@ -126,6 +155,8 @@ class Plugin:
     # how to enable it (instead of a bare 404).
     prefix: ClassVar[str | None] = None
     enable_hint: ClassVar[str] = ""
+    # A core setting that switches the plugin when its own ``enabled`` is unset (e.g. "ledger.enabled").
+    core_switch: ClassVar[str | None] = None
 
     def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
         return ()
@@ -139,6 +170,10 @@ class Plugin:
     async def health(self, ctx: PluginContext) -> list[HealthCheck]:
         return []
 
+    def loopback_open_paths(self, ctx: PluginContext) -> Sequence[str]:
+        """Paths of this plugin that loopback clients may use without the auth token (e.g. /metrics)."""
+        return ()
+
     def mock_settings(self, fake_base_url: str) -> dict[str, Any]:
         """Settings overrides that point this plugin at the fake upstreams (offline mode)."""
         return {}
@@ -151,6 +186,7 @@ class Hooks:
         self.manager = pluggy.PluginManager("ccproxy")
         self.manager.add_hookspecs(HookSpecs)
         self.listening = False
+        self.capturing = False  # someone wants raw exchanges (ccproxy_http_exchange)
 
     def register(self, plugin: object, name: str) -> None:
         self.manager.register(plugin, name=name)
@@ -158,6 +194,22 @@ class Hooks:
         self.listening = bool(
             hook.ccproxy_request_started.get_hookimpls() or hook.ccproxy_request_finished.get_hookimpls()
         )
+        self.capturing = bool(hook.ccproxy_http_exchange.get_hookimpls())
+
+    def credential_refreshed(self, provider: str, account: str | None, outcome: str) -> None:
+        try:
+            self.manager.hook.ccproxy_credential_refreshed(
+                provider=provider, account=account, outcome=outcome
+            )
+        except Exception:
+            log.exception("plugin hook failed", hook="ccproxy_credential_refreshed")
+
+    def http_exchange(self, exchange: Exchange) -> None:
+        if self.capturing:
+            try:
+                self.manager.hook.ccproxy_http_exchange(exchange=exchange)
+            except Exception:
+                log.exception("plugin hook failed", hook="ccproxy_http_exchange")
 
     def request_started(self, event: RequestEvent) -> None:
         if self.listening:
@@ -257,6 +309,11 @@ def load_plugins(config: LoadedConfig, *, mock: bool = False, fake_base_url: str
 
 
 def _enabled(plugin: Plugin, settings: PluginSettings, config: LoadedConfig, name: str) -> tuple[bool, str]:
+    if settings.enabled is None and plugin.core_switch:
+        section, key = plugin.core_switch.split(".")
+        on = bool(getattr(getattr(config.settings, section), key))
+        source = config.source_of(plugin.core_switch)
+        return on, f"{'enabled' if on else 'disabled'} by {plugin.core_switch} ({source})"
     if settings.enabled is None:
         default = plugin.default_enabled
         return (

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import ipaddress
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,21 @@ def check_bind(config: LoadedConfig) -> None:
         f"refusing to bind {settings.server.host} without an auth token: anyone on the network could use "
         "your subscription. Set --auth-token (or security.auth_token), or pass --allow-unauthenticated."
     )
+
+
+@contextlib.contextmanager
+def _metrics_dir(workers: bool) -> Iterator[None]:
+    """Several workers share their Prometheus values through a fresh directory (multiprocess mode)."""
+    if not workers or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield  # one process, or the user manages the directory
+        return
+    path = tempfile.mkdtemp(prefix="ccproxy-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: Path | None) -> None:
@@ -62,12 +81,13 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
         # Worker processes build their own app from the same layers.
         layer = {**cli, "_mock": mock, "_config_file": str(config_file) if config_file else None}
         os.environ[CLI_ENV] = orjson.dumps(layer, default=str).decode()
-        uvicorn.run(
-            "ccproxy.app:create_app_from_env",
-            factory=True,
-            workers=None if settings.server.reload else settings.server.workers,
-            reload=settings.server.reload,
-            **common,
-        )
+        with _metrics_dir(settings.server.workers > 1):
+            uvicorn.run(
+                "ccproxy.app:create_app_from_env",
+                factory=True,
+                workers=None if settings.server.reload else settings.server.workers,
+                reload=settings.server.reload,
+                **common,
+            )
         return
     uvicorn.run(create_app(config, mock=mock), **common)

@@ -134,8 +134,11 @@ class ProviderPlugin(Plugin):
         settings: ProviderSettings = ctx.settings
         if settings.access_token is None:
             # No shared session: a refresh is rare (hours apart) and opens its own short-lived one.
+            hooks, name = ctx.hooks, ctx.name
             ctx.state["tokens"] = TokenManager(
-                _spec(self.auth_provider, settings.oauth), grace_seconds=settings.refresh_grace_seconds
+                _spec(self.auth_provider, settings.oauth),
+                grace_seconds=settings.refresh_grace_seconds,
+                on_refresh=lambda outcome: hooks.credential_refreshed(name, None, outcome),
             )
 
     async def credential(self, ctx: PluginContext) -> Credential:

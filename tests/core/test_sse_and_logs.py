@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import structlog
 
 from ccproxy.logs import configure, redact, redact_headers, redact_text
-from ccproxy.recorder import Recorder
 from ccproxy.sse import DONE, SSEParser, frame
 
 STREAM = (
@@ -82,19 +80,3 @@ def test_structlog_output_is_redacted(capsys: pytest.CaptureFixture[str]) -> Non
     logging.getLogger("t").handlers.clear()
     err = capsys.readouterr().err
     assert "abcdefghijklmnopq" not in err and "secretsecretsecret" not in err and "calling" in err
-
-
-def test_request_log_dir_files_are_private_and_redacted(tmp_path: Path) -> None:
-    recorder = Recorder(verbose=False, directory=tmp_path / "logs")
-    record = recorder.start(
-        "req1",
-        "/api/v1/messages",
-        {"x-api-key": "sk-ant-secret-123456"},
-        {"model": "m", "api_key": "sk-inline-abcdefgh"},
-    )
-    record.finish(200, b'{"ok": true, "token": "sk-ant-oat01-returnedvalue"}')
-    written = tmp_path / "logs" / "req1.json"
-    assert written.stat().st_mode & 0o777 == 0o600
-    text = written.read_text()
-    assert "sk-ant-secret" not in text and "sk-inline" not in text and "returnedvalue" not in text
-    assert json.loads(text)["status"] == 200
