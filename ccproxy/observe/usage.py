@@ -101,11 +101,11 @@ def aggregate(rows: Sequence[tuple[Any, ...]], by: str) -> tuple[list[dict[str, 
     out = []
     for key, group in groups.items():
         spread = sorted(durations[key])
-        group["cost_usd"] = round(group["cost_usd"], 6)
+        group["cost_usd"] = round(group["cost_usd"], 10)
         group["p50_ms"] = _percentile(spread, 0.5)
         group["p95_ms"] = _percentile(spread, 0.95)
         out.append(group)
-    total["cost_usd"] = round(total["cost_usd"], 6)
+    total["cost_usd"] = round(total["cost_usd"], 10)
     out.sort(key=lambda g: (-g["cost_usd"], -g["requests"], g["key"]))
     return out, total
 

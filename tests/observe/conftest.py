@@ -141,7 +141,9 @@ def postgres() -> Iterator[PostgresServer]:
     try:
         yield PostgresServer(port)
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False, timeout=60)
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False, timeout=60
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 

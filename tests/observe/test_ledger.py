@@ -225,9 +225,7 @@ def test_kill_9_loses_at_most_the_last_batch_window(ledger_url: str) -> None:
         conn.close()
 
 
-def test_migrations_are_versioned_and_keep_history(
-    ledger_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_migrations_are_versioned_and_keep_history(ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     async def open_write_close(rows: list[tuple[Any, ...]]) -> int:
         store = open_store(ledger_url)
         await store.open()
