@@ -11,7 +11,7 @@ they run inline, in the request's own task, so they must be cheap: no threads, n
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -180,20 +180,27 @@ class Plugin:
 
 
 class Hooks:
-    """The pluggy relay, with a cheap "does anybody listen" check for the hot path."""
+    """The pluggy relay, with a cheap "does anybody listen" check for the hot path.
+
+    The two per-request hooks skip pluggy's generic dispatch: their implementations are resolved once, at
+    registration, into a list called in pluggy's order (``tryfirst`` first), each guarded on its own so
+    one broken observer does not silence the others.
+    """
 
     def __init__(self) -> None:
         self.manager = pluggy.PluginManager("ccproxy")
         self.manager.add_hookspecs(HookSpecs)
         self.listening = False
         self.capturing = False  # someone wants raw exchanges (ccproxy_http_exchange)
+        self._started: list[Callable[[RequestEvent], object]] = []
+        self._finished: list[Callable[[RequestEvent], object]] = []
 
     def register(self, plugin: object, name: str) -> None:
         self.manager.register(plugin, name=name)
         hook = self.manager.hook
-        self.listening = bool(
-            hook.ccproxy_request_started.get_hookimpls() or hook.ccproxy_request_finished.get_hookimpls()
-        )
+        self._started = _direct_calls(hook.ccproxy_request_started)
+        self._finished = _direct_calls(hook.ccproxy_request_finished)
+        self.listening = bool(self._started or self._finished)
         self.capturing = bool(hook.ccproxy_http_exchange.get_hookimpls())
 
     def credential_refreshed(self, provider: str, account: str | None, outcome: str) -> None:
@@ -212,19 +219,33 @@ class Hooks:
                 log.exception("plugin hook failed", hook="ccproxy_http_exchange")
 
     def request_started(self, event: RequestEvent) -> None:
-        if self.listening:
-            self._call(self.manager.hook.ccproxy_request_started, event)
+        for call in self._started:
+            try:
+                call(event)
+            except Exception:  # a broken observer must never break a user's request
+                log.exception("plugin hook failed", hook="ccproxy_request_started")
 
     def request_finished(self, event: RequestEvent) -> None:
-        if self.listening:
-            self._call(self.manager.hook.ccproxy_request_finished, event)
+        for call in self._finished:
+            try:
+                call(event)
+            except Exception:
+                log.exception("plugin hook failed", hook="ccproxy_request_finished")
 
-    @staticmethod
-    def _call(hook: Any, event: RequestEvent) -> None:
-        try:
-            hook(event=event)
-        except Exception:  # a broken observer must never break a user's request
-            log.exception("plugin hook failed", hook=hook.name)
+
+def _direct_calls(hook: Any) -> list[Callable[[RequestEvent], object]]:
+    impls = hook.get_hookimpls()
+    if any(impl.hookwrapper or impl.wrapper for impl in impls):  # wrappers need pluggy's machinery
+        return [lambda event: hook(event=event)]
+    calls: list[Callable[[RequestEvent], object]] = []
+    for impl in reversed(impls):  # pluggy's call order
+        function = impl.function
+        calls.append(function if impl.argnames else _ignoring_event(function))
+    return calls
+
+
+def _ignoring_event(function: Callable[[], object]) -> Callable[[RequestEvent], object]:
+    return lambda event: function()
 
 
 @dataclass

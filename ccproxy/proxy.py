@@ -546,7 +546,6 @@ async def _passthrough(
     tail = b""
     last = b""
     first = True
-    parser = SSEParser() if meter is not None else None
     try:
         async for chunk in resp.iter_chunks():
             data = tail + chunk if tail else chunk
@@ -558,8 +557,10 @@ async def _passthrough(
             if first and restore:
                 out = _rewrite_first_model(out, restore)
             first = False
-            if parser is not None and meter is not None:
-                for ev in parser.feed(out):
+            if meter is not None and b'"usage"' in out:
+                # Only frames that carry usage are parsed (message_start/delta, response.completed):
+                # ``out`` ends at a frame boundary, so a fresh parser sees whole frames.
+                for ev in SSEParser().feed(out):
                     _observe(meter, ev.event, ev.data)
             last = out
             yield out

@@ -40,16 +40,16 @@ def check_bind(config: LoadedConfig) -> None:
 
 @contextlib.contextmanager
 def _metrics_dir(workers: bool) -> Iterator[None]:
-    """Several workers share their Prometheus values through a fresh directory (multiprocess mode)."""
-    if not workers or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        yield  # one process, or the user manages the directory
+    """Several workers share their metrics through a fresh directory (``ccproxy.observe.metrics``)."""
+    if not workers:
+        yield
         return
     path = tempfile.mkdtemp(prefix="ccproxy-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.environ["CCPROXY_METRICS_DIR"] = path
     try:
         yield
     finally:
-        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        del os.environ["CCPROXY_METRICS_DIR"]
         shutil.rmtree(path, ignore_errors=True)
 
 

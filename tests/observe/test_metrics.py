@@ -141,6 +141,7 @@ def test_several_workers_aggregate() -> None:
             with httpx.Client(timeout=10) as client:
                 resp = client.post(url + "/api/v1/messages", json=MESSAGES)
                 assert resp.status_code == 200
+        time.sleep(1.5)  # each worker shares its totals once a second
         for _ in range(6):  # each scrape is answered by either worker and sees both workers' counts
             assert total(scrape(url, timeout=10), "ccproxy_requests_total") == 24
     finally:
