@@ -557,11 +557,8 @@ async def _passthrough(
             if first and restore:
                 out = _rewrite_first_model(out, restore)
             first = False
-            if meter is not None and b'"usage"' in out:
-                # Only frames that carry usage are parsed (message_start/delta, response.completed):
-                # ``out`` ends at a frame boundary, so a fresh parser sees whole frames.
-                for ev in SSEParser().feed(out):
-                    _observe(meter, ev.event, ev.data)
+            if meter is not None:
+                _meter_frames(meter, out)
             last = out
             yield out
     except _STREAM_ERRORS as exc:
@@ -572,8 +569,28 @@ async def _passthrough(
         yield render_stream_error(client, ErrorInfo(502, "api_error", "upstream ended the stream early"))
 
 
+def _meter_frames(meter: _UsageMeter, out: bytes) -> None:
+    """Feed the meter only the frames of ``out`` that carry usage (message_start/delta,
+    response.completed): a passthrough stream is never parsed event by event. ``out`` holds whole frames."""
+    at = out.find(b'"usage"')
+    while at >= 0:
+        prev = out.rfind(b"\n\n", 0, at)
+        start = prev + 2 if prev >= 0 else 0
+        end = out.find(b"\n\n", at)
+        end = len(out) if end < 0 else end + 2
+        for ev in SSEParser().feed(out[start:end]):
+            _observe(meter, ev.event, ev.data)
+        at = out.find(b'"usage"', end)
+
+
+# The events that carry usage or the served model; the meter sees no other.
+_USAGE_EVENTS = frozenset(
+    {"message_start", "message_delta", "response.completed", "response.incomplete", "response.failed"}
+)
+
+
 def _observe(meter: _UsageMeter, name: str | None, data: str) -> None:
-    if name in ("message_start", "message_delta", "response.completed", "response.incomplete"):
+    if name in _USAGE_EVENTS:
         with contextlib.suppress(orjson.JSONDecodeError):
             meter.observe(name, orjson.loads(data))
 
@@ -608,7 +625,7 @@ async def _translate_stream(
                     data = orjson.loads(ev.data)
                 except orjson.JSONDecodeError:
                     continue  # a garbled frame is skipped rather than failing a whole answer
-                if meter is not None:
+                if meter is not None and (ev.event in _USAGE_EVENTS or ev.event is None):
                     meter.observe(ev.event, data)
                 out += translator.feed(ev.event, data)
             if out:
