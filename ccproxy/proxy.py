@@ -557,7 +557,7 @@ async def _passthrough(
             if first and restore:
                 out = _rewrite_first_model(out, restore)
             first = False
-            if meter is not None:
+            if meter is not None and b'"usage"' in out:
                 _meter_frames(meter, out)
             last = out
             yield out

@@ -27,27 +27,27 @@ def available() -> bool:
     return which("valgrind") is not None and which("callgrind_control") is not None
 
 
-def _control(*args: str) -> None:
+def _control(prefix: str, pid: int, *args: str) -> None:
+    # Aimed at our own process only, through its own vgdb prefix: a callgrind_control without a pid (or
+    # without the prefix) zeroes and dumps every callgrind run on the machine, so two benchmarks on a
+    # shared machine would corrupt each other's counts.
     control = which("callgrind_control")
     assert control is not None
-    subprocess.run([control, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [control, f"--vgdb-prefix={prefix}", *args, str(pid)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
-def _dumps(pattern: str) -> set[str]:
-    return {f for f in glob.glob(pattern) if f.rsplit(".", 1)[-1].isdigit()}
-
-
-def _total(dumps: set[str]) -> int:
-    """Instructions in these dumps: one per thread that ran (the ledger writes from worker threads)."""
-    total = 0
-    for dump in dumps:
-        for line in Path(dump).read_text().splitlines():
-            if line.startswith("totals:"):
-                total += int(line.split()[1])
-                break
-        else:
-            raise RuntimeError(f"no totals in {dump}")
-    return total
+def _latest_total(pattern: str) -> int:
+    dumps = [f for f in glob.glob(pattern) if f.rsplit(".", 1)[-1].isdigit()]
+    newest = max(dumps, key=lambda f: int(f.rsplit(".", 1)[-1]))
+    for line in Path(newest).read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {newest}")
 
 
 async def count(
@@ -61,14 +61,16 @@ async def count(
     assert valgrind is not None
     out_dir = Path(home) / "callgrind"
     out_dir.mkdir(exist_ok=True)
+    prefix = str(out_dir / "vgdb")
     port = free_port()
     env = {
         **ccproxy_env(upstream_port, home),
         "PYTHONHASHSEED": "0",  # the same dict layouts, run after run
         "PYTHONMALLOC": "malloc",  # what `ccproxy serve` re-executes itself with (ccproxy/launch.py)
         "CCPROXY_ALLOCATOR": "malloc",
-        # The ledger's timed batch writes would land in some windows and not others (counts would
-        # move by ~20%): here rows wait for shutdown; the timed runs (make bench) include the writes.
+        # No ledger writes while counting: a batch written from a worker thread in some windows and not
+        # others moves the counts by ~20% and splits callgrind's dumps. Rows wait for shutdown here;
+        # the timed runs (make bench) include the writes.
         "LEDGER__FLUSH_SECONDS": "60",
         **(extra_env or {}),
     }
@@ -76,6 +78,7 @@ async def count(
         valgrind,
         "--tool=callgrind",
         "--instr-atstart=no",
+        f"--vgdb-prefix={prefix}",
         f"--callgrind-out-file={out_dir}/cg.%p",
         sys.executable,
         "-m",
@@ -98,21 +101,18 @@ async def count(
             raw = p.raw_request(route.path, body, p.headers_for(route.client, f"{HOST}:{port}"))
             raws[name] = raw
             await client.closed_loop(HOST, port, raw, conns=1, duration=0, per_conn=WARMUP, timeout=60)
-        await asyncio.to_thread(_control, "-i", "on")
+        await asyncio.to_thread(_control, prefix, proc.pid, "-i", "on")
         pattern = f"{out_dir}/cg.{proc.pid}.*"
         for name, raw in raws.items():
-            # A dump writes one part per thread and resets each thread's counters (a zero resets only
-            # some), so the parts of the closing dump hold exactly this scenario's instructions.
-            await asyncio.to_thread(_control, "-d")
-            before = _dumps(pattern)
+            await asyncio.to_thread(_control, prefix, proc.pid, "-z")
             result = await client.closed_loop(
                 HOST, port, raw, conns=1, duration=0, per_conn=REQUESTS, timeout=60
             )
-            await asyncio.to_thread(_control, "-d")
+            await asyncio.to_thread(_control, prefix, proc.pid, "-d")
             failed = [a for a in result.answers if a.error or a.status != 200]
             if failed:
                 raise RuntimeError(f"{name}: {failed[0].error or failed[0].status}")
-            total = await asyncio.to_thread(_total, _dumps(pattern) - before)
+            total = await asyncio.to_thread(_latest_total, pattern)
             results[name] = total / REQUESTS
     finally:
         proc.stop()
