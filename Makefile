@@ -6,7 +6,7 @@ CLAUDE_CODE_VERSION := 2.1.331
 CODEX_VERSION := 0.169.0
 ARGS ?=
 
-.PHONY: setup clients test test-unit test-e2e lint format typecheck ci run mock bench bench-check clean
+.PHONY: setup clients test test-unit test-e2e lint format typecheck pre-commit ci run mock bench bench-check clean
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ format: setup
 
 typecheck: setup
 	$(VENV)/bin/mypy
+
+# The hooks of .pre-commit-config.yaml (ruff check, ruff format, mypy) on every file.
+pre-commit: setup
+	$(VENV)/bin/pre-commit run --all-files
 
 ci: lint typecheck test
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,27 +75,41 @@ def status(config: LoadedConfig) -> dict[str, dict[str, Any]]:
     return asyncio.run(status_all(settings))
 
 
-def print_status(config: LoadedConfig, *, as_json: bool) -> None:
+# `ccproxy auth status` exit codes, for scripts (README, docs/authentication.md).
+STATUS_OK = 0  # at least one provider has usable credentials (valid, or expired with a refresh token)
+STATUS_NONE_USABLE = 3  # no provider has usable credentials: log in first
+
+
+def usable(info: Mapping[str, Any]) -> bool:
+    return info["state"] == "valid" or (info["state"] == "expired" and bool(info.get("refreshable")))
+
+
+def print_status(config: LoadedConfig, *, as_json: bool) -> int:
+    """Print every provider's credential status; returns the exit code (see STATUS_*)."""
+    from ccproxy.config_cli import print_table
+
     result = status(config)
+    code = STATUS_OK if any(usable(info) for info in result.values()) else STATUS_NONE_USABLE
     if as_json:
         print(json.dumps(result, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="ccproxy credentials")
-    for column in ("provider", "state", "source", "account", "plan", "expires"):
-        table.add_column(column)
+        return code
+    rows = []
     for name, info in result.items():
         expires = info.get("expires_at")
         shown = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires)) if expires else "-"
         account = info.get("email") or info.get("account_id") or "-"
-        table.add_row(name, info["state"], info.get("source") or "-", account, info.get("plan") or "-", shown)
-    console = Console()
-    console.print(table)
+        rows.append((name, info["state"], info.get("source") or "-", account, info.get("plan") or "-", shown))
+    print_table("ccproxy credentials", ("provider", "state", "source", "account", "plan", "expires"), rows)
     for name, info in result.items():
         if info.get("error"):
-            console.print(f"{name}: {info['error']}", markup=False)
+            print(f"{name}: {info['error']}")
+    if code == STATUS_NONE_USABLE:
+        print(
+            "no provider has usable credentials: run `ccproxy auth login` (Claude) or "
+            "`ccproxy auth login codex` (ChatGPT)",
+            file=sys.stderr,
+        )
+    return code
 
 
 def set_plugin_enabled(plugin: str, enabled: bool, path: Path | None = None) -> Path:

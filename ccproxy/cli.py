@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -17,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    add_completion=False,  # our own --show-completion/--install-completion take the shell's name
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 config_app = typer.Typer(help="Show, create and describe the configuration.", no_args_is_help=True)
@@ -48,11 +50,74 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+COMPLETE_VAR = "_CCPROXY_COMPLETE"
+
+
+def _shell(value: str) -> str:
+    shell = value.lower()
+    if shell not in SHELLS:
+        fail(f"unknown shell '{value}'; expected one of {', '.join(SHELLS)}")
+    return shell
+
+
+def _show_completion(value: str | None) -> None:
+    if value:
+        from typer._completion_shared import get_completion_script
+
+        shell = _shell(value)
+        script = get_completion_script(prog_name="ccproxy", complete_var=COMPLETE_VAR, shell=shell)
+        if shell == "zsh":  # compdef exists only after compinit, which a plain ~/.zshrc may not run
+            guard = "(( $+functions[compdef] )) || { autoload -Uz compinit && compinit -u }\ncompdef "
+            script = script.replace("\ncompdef ", "\n" + guard, 1)
+        typer.echo(script)
+        raise typer.Exit()
+
+
+def _install_completion(value: str | None) -> None:
+    if value:
+        from typer._completion_shared import install
+
+        shell, path = install(shell=_shell(value), prog_name="ccproxy", complete_var=COMPLETE_VAR)
+        typer.echo(f"{shell} completion installed in {path}; it takes effect in a new shell")
+        raise typer.Exit()
+
+
+def _detected_shell() -> str:
+    """The shell ccproxy runs under (for a bare --show-completion / --install-completion)."""
+    from typer._completion_shared import _get_shell_name
+
+    return _get_shell_name() or Path(os.environ.get("SHELL", "bash")).name
+
+
+def _completion_option(flag: str, callback: Any, help_text: str) -> Any:
+    return typer.Option(
+        flag, metavar="SHELL", callback=callback, is_eager=True, expose_value=False, help=help_text
+    )
+
+
 @app.callback()
 def main_callback(
     version: Annotated[
         bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    show_completion: Annotated[
+        Optional[str],  # noqa: UP045
+        _completion_option(
+            "--show-completion",
+            _show_completion,
+            "Print the completion script for SHELL (bash, zsh, fish, powershell; default: this shell), "
+            'e.g. eval "$(ccproxy --show-completion zsh)".',
+        ),
+    ] = None,
+    install_completion: Annotated[
+        Optional[str],  # noqa: UP045
+        _completion_option(
+            "--install-completion",
+            _install_completion,
+            "Install completion for SHELL (default: this shell) in its startup file.",
+        ),
+    ] = None,
 ) -> None:
     """ccproxy: one local server for Claude (API and SDK) and ChatGPT (Codex) subscriptions."""
 
@@ -197,7 +262,15 @@ def auth_login(
     from ccproxy.auth_cli import provider_name, run_login
 
     loaded = _load(config)
-    _auth_call(lambda: run_login(loaded, provider_name(provider), no_browser=no_browser))
+    _login(lambda: run_login(loaded, provider_name(provider), no_browser=no_browser))
+
+
+def _login(fn: Any) -> None:
+    try:
+        _auth_call(fn)
+    except KeyboardInterrupt:  # Ctrl-C at the paste prompt or while waiting for the browser
+        typer.echo("", err=True)  # the terminal's line still holds the prompt and ^C
+        fail("login aborted (interrupted); nothing was saved", code=130)
 
 
 @auth_app.command("login-openai")
@@ -211,7 +284,7 @@ def auth_login_openai(
     from ccproxy.auth_cli import run_login
 
     loaded = _load(config)
-    _auth_call(lambda: run_login(loaded, "codex", no_browser=no_browser))
+    _login(lambda: run_login(loaded, "codex", no_browser=no_browser))
 
 
 @auth_app.command("status")
@@ -219,11 +292,15 @@ def auth_status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Credential source, account, plan and expiry for every provider (never the tokens)."""
+    """Credential source, account, plan and expiry for every provider (never the tokens).
+
+    Exit code 0 when at least one provider has usable credentials, 3 when none has (log in first),
+    1 when credentials could not be read, 2 for a configuration error."""
     from ccproxy.auth_cli import print_status
 
     loaded = _load(config)
-    _auth_call(lambda: print_status(loaded, as_json=as_json))
+    code = _auth_call(lambda: print_status(loaded, as_json=as_json))
+    raise typer.Exit(code)
 
 
 @auth_app.command("logout")
@@ -242,6 +319,107 @@ def auth_refresh(provider: ProviderArg = "claude", config: ConfigOption = None) 
 
     loaded = _load(config)
     typer.echo(_auth_call(lambda: run_refresh(loaded, provider_name(provider))))
+
+
+ProviderOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--provider", help="Whose subscription: claude or codex [default: codex for codex, else claude]"
+    ),
+]
+
+
+def _client(value: str, allowed: tuple[str, ...]) -> Any:
+    from ccproxy.config import did_you_mean
+
+    if value not in allowed:
+        fail(
+            f"unknown client '{value}'; expected one of {', '.join(allowed)}"
+            + did_you_mean(value, [*allowed])
+        )
+    return value
+
+
+def _provider(value: str | None) -> Any:
+    from ccproxy.auth_cli import provider_name
+
+    return None if value is None else provider_name(value)
+
+
+@app.command("env", short_help="Print the settings that point a client at ccproxy.")
+def env_command(
+    client: Annotated[str, typer.Argument(help="claude, codex, openai or anthropic")],
+    provider: ProviderOption = None,
+    host: Annotated[Optional[str], typer.Option(help="ccproxy's address [default: from config]")] = None,  # noqa: UP045
+    port: Annotated[Optional[int], typer.Option(help="ccproxy's port [default: from config]")] = None,  # noqa: UP045
+    config: ConfigOption = None,
+) -> None:
+    """Print the settings that point a client at ccproxy (exports; Codex: a config.toml snippet)."""
+    from ccproxy import clients
+
+    chosen = _client(client, clients.CLIENTS)
+    loaded = _load(config)
+    server = loaded.settings.server
+    url = clients.proxy_url(host or server.host, port or server.port)
+    settings = _auth_call(
+        lambda: clients.settings_for(chosen, url, clients.client_key(loaded), _provider(provider))
+    )
+    typer.echo(clients.render(chosen, settings), nl=False)
+
+
+@app.command(
+    "run",
+    short_help="Start Claude Code or the Codex CLI pointed at ccproxy.",
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    },
+)
+def run_command(
+    ctx: typer.Context,
+    client: Annotated[
+        str,
+        typer.Argument(metavar="CLIENT", help="claude or codex; the arguments after it go to that CLI"),
+    ],
+    mock: Annotated[
+        bool, typer.Option("--mock", help="Start an offline ccproxy (fake upstreams) for this run")
+    ] = False,
+    provider: ProviderOption = None,
+    host: Annotated[Optional[str], typer.Option(help="ccproxy's address [default: from config]")] = None,  # noqa: UP045
+    port: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="ccproxy's port [default: from config; with --mock a free one]"),
+    ] = None,
+    binary: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--bin", help="The CLI's executable [default: found on PATH]"),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Start Claude Code or the Codex CLI pointed at ccproxy, e.g. ccproxy run claude -p "hi".
+
+    Uses the ccproxy running at the configured address, or starts one for the CLI's lifetime. Nothing is
+    written to the CLI's own config files; the exit code is the CLI's."""
+    from ccproxy import clients
+
+    chosen = _client(client, clients.RUNNABLE)
+    loaded = _load(config)
+    serve_args = ["--config", str(config)] if config else []
+    code = _auth_call(
+        lambda: clients.run(
+            loaded,
+            chosen,
+            ctx.args,
+            host=host,
+            port=port,
+            mock=mock,
+            provider=_provider(provider),
+            binary=binary,
+            serve_args=serve_args,
+        )
+    )
+    raise typer.Exit(code)
 
 
 @plugins_app.command("list")
@@ -272,9 +450,15 @@ def _click_exceptions() -> Any:
 
 
 def main() -> None:
+    from typer._completion_classes import completion_init
+
+    completion_init()  # typer's completion classes answer the scripts --show-completion prints
     click = _click_exceptions()
+    args = sys.argv[1:]
+    if args and args[-1] in ("--show-completion", "--install-completion"):
+        args.append(_detected_shell())  # the bare flag means "for the shell I am in"
     try:
-        code = app(standalone_mode=False, prog_name="ccproxy")
+        code = app(args=args, standalone_mode=False, prog_name="ccproxy")
     except click.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else "", err=False)
         code = 0
@@ -286,4 +470,12 @@ def main() -> None:
         code = exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         code = 130
+    except Exception as exc:
+        # A config error found late (e.g. in a plugin's section while the plugins load) is still one
+        # line and exit 2, whichever command found it. ccproxy.config is loaded if one was raised.
+        config = sys.modules.get("ccproxy.config")
+        if config is None or not isinstance(exc, config.ConfigError):
+            raise
+        typer.echo(f"ccproxy: error: {exc}", err=True)
+        code = 2
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,6 +7,7 @@ validated by each plugin's own model once the plugins are known (see ``ccproxy.p
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import tomllib
@@ -25,10 +26,15 @@ ENV_ALIASES = {
     "CCPROXY_REQUEST_LOG_DIR": ("plugins", "raw_http_logger", "log_dir"),
     "CCPROXY_AUTH_TOKEN": ("security", "auth_token"),
 }
-# Earlier spellings of whole keys or sections, in any layer (file, environment, command line).
+# Plugin section names users bring from elsewhere (the seed's settings-class spelling, e.g.
+# PLUGINS__RAWHTTPLOGGERCONFIG__ENABLED), mapped onto today's plugin names in every layer. Keys are
+# lowercase. Add a row when a plugin's old name should keep working.
+PLUGIN_ALIASES: dict[str, str] = {
+    "rawhttploggerconfig": "raw_http_logger",
+}
+# Earlier spellings of whole keys, in any layer (file, environment, command line).
 KEY_ALIASES = {
     ("logging", "request_log_dir"): ("plugins", "raw_http_logger", "log_dir"),
-    ("plugins", "rawhttploggerconfig"): ("plugins", "raw_http_logger"),
 }
 
 
@@ -124,12 +130,20 @@ class LoadedConfig:
     """Validated core settings plus the raw plugin sections and where each value came from."""
 
     def __init__(
-        self, settings: Settings, sources: dict[str, Source], origins: dict[str, str], file: Path | None
+        self,
+        settings: Settings,
+        sources: dict[str, Source],
+        origins: dict[str, str],
+        file: Path | None,
+        plugin_stages: list[tuple[dict[str, Any], dict[str, str]]] | None = None,
     ) -> None:
         self.settings = settings
         self.sources = sources
         self.origins = origins  # dotted key -> human description of where it was set
         self.file = file
+        # The plugin sections as merged up to each lower layer (file, then file+env), with the origins
+        # known then: a bad value there is an error even when a higher layer overrides it.
+        self.plugin_stages = plugin_stages or []
 
     def source_of(self, dotted: str) -> Source:
         return self.sources.get(dotted, "default")
@@ -178,6 +192,8 @@ def env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
             parts = name.lower().split("__")
             if len(parts) < 2 or parts[0] not in SECTIONS or not all(parts):
                 continue
+            if parts[0] == "plugins":
+                parts[1] = PLUGIN_ALIASES.get(parts[1], parts[1])
             path = _unalias(tuple(parts))
         _set(layer, path, _env_value(raw))
         origin[".".join(path)] = name
@@ -204,7 +220,7 @@ def load_config(
     env = os.environ if env is None else env
     path = find_config_file(config_file, env)
     file_data: dict[str, Any] = {}
-    for dotted, value in _flatten(read_toml(path) if path else {}):
+    for dotted, value in _flatten(_plugin_aliases(read_toml(path)) if path else {}):
         _set(file_data, _unalias(tuple(dotted.split("."))), value)
     env_data, env_origin = env_layer(env)
     cli_data: dict[str, Any] = {}
@@ -215,8 +231,11 @@ def load_config(
     merged: dict[str, Any] = {}
     sources: dict[str, Source] = {}
     origins: dict[str, str] = {}
+    stages: list[tuple[dict[str, Any], dict[str, str]]] = []
     layers: list[tuple[Source, dict[str, Any]]] = [("file", file_data), ("env", env_data), ("cli", cli_data)]
     for source, data in layers:
+        if not data:
+            continue
         for dotted, value in _flatten(data):
             _set(merged, tuple(dotted.split(".")), value)
             sources[dotted] = source
@@ -226,11 +245,32 @@ def load_config(
                 origins[dotted] = f"environment variable {env_origin.get(dotted, '?')}"
             else:
                 origins[dotted] = "command line"
-    try:
-        settings = Settings.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, Settings, origins)) from None
-    return LoadedConfig(settings, sources, origins, path)
+        stages.append((copy.deepcopy(merged), dict(origins)))
+    # Every layer is checked as merged so far, so a bad value is reported where it was written even when
+    # a higher layer overrides it (it would bite the day the override goes away).
+    settings = Settings()
+    for data, known in stages or [({}, {})]:
+        try:
+            settings = Settings.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, Settings, known)) from None
+    plugin_stages = [(dict(data.get("plugins") or {}), known) for data, known in stages[:-1]]
+    return LoadedConfig(settings, sources, origins, path, plugin_stages)
+
+
+def _plugin_aliases(data: dict[str, Any]) -> dict[str, Any]:
+    """``[plugins.<old name>]`` tables renamed by PLUGIN_ALIASES (a table under both names is merged)."""
+    plugins = data.get("plugins")
+    if not isinstance(plugins, dict) or not any(k.lower() in PLUGIN_ALIASES for k in plugins):
+        return data
+    renamed: dict[str, Any] = {}
+    for key, value in plugins.items():
+        name = PLUGIN_ALIASES.get(str(key).lower()) or str(key)
+        current = renamed.get(name)
+        renamed[name] = (
+            {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
+        )
+    return {**data, "plugins": renamed}
 
 
 def describe_validation_error(
@@ -245,8 +285,13 @@ def describe_validation_error(
         hint = _did_you_mean(model, loc, prefix)
         return f"unknown setting '{dotted}'{where}{hint}"
     value = err.get("input")
-    shown = "***" if _looks_secret(dotted) else repr(value)
+    shown = "***" if _looks_secret(dotted) else _short(repr(value))
     return f"invalid value {shown} for '{dotted}'{where}: {err['msg'].lower()}"
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())  # the message stays one line
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _origin_for(dotted: str, origins: Mapping[str, str]) -> str:
@@ -276,7 +321,18 @@ def _did_you_mean(model: type[BaseModel], loc: list[str], prefix: str = "") -> s
 
 def did_you_mean(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1)
+    if not close:  # compare spellings without case, underscores and a trailing "config"/"plugin"
+        folded = {_fold(choice): choice for choice in choices}
+        match = difflib.get_close_matches(_fold(name), list(folded), n=1)
+        close = [folded[match[0]]] if match else []
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _fold(name: str) -> str:
+    folded = name.lower().replace("_", "").replace("-", "")
+    for suffix in ("config", "settings", "plugin"):
+        folded = folded.removesuffix(suffix)
+    return folded
 
 
 def _looks_secret(dotted: str) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,27 +69,39 @@ def show(config: LoadedConfig, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps({k: {"value": v, "source": s} for k, v, s in rows}, indent=2, default=str))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"ccproxy settings (file: {config.file or 'none'})")
-    for column in ("setting", "value", "source"):
-        table.add_column(column)
-    for key, value, source in rows:
-        table.add_row(key, json.dumps(value, default=str) if not isinstance(value, str) else value, source)
-    Console().print(table)
+    print_table(
+        f"ccproxy settings (file: {config.file or 'none'})",
+        ("setting", "source", "value"),  # the value last: a long one (alias rules) pushes nothing right
+        [(k, s, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v, s in rows],
+    )
 
 
 def list_plugins(config: LoadedConfig) -> None:
+    plugins = load_plugins(config)
+    print_table(
+        "ccproxy plugins",
+        ("name", "enabled", "why", "version"),
+        [(e.name, "yes" if e.enabled else "no", e.why, e.version) for e in plugins.plugins],
+    )
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table on a terminal; otherwise (a pipe, a file) plain aligned columns, never cut or wrapped."""
+    if not sys.stdout.isatty():
+        widths = [max(len(str(r[i])) for r in [columns, *rows]) for i in range(len(columns))]
+        for row in [columns, *rows]:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    plugins = load_plugins(config)
-    table = Table(title="ccproxy plugins")
-    for column in ("name", "enabled", "why", "version"):
-        table.add_column(column)
-    for entry in plugins.plugins:
-        table.add_row(entry.name, "yes" if entry.enabled else "no", entry.why, entry.version)
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(str(cell)) for cell in row))  # plain text: a value's [brackets] stay
+
     Console().print(table)
 
 

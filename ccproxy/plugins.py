@@ -19,7 +19,14 @@ import pluggy
 import structlog
 from pydantic import ValidationError
 
-from ccproxy.config import ConfigError, LoadedConfig, StrictModel, describe_validation_error, did_you_mean
+from ccproxy.config import (
+    PLUGIN_ALIASES,
+    ConfigError,
+    LoadedConfig,
+    StrictModel,
+    describe_validation_error,
+    did_you_mean,
+)
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -296,18 +303,16 @@ def load_plugins(config: LoadedConfig, *, mock: bool = False, fake_base_url: str
             log.error("plugin failed to load; skipped", plugin=ep.name, error=f"{type(exc).__name__}: {exc}")
             loaded.append(LoadedPlugin(ep.name, False, f"failed to load: {exc}", version, error=str(exc)))
             continue
+        for lower, known in config.plugin_stages:  # a bad value overridden by a higher layer still counts
+            if ep.name in lower:
+                _validate(plugin, dict(lower[ep.name] or {}), known, ep.name)
         section = dict(sections.get(ep.name) or {})
         if mock:  # offline mode must never reach a real upstream, whatever the user's config says
             overrides = plugin.mock_settings(fake_base_url)
             if "enabled" in section:  # ...but an explicit enable/disable is still the user's
                 overrides.pop("enabled", None)
             section = _deep_merge(section, overrides)
-        try:
-            settings = plugin.settings_model.model_validate(section)
-        except ValidationError as exc:
-            raise ConfigError(
-                describe_validation_error(exc, plugin.settings_model, config.origins, f"plugins.{ep.name}")
-            ) from None
+        settings = _validate(plugin, section, config.origins, ep.name)
         enabled, why = _enabled(plugin, settings, config, ep.name)
         ctx = PluginContext(ep.name, settings, config, hooks, mock=mock)
         entry = LoadedPlugin(ep.name, enabled, why, version, plugin, ctx)
@@ -320,13 +325,30 @@ def load_plugins(config: LoadedConfig, *, mock: bool = False, fake_base_url: str
         loaded.append(entry)
     unknown = sorted(set(sections) - seen)
     if unknown:
-        where = config.origins.get(f"plugins.{unknown[0]}") or next(
-            (w for k, w in config.origins.items() if k.startswith(f"plugins.{unknown[0]}.")), "config"
-        )
-        raise ConfigError(
-            f"unknown plugin 'plugins.{unknown[0]}' (in {where})" + did_you_mean(unknown[0], sorted(seen))
-        )
+        raise ConfigError(_unknown_plugin(unknown[0], sorted(seen), config.origins))
     return PluginSet(loaded, hooks)
+
+
+def _validate(plugin: Plugin, section: dict[str, Any], origins: Mapping[str, str], name: str) -> Any:
+    try:
+        return plugin.settings_model.model_validate(section)
+    except ValidationError as exc:
+        raise ConfigError(
+            describe_validation_error(exc, plugin.settings_model, origins, f"plugins.{name}")
+        ) from None
+
+
+def _unknown_plugin(name: str, installed: list[str], origins: Mapping[str, str]) -> str:
+    where = origins.get(f"plugins.{name}") or next(
+        (w for k, w in origins.items() if k.startswith(f"plugins.{name}.")), "config"
+    )
+    hint = did_you_mean(name, installed)
+    renamed = next((old for old, new in PLUGIN_ALIASES.items() if new == name), None)
+    if renamed is not None and renamed.upper() in where:  # the user wrote the old spelling
+        where += f", read as plugins.{name}"
+    if not hint:
+        hint = f"; installed plugins: {', '.join(installed) or 'none'} (see `ccproxy plugins list`)"
+    return f"unknown plugin 'plugins.{name}' (in {where}){hint}"
 
 
 def _enabled(plugin: Plugin, settings: PluginSettings, config: LoadedConfig, name: str) -> tuple[bool, str]:

@@ -56,10 +56,13 @@ def _metrics_dir(workers: bool) -> Iterator[None]:
 def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: Path | None) -> None:
     import uvicorn
 
-    from ccproxy.app import CLI_ENV, create_app
+    from ccproxy.app import CLI_ENV, create_app, mock_base_url
     from ccproxy.logs import configure
+    from ccproxy.plugins import load_plugins
 
     check_bind(config)
+    # Plugin settings are checked here, before any worker starts: a config error is one line, exit 2.
+    plugins = load_plugins(config, mock=mock, fake_base_url=mock_base_url(config))
     settings = config.settings
     configure(settings.logging.level, settings.logging.format)
     common: dict[str, Any] = {
@@ -90,4 +93,4 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
                 **common,
             )
         return
-    uvicorn.run(create_app(config, mock=mock), **common)
+    uvicorn.run(create_app(config, mock=mock, plugins=plugins), **common)

@@ -14,6 +14,9 @@ import errno
 import html
 import inspect
 import logging
+import os
+import sys
+import threading
 import time
 import webbrowser
 from collections.abc import Awaitable, Callable, Mapping
@@ -71,35 +74,28 @@ async def login(
     session: aiohttp.ClientSession | None = None,
     store: CredentialSource | None = None,
     timeout: float = 300.0,
+    environ: Mapping[str, str] | None = None,
 ) -> Credential:
-    """Log in and save to ccproxy's own store (or ``store``); returns the new credential."""
+    """Log in and save to ccproxy's own store (or ``store``); returns the new credential.
+
+    Without a usable browser (no display, an SSH session, or the browser fails to open) the login
+    switches to the paste flow of ``no_browser`` by itself and says so."""
     spec = get_provider(provider, settings)
     cfg = spec.settings
-    pkce = generate_pkce()
-    state = generate_state()
-    if no_browser:
-        redirect_uri = cfg.manual_redirect_uri or cfg.redirect_uri
-        url = build_authorize_url(cfg, pkce, state, redirect_uri=redirect_uri)
-        print_fn(f"Open this URL in a browser and sign in:\n\n{url}\n")
-        if provider == "claude":
-            prompt = "Paste the code shown after signing in (all of it, including the # in the middle): "
-        else:
-            prompt = "Paste the URL your browser ended at (or just the code): "
-        pasted = await _ask(input_fn, prompt)
-        code, got_state = parse_pasted(provider, pasted)
-        if got_state is not None and got_state != state:
-            raise CredentialError("state mismatch: the pasted value belongs to a different login attempt")
-    else:
-        redirect_uri = cfg.redirect_uri
-        url = build_authorize_url(cfg, pkce, state, redirect_uri=redirect_uri)
-        server = _CallbackServer(redirect_uri, state)
-        await server.start()
+    if not no_browser and open_browser is None:  # an injected opener is a (simulated) browser
+        reason = browser_unavailable(os.environ if environ is None else environ)
+        if reason is not None:
+            print_fn(f"No browser available ({reason}); signing in by pasting instead (--no-browser).")
+            no_browser = True
+    grant: tuple[str, str | None, str, str] | None = None
+    if not no_browser:
         try:
-            print_fn(f"Opening the browser to sign in. If it does not open, visit:\n\n{url}\n")
-            code = await _run_browser_step(server, open_browser, url, timeout)
-        finally:
-            await server.stop()
-        got_state = state
+            grant = await _browser_flow(cfg, open_browser, print_fn, timeout)
+        except _NoBrowser as exc:
+            print_fn(f"Could not open a browser ({exc}); signing in by pasting instead (--no-browser).")
+    if grant is None:
+        grant = await _paste_flow(provider, cfg, input_fn, print_fn)
+    code, got_state, redirect_uri, verifier = grant
 
     own_session = session is None
     import aiohttp
@@ -107,7 +103,7 @@ async def login(
     http = session or aiohttp.ClientSession()
     try:
         tokens = await exchange_code(
-            http, cfg, code=code, verifier=pkce.verifier, state=got_state or state, redirect_uri=redirect_uri
+            http, cfg, code=code, verifier=verifier, state=got_state, redirect_uri=redirect_uri
         )
     finally:
         if own_session:
@@ -122,6 +118,62 @@ async def login(
             await asyncio.to_thread(target.save, credential)
     print_fn(f"Logged in to {provider}" + (f" as {credential.email}" if credential.email else "") + ".")
     return credential
+
+
+async def _paste_flow(
+    provider: ProviderName, cfg: OAuthSettings, input_fn: InputFn, print_fn: Callable[[str], object]
+) -> tuple[str, str | None, str, str]:
+    """Print the authorize URL, read back what the user pastes: (code, state, redirect URI, verifier)."""
+    pkce = generate_pkce()
+    state = generate_state()
+    redirect_uri = cfg.manual_redirect_uri or cfg.redirect_uri
+    url = build_authorize_url(cfg, pkce, state, redirect_uri=redirect_uri)
+    print_fn(f"Open this URL in a browser (on any machine) and sign in:\n\n{url}\n")
+    if provider == "claude":
+        prompt = "Paste the code shown after signing in (all of it, including the # in the middle): "
+    else:
+        prompt = "Paste the URL your browser ended at (or just the code): "
+    try:
+        pasted = await _ask(input_fn, prompt)
+    except EOFError:
+        print_fn("")  # end the prompt's line
+        raise CredentialError("login aborted: the input ended before a code was pasted") from None
+    code, got_state = parse_pasted(provider, pasted)
+    if got_state is not None and got_state != state:
+        raise CredentialError("state mismatch: the pasted value belongs to a different login attempt")
+    return code, got_state or state, redirect_uri, pkce.verifier
+
+
+async def _browser_flow(
+    cfg: OAuthSettings, open_browser: BrowserFn | None, print_fn: Callable[[str], object], timeout: float
+) -> tuple[str, str | None, str, str]:
+    """Open the browser, wait for the local callback: (code, state, redirect URI, verifier)."""
+    pkce = generate_pkce()
+    state = generate_state()
+    redirect_uri = cfg.redirect_uri
+    url = build_authorize_url(cfg, pkce, state, redirect_uri=redirect_uri)
+    server = _CallbackServer(redirect_uri, state)
+    await server.start()
+    try:
+        print_fn(f"Opening the browser to sign in. If it does not open, visit:\n\n{url}\n")
+        code = await _run_browser_step(server, open_browser, url, timeout)
+    finally:
+        await server.stop()
+    return code, state, redirect_uri, pkce.verifier
+
+
+def browser_unavailable(environ: Mapping[str, str], platform: str = sys.platform) -> str | None:
+    """Why no browser can open here, or None: an SSH session, or Linux without a graphical display."""
+    if environ.get("SSH_CONNECTION") or environ.get("SSH_TTY") or environ.get("SSH_CLIENT"):
+        return "SSH session"
+    graphical = environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")
+    if platform.startswith("linux") and not graphical and not environ.get("BROWSER"):  # $BROWSER: user's pick
+        return "no DISPLAY or WAYLAND_DISPLAY"
+    return None
+
+
+class _NoBrowser(Exception):
+    """The browser could not be opened (webbrowser found none, or it failed)."""
 
 
 def parse_pasted(provider: ProviderName, value: str) -> tuple[str, str | None]:
@@ -192,10 +244,33 @@ async def refresh(
 async def _ask(input_fn: InputFn, prompt: str) -> str:
     if inspect.iscoroutinefunction(input_fn):
         return str(await input_fn(prompt))
-    result = await asyncio.to_thread(input_fn, prompt)
+    # A daemon thread, not asyncio.to_thread: after Ctrl-C the blocked input() must not hold up the exit
+    # (the executor's threads are joined when asyncio.run ends).
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[object] = loop.create_future()
+
+    def read() -> None:
+        try:
+            value: object = input_fn(prompt)
+        except BaseException as exc:  # EOFError, KeyboardInterrupt: handed to the waiting coroutine
+            loop.call_soon_threadsafe(_settle, answer, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, answer, value, None)
+
+    threading.Thread(target=read, name="ccproxy-login-input", daemon=True).start()
+    result = await answer
     if inspect.isawaitable(result):
         return str(await result)
     return str(result)
+
+
+def _settle(future: asyncio.Future[object], value: object, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
 
 
 async def _run_browser_step(
@@ -214,9 +289,11 @@ async def _run_browser_step(
         task.add_done_callback(_browser_done)
     else:
         try:
-            await asyncio.to_thread(opener, url)
-        except Exception as exc:  # no browser available is not fatal: the URL was printed
-            log.warning("could not open a browser: %s", exc)
+            opened = await asyncio.to_thread(opener, url)
+        except Exception as exc:
+            raise _NoBrowser(str(exc) or type(exc).__name__) from None
+        if opened is False:  # webbrowser.open's "no runnable browser"
+            raise _NoBrowser("no runnable browser found")
     try:
         return await asyncio.wait_for(asyncio.shield(server.result), timeout)
     except TimeoutError:

@@ -241,3 +241,74 @@ async def test_logout_removes_only_ccproxy_store(
     removed = logout("claude")
     assert removed == [own_store(home, "claude_credentials.json")]
     assert cli_file.exists() and logout("claude") == []
+
+
+def test_browser_unavailable_detection() -> None:
+    from ccproxy.auth.login import browser_unavailable
+
+    assert browser_unavailable({"SSH_CONNECTION": "10.0.0.1 5 10.0.0.2 22", "DISPLAY": ":0"}) == "SSH session"
+    assert browser_unavailable({"SSH_TTY": "/dev/pts/1"}, "darwin") == "SSH session"
+    assert browser_unavailable({}, "linux") == "no DISPLAY or WAYLAND_DISPLAY"
+    assert browser_unavailable({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
+    assert browser_unavailable({"DISPLAY": ":0"}, "linux") is None
+    assert browser_unavailable({"BROWSER": "w3m"}, "linux") is None  # the user named one
+    assert browser_unavailable({}, "darwin") is None and browser_unavailable({}, "win32") is None
+
+
+async def _paste_from_fake(printed: list[str], session: aiohttp.ClientSession) -> str:
+    async with session.get(_url_from(printed[::-1])) as r:  # the last URL: the paste flow's
+        return await r.text()
+
+
+async def test_login_without_a_display_switches_to_pasting(
+    oauth_url: str, fake: FakeOAuth, session: aiohttp.ClientSession, free_port: int
+) -> None:
+    settings = fake_claude_settings(oauth_url, f"http://127.0.0.1:{free_port}/callback")
+    printed: list[str] = []
+
+    async def paste(prompt: str) -> str:
+        return await _paste_from_fake(printed, session)
+
+    cred = await login(
+        "claude", settings, input_fn=paste, print_fn=printed.append, session=session, environ={}
+    )
+    assert cred.refresh_token and fake.claude.exchange_count == 1
+    assert printed[0].startswith("No browser available (") and "--no-browser" in printed[0]
+    assert fake.claude.last_authorize_params["redirect_uri"] == f"{oauth_url}/oauth/code/callback"
+
+
+@pytest.mark.parametrize("failure", ["returns False", "raises"])
+async def test_browser_that_fails_to_open_switches_to_pasting(
+    failure: str, oauth_url: str, fake: FakeOAuth, session: aiohttp.ClientSession, free_port: int
+) -> None:
+    settings = fake_claude_settings(oauth_url, f"http://127.0.0.1:{free_port}/callback")
+    printed: list[str] = []
+
+    def broken_browser(url: str) -> bool:
+        if failure == "raises":
+            raise OSError("xdg-open: no method available for opening it")
+        return False  # what webbrowser.open answers when it finds no runnable browser
+
+    async def paste(prompt: str) -> str:
+        return await _paste_from_fake(printed, session)
+
+    cred = await login(
+        "claude",
+        settings,
+        open_browser=broken_browser,
+        input_fn=paste,
+        print_fn=printed.append,
+        session=session,
+    )
+    assert cred.refresh_token and fake.claude.exchange_count == 1
+    switched = next(line for line in printed if line.startswith("Could not open a browser"))
+    assert ("xdg-open" if failure == "raises" else "no runnable browser") in switched
+
+
+async def test_paste_prompt_at_end_of_input_says_aborted(oauth_url: str, fake: FakeOAuth) -> None:
+    def eof(prompt: str) -> str:
+        raise EOFError
+
+    with pytest.raises(CredentialError, match="login aborted"):
+        await login("claude", fake_claude_settings(oauth_url), no_browser=True, input_fn=eof, print_fn=print)
+    assert fake.claude.exchange_count == 0

@@ -157,3 +157,48 @@ def test_secret_value_is_not_echoed_in_errors() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(env={}, cli={"security.auth_token": 12345, "security.allow_unauthenticated": "maybe"})
     assert "12345" not in str(err.value)
+
+
+def test_bad_value_overridden_by_a_higher_layer_is_still_an_error(tmp_path: Path) -> None:
+    toml = write(tmp_path / "c.toml", "[server]\nport = 'abc'\n")
+    with pytest.raises(ConfigError, match=r"'abc' for 'server.port' \(in .*c.toml\)"):
+        load_config(config_file=toml, env={"SERVER__PORT": "9000"})
+    with pytest.raises(ConfigError, match=r"'x' for 'server.workers' .*SERVER__WORKERS"):
+        load_config(env={"SERVER__WORKERS": "x"}, cli={"server.workers": 2})
+    plugin = write(tmp_path / "p.toml", "[plugins.codex]\nenabled = 'maybe'\n")
+    config = load_config(config_file=plugin, env={"PLUGINS__CODEX__ENABLED": "true"})  # core is fine
+    with pytest.raises(ConfigError, match=r"'maybe' for 'plugins.codex.enabled' \(in .*p.toml\)"):
+        load_plugins(config)
+    good = load_config(config_file=write(tmp_path / "g.toml", "[plugins.codex]\nenabled = false\n"), env={})
+    assert load_plugins(good).get("codex").enabled is False  # type: ignore[union-attr]
+
+
+def test_plugin_alias_table_maps_old_section_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ccproxy import config as config_module
+
+    monkeypatch.setitem(config_module.PLUGIN_ALIASES, "codexconfig", "codex")
+    via_env = load_config(env={"PLUGINS__CODEXCONFIG__ENABLED": "true"})
+    assert load_plugins(via_env).get("codex").enabled is True  # type: ignore[union-attr]
+    assert via_env.origins["plugins.codex.enabled"] == "environment variable PLUGINS__CODEXCONFIG__ENABLED"
+    toml = write(tmp_path / "c.toml", "[plugins.CodexConfig]\nenabled = true\n")
+    assert load_plugins(load_config(config_file=toml, env={})).get("codex").enabled is True  # type: ignore[union-attr]
+
+
+def test_seed_spelling_is_the_raw_http_logger_plugin() -> None:
+    """PLUGINS__RAWHTTPLOGGERCONFIG__* means plugins.raw_http_logger.*: accepted once that plugin is
+    installed; until then one line naming the plugin it means."""
+    config = load_config(env={"PLUGINS__RAWHTTPLOGGERCONFIG__ENABLED": "true"})
+    installed = {p.name for p in load_plugins(load_config(env={})).plugins}
+    if "raw_http_logger" in installed:
+        assert load_plugins(config).get("raw_http_logger").enabled is True  # type: ignore[union-attr]
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_plugins(config)
+    message = str(caught.value)
+    assert "plugins.raw_http_logger" in message and "PLUGINS__RAWHTTPLOGGERCONFIG__ENABLED" in message
+    assert "installed plugins: claude_api" in message and "\n" not in message
+
+
+def test_unknown_plugin_suggests_by_folded_spelling() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'claude_api'"):
+        load_plugins(load_config(env={"PLUGINS__CLAUDEAPICONFIG__ENABLED": "true"}))
