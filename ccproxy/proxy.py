@@ -292,7 +292,8 @@ class Proxy:
         )
         hooks = self.ctx.hooks
         if hooks.listening:
-            event.route = path
+            sid = call.session_id  # the WebSocket's path, made a template again
+            event.route = path.replace(f"/{sid}/", "/{session_id}/", 1) if sid else path
             event.session_id = call.session_id or _session_header(call.headers)
             event.client = client_name(call.headers.get("user-agent"))
         hooks.request_started(event)

@@ -101,43 +101,20 @@ def _print_table(result: dict[str, Any], enabled: bool) -> None:
         table.add_column(name, justify="left" if name == result["by"] else "right")
     for name in ("cost (USD)", "p50 ms", "p95 ms"):
         table.add_column(name, justify="right")
+    counts = (
+        "requests",
+        "errors",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+    )
     for row in result["rows"]:
-        table.add_row(
-            row["key"],
-            *(
-                f"{row[k]:,}"
-                for k in (
-                    "requests",
-                    "errors",
-                    "input_tokens",
-                    "output_tokens",
-                    "cache_read_tokens",
-                    "cache_write_tokens",
-                )
-            ),
-            f"{row['cost_usd']:.4f}",
-            f"{row['p50_ms']:.1f}",
-            f"{row['p95_ms']:.1f}",
-        )
+        latency = (f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}")
+        table.add_row(row["key"], *(f"{row[k]:,}" for k in counts), f"{row['cost_usd']:.4f}", *latency)
     total = result["total"]
     table.add_section()
-    table.add_row(
-        "total",
-        *(
-            f"{total[k]:,}"
-            for k in (
-                "requests",
-                "errors",
-                "input_tokens",
-                "output_tokens",
-                "cache_read_tokens",
-                "cache_write_tokens",
-            )
-        ),
-        f"{total['cost_usd']:.4f}",
-        "",
-        "",
-    )
+    table.add_row("total", *(f"{total[k]:,}" for k in counts), f"{total['cost_usd']:.4f}", "", "")
     console = Console()
     console.print(table)
     if not enabled:

@@ -14,6 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
 COLUMNS = (
     "ts",
     "request_id",
@@ -25,11 +32,7 @@ COLUMNS = (
     "stream",
     "status",
     "error_kind",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
+    *TOKEN_COLUMNS,
     "cost_usd",
     "duration_ms",
     "ttfb_ms",

@@ -14,9 +14,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ccproxy.observe.store import Store
+from ccproxy.observe.store import TOKEN_COLUMNS, Store
 
 GROUPS = ("model", "provider", "day", "client")
+_TOKENS = TOKEN_COLUMNS
 _COLUMNS = (
     "ts",
     "provider",
@@ -24,15 +25,10 @@ _COLUMNS = (
     "model_served",
     "client",
     "status",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
+    *_TOKENS,
     "cost_usd",
     "duration_ms",
 )
-_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,31 +13,14 @@ import pytest
 
 from ccproxy.launch import MARKER, wants_glibc_malloc
 from ccproxy.testing import running_fake_upstreams
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
-        try:
-            if httpx.get(url + "/health", timeout=0.5).status_code in (200, 503):
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError("server did not become healthy")
+from tests.conftest import free_port, stop_process, wait_healthy
 
 
 def test_sigterm_lets_a_stream_in_flight_finish() -> None:
     with running_fake_upstreams() as fakes:
         words = " ".join(f"w{i}" for i in range(30))
         fakes.anthropic.reply_text(words, delay=0.05)  # about 1.5 s of stream
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "PLUGINS__CLAUDE_API__BASE_URL": fakes.url,
@@ -55,7 +36,7 @@ def test_sigterm_lets_a_stream_in_flight_finish() -> None:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(url, proc)
+            wait_healthy(url, proc)
             body = {
                 "model": "claude-sonnet-4-5",
                 "max_tokens": 100,
@@ -84,7 +65,7 @@ def test_sigterm_lets_a_stream_in_flight_finish() -> None:
 
 
 def test_several_workers_serve() -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ccproxy", "serve", "--port", str(port), "--workers", "2", "--mock"],
         stdout=subprocess.DEVNULL,
@@ -93,7 +74,7 @@ def test_several_workers_serve() -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc)
         for _ in range(6):
             resp = httpx.post(
                 url + "/api/v1/chat/completions",
@@ -103,12 +84,7 @@ def test_several_workers_serve() -> None:
             assert resp.status_code == 200, resp.text
             assert resp.json()["choices"][0]["message"]["content"]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -121,7 +97,7 @@ def _environ(pid: int) -> dict[str, str]:
 @pytest.mark.parametrize("preset", [None, "pymalloc"])
 def test_serve_runs_on_glibc_malloc_in_the_same_process(preset: str | None) -> None:
     """The re-exec keeps the PID (service managers and signals still reach it); a user's choice wins."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", MARKER)}
     if preset:
         env["PYTHONMALLOC"] = preset
@@ -133,7 +109,7 @@ def test_serve_runs_on_glibc_malloc_in_the_same_process(preset: str | None) -> N
         text=True,
     )
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
         assert _environ(proc.pid).get("PYTHONMALLOC") == (preset or "malloc")
     finally:
         proc.send_signal(signal.SIGTERM)

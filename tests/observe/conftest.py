@@ -10,7 +10,6 @@ import asyncio
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from ccproxy.app import create_app
 from ccproxy.config import load_config
 from ccproxy.testing import RunningFakes, running_fake_upstreams, serve_app
 from ccproxy.testing.fake_oauth import make_unsigned_jwt
+from tests.conftest import free_port
 
 CLAUDE_TOKEN = "sk-ant-oat01-observe-test-token-0123456789"
 CODEX_TOKEN = make_unsigned_jwt(
@@ -86,12 +86,6 @@ def _pg_bin(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PostgresServer:
     def __init__(self, port: int) -> None:
         self.port = port
@@ -131,7 +125,7 @@ def postgres() -> Iterator[PostgresServer]:
     data = root / "data"
     if as_user:
         shutil.chown(root, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     run = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "timeout": 120}
     subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], **run)
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"

@@ -25,8 +25,9 @@ from ccproxy.observe.ledger import LedgerWriter, row_of
 from ccproxy.observe.store import COLUMNS, SCHEMA_VERSION, open_store
 from ccproxy.plugins import RequestEvent, Usage
 from ccproxy.testing import Completion, RunningFakes
+from tests.conftest import free_port, stop_process, wait_healthy
 
-from .conftest import MakeProxy, _free_port
+from .conftest import MakeProxy
 
 MESSAGES = {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
 CHAT = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
@@ -158,40 +159,19 @@ def _serve(ledger_url: str, port: int, **env: str) -> subprocess.Popen[str]:
     )
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
-        try:
-            if httpx.get(url + "/health", timeout=0.5).status_code in (200, 503):
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError("server did not become healthy")
-
-
 def _post_many(url: str, count: int) -> None:
     with httpx.Client(timeout=10) as client:
         for _ in range(count):
             assert client.post(url + "/api/v1/messages", json=MESSAGES).status_code == 200
 
 
-def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def test_two_processes_write_at_once(ledger_url: str) -> None:
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     procs = [_serve(ledger_url, port, LEDGER__BATCH_SIZE="7", LEDGER__FLUSH_SECONDS="0.05") for port in ports]
     try:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         for url, proc in zip(urls, procs, strict=True):
-            _wait_healthy(url, proc)
+            wait_healthy(url, proc)
         threads = [threading.Thread(target=_post_many, args=(url, 40)) for url in urls for _ in range(2)]
         for t in threads:
             t.start()
@@ -199,7 +179,7 @@ def test_two_processes_write_at_once(ledger_url: str) -> None:
             t.join()
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_process(proc, timeout=20)
     assert all(proc.returncode in (0, -signal.SIGTERM) for proc in procs)
     rows = read_rows(ledger_url)
     assert len(rows) == 160
@@ -207,16 +187,16 @@ def test_two_processes_write_at_once(ledger_url: str) -> None:
 
 
 def test_kill_9_loses_at_most_the_last_batch_window(ledger_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _serve(ledger_url, port, LEDGER__FLUSH_SECONDS="0.2")
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc)
         _post_many(url, 30)
         time.sleep(1.0)  # several flush windows: these 30 are written
         _post_many(url, 10)
     finally:
-        _stop(proc, signal.SIGKILL)
+        stop_process(proc, signal.SIGKILL)
     rows = read_rows(ledger_url)
     assert 30 <= len(rows) <= 40
     if ledger_url.startswith("sqlite"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -17,8 +16,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccproxy.testing import Completion, RunningFakes
+from tests.conftest import free_port, stop_process, wait_healthy
 
-from .conftest import MakeProxy, _free_port
+from .conftest import MakeProxy
 
 MESSAGES = {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
 CHAT = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
@@ -119,7 +119,7 @@ def test_metrics_sit_behind_the_auth_token_unless_opened_on_loopback(make_proxy:
 
 
 def test_several_workers_aggregate() -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ccproxy", "serve", "--mock", "--port", str(port), "--workers", "2"],
         env={**os.environ, "LOGGING__LEVEL": "warning"},
@@ -129,14 +129,7 @@ def test_several_workers_aggregate() -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            try:
-                if httpx.get(url + "/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_healthy(url, proc, timeout=30)
         for _ in range(24):  # new connections: both workers answer some
             with httpx.Client(timeout=10) as client:
                 resp = client.post(url + "/api/v1/messages", json=MESSAGES)
@@ -145,12 +138,7 @@ def test_several_workers_aggregate() -> None:
         for _ in range(6):  # each scrape is answered by either worker and sees both workers' counts
             assert total(scrape(url, timeout=10), "ccproxy_requests_total") == 24
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
 
 
 def test_server_timing_on_every_proxied_response(make_proxy: MakeProxy, fakes: RunningFakes) -> None:
@@ -168,3 +156,24 @@ def test_server_timing_on_every_proxied_response(make_proxy: MakeProxy, fakes: R
         assert timing.match(failed.headers["server-timing"])
         invalid = httpx.post(url + "/api/v1/messages", content=b"{not json")
         assert re.match(r"^proxy;dur=[\d.]+$", invalid.headers["server-timing"])  # no upstream call
+
+
+async def test_websocket_turns_are_counted_under_the_route_template(
+    make_proxy: MakeProxy, fakes: RunningFakes
+) -> None:
+    import json
+
+    import websockets
+
+    with make_proxy() as (url, _):
+        for session in ("ws-a", "ws-b"):
+            fakes.codex.reply(Completion(text="x", input_tokens=3, output_tokens=2))
+            path = f"/api/codex/{session}/responses"
+            async with websockets.connect(url.replace("http://", "ws://") + path) as ws:
+                item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+                await ws.send(json.dumps({"type": "response.create", "model": "gpt-5.5", "input": [item]}))
+                while json.loads(await ws.recv())["type"] != "response.completed":
+                    pass
+        m = scrape(url)
+    assert total(m, "ccproxy_requests_total", route="/api/codex/{session_id}/responses") == 2
+    assert total(m, "ccproxy_tokens_total", provider="codex", kind="input") == 6
