@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 Source = Literal["default", "file", "env", "cli"]
 SECTIONS = ("server", "logging", "security", "limits", "permissions", "ledger", "billing", "plugins")
@@ -106,6 +106,13 @@ class LedgerSettings(StrictModel):
     queue_limit: int = Field(
         100_000, ge=1, description="Rows held in memory while the database is slow; beyond it, dropped"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
 
     def resolved_url(self) -> str:
         return self.url or f"sqlite:///{user_data_dir() / 'usage.sqlite3'}"

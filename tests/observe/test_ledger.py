@@ -265,3 +265,10 @@ def test_ledger_switched_off_writes_nothing(make_proxy: MakeProxy, fakes: Runnin
         entry = app.plugins.get("ledger")
         assert entry is not None and not entry.enabled
     assert not (Path(os.environ["XDG_DATA_HOME"]) / "ccproxy" / "usage.sqlite3").exists()
+
+
+def test_a_bad_ledger_url_is_a_one_line_config_error() -> None:
+    from ccproxy.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"ledger\.url.*LEDGER__URL.*sqlite:///"):
+        load_config(env={"LEDGER__URL": "mysql://somewhere/db"})
