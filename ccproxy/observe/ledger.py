@@ -75,6 +75,7 @@ class LedgerWriter:
         self.dropped = 0
         self.transactions = 0  # written batches (for tests and /health)
         self.last_error: str | None = None
+        self.opened = False
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -103,9 +104,27 @@ class LedgerWriter:
                 next_prune = time.monotonic() + _PRUNE_EVERY
                 await self.prune_expired()
 
+    async def open(self) -> bool:
+        """Open (and migrate) the store; while the database is unreachable, retried at every flush."""
+        if not self.opened:
+            try:
+                await self.store.open()
+            except Exception as exc:
+                self._failed("ledger database unavailable; rows kept in memory", exc)
+                return False
+            self.opened = True
+        return True
+
+    def _failed(self, message: str, exc: Exception) -> None:
+        if self.last_error is None:
+            log.error(message, url=_safe_url(self.store.url), error=f"{type(exc).__name__}: {exc}")
+        self.last_error = f"{type(exc).__name__}: {exc}"
+
     async def flush(self) -> None:
         """Write everything pending, in batches; on a database error the rows stay for the next try."""
         async with self._lock:
+            if not await self.open():
+                return
             while self.pending:
                 size = self.settings.batch_size
                 batch = self.pending[:size]
@@ -156,9 +175,8 @@ class LedgerPlugin(Plugin):
 
     async def startup(self, ctx: PluginContext) -> None:
         settings: LedgerSettings = ctx.config.settings.ledger
-        store = open_store(settings.resolved_url())
-        await store.open()
-        self.writer = LedgerWriter(store, settings)
+        self.writer = LedgerWriter(open_store(settings.resolved_url()), settings)
+        await self.writer.open()  # an unreachable database is retried; the proxy serves meanwhile
         self.writer.start()
 
     async def shutdown(self, ctx: PluginContext) -> None:
@@ -187,9 +205,21 @@ class LedgerPlugin(Plugin):
             info = ErrorInfo(503, "api_error", "the usage ledger is not running")
             return error_response(Format.CHAT, info)
         await writer.flush()  # this process's pending rows are part of the answer
+        if not writer.opened:
+            info = ErrorInfo(503, "api_error", f"the usage ledger is unavailable: {writer.last_error}")
+            return error_response(Format.CHAT, info)
         params = request.query_params
         try:
             result = await query_usage(writer.store, params.get("since", "24h"), params.get("by", "model"))
         except UsageQueryError as exc:
             return error_response(Format.CHAT, ErrorInfo(400, "invalid_request_error", str(exc)))
         return Response(orjson.dumps(result), media_type="application/json")
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password (postgresql://user:secret@host/db → postgresql://user:***@host/db)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{userinfo}{at}{host}"

@@ -272,3 +272,16 @@ def test_a_bad_ledger_url_is_a_one_line_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"ledger\.url.*LEDGER__URL.*sqlite:///"):
         load_config(env={"LEDGER__URL": "mysql://somewhere/db"})
+
+
+def test_an_unreachable_database_does_not_stop_the_proxy(make_proxy: MakeProxy, fakes: RunningFakes) -> None:
+    url = f"postgresql://ccproxy:hunter2-password@127.0.0.1:{free_port()}/ledger"
+    with make_proxy(**{"ledger.url": url}) as (base, _):
+        fakes.anthropic.reply(completion())
+        assert httpx.post(base + "/api/v1/messages", json=MESSAGES).status_code == 200
+        health = httpx.get(base + "/health").json()
+        check = health["checks"]["ledger:store"][0]
+        assert health["status"] == "warn" and check["status"] == "warn" and check["pending"] == 1
+        unavailable = httpx.get(base + "/usage")
+        assert unavailable.status_code == 503 and "unavailable" in unavailable.json()["error"]["message"]
+        assert "hunter2" not in unavailable.text
