@@ -97,7 +97,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
     settings = config.settings
     token = settings.security.auth_token
     clients: dict[str | None, UpstreamClient] = {}  # one per CA bundle; pools are per client
-    recorder = Recorder(verbose=settings.logging.verbose_api, directory=settings.logging.request_log_dir)
+    recorder = Recorder(verbose=settings.logging.verbose_api, hooks=plugins.hooks)
     permissions = PermissionService(settings.permissions)
     mcp = LazyMCP(permissions)
     routes: list[BaseRoute] = [
@@ -169,12 +169,19 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
 
     guide = RouteGuide(routes)  # 404s and 405s that name the right route; only on the miss path
     router = FixedPaths(Router([*routes, *guide.method_routes(routes)], lifespan=lifespan, default=guide))
+    loopback_open = frozenset(
+        path
+        for entry in plugins.active
+        if entry.plugin is not None and entry.ctx is not None
+        for path in entry.plugin.loopback_open_paths(entry.ctx)
+    )
     app = App(
         router,
         auth_token=token.get_secret_value() if token else None,
         security=settings.security,
         limits=settings.limits,
         bind_host=settings.server.host,
+        loopback_open=loopback_open,
     )
     app.config = config
     app.plugins = plugins

@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn, Optional
 import typer
 
 from ccproxy import __version__
+from ccproxy.observe.cli import pricing_app, usage_app
 
 app = typer.Typer(
     name="ccproxy",
@@ -30,6 +31,8 @@ app.add_typer(permissions_app, name="permissions")
 app.add_typer(config_app, name="config")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(dev_app, name="dev")
+app.add_typer(usage_app, name="usage")
+app.add_typer(pricing_app, name="pricing")
 
 ConfigOption = Annotated[
     Optional[Path],  # noqa: UP045 (typer needs Optional on 3.11)
@@ -214,6 +217,8 @@ def _read_token_file(path: Path) -> str:
     if mode & 0o077:
         typer.echo(f"ccproxy: warning: {path} is readable by other users; chmod 600 it", err=True)
     return token
+
+
 @permissions_app.command("watch")
 def permissions_watch(
     url: Annotated[str, typer.Option("--url", help="The ccproxy server")] = "http://127.0.0.1:8000",

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 Source = Literal["default", "file", "env", "cli"]
 SECTIONS = ("server", "logging", "security", "limits", "permissions", "ledger", "billing", "plugins")
 # Variables users already know from earlier releases, mapped onto the nested keys.
 ENV_ALIASES = {
     "CCPROXY_VERBOSE_API": ("logging", "verbose_api"),
-    "CCPROXY_REQUEST_LOG_DIR": ("logging", "request_log_dir"),
+    "CCPROXY_REQUEST_LOG_DIR": ("plugins", "raw_http_logger", "log_dir"),
     "CCPROXY_AUTH_TOKEN": ("security", "auth_token"),
 }
 # Plugin section names users bring from elsewhere (the seed's settings-class spelling, e.g.
@@ -31,6 +31,10 @@ ENV_ALIASES = {
 # lowercase. Add a row when a plugin's old name should keep working.
 PLUGIN_ALIASES: dict[str, str] = {
     "rawhttploggerconfig": "raw_http_logger",
+}
+# Earlier spellings of whole keys, in any layer (file, environment, command line).
+KEY_ALIASES = {
+    ("logging", "request_log_dir"): ("plugins", "raw_http_logger", "log_dir"),
 }
 
 
@@ -58,7 +62,6 @@ class LoggingSettings(StrictModel):
         "auto", description="auto: console on a terminal, JSON otherwise"
     )
     verbose_api: bool = Field(False, description="Log request and response bodies (secrets redacted)")
-    request_log_dir: Path | None = Field(None, description="Write one JSON file per request here")
 
 
 class SecuritySettings(StrictModel):
@@ -125,8 +128,41 @@ class PermissionsSettings(StrictModel):
     )
 
 
+def user_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/ccproxy`` (default ``~/.local/share/ccproxy``): the ledger, fetched price tables."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".local" / "share")
+    return Path(base) / "ccproxy"
+
+
 class LedgerSettings(StrictModel):
-    """The persistent usage ledger (issue 14)."""
+    """The persistent usage ledger: one row per proxied request."""
+
+    enabled: bool = Field(True, description="Record every proxied request in the ledger")
+    url: str = Field(
+        "",
+        description="sqlite:///PATH or postgresql://USER@HOST/DB; empty: sqlite in the user's data directory",
+    )
+    retention_days: int = Field(
+        0, ge=0, description="Delete rows older than this many days (0: keep everything)"
+    )
+    batch_size: int = Field(500, ge=1, le=100_000, description="Rows written per transaction at most")
+    flush_seconds: float = Field(
+        1.0, gt=0, le=60, description="Longest time a row waits in memory (lost on kill -9)"
+    )
+    queue_limit: int = Field(
+        100_000, ge=1, description="Rows held in memory while the database is slow; beyond it, dropped"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    def resolved_url(self) -> str:
+        return self.url or f"sqlite:///{user_data_dir() / 'usage.sqlite3'}"
 
 
 class BillingSettings(StrictModel):
@@ -139,7 +175,7 @@ class Settings(StrictModel):
     security: SecuritySettings = SecuritySettings()  # type: ignore[call-arg]
     limits: LimitsSettings = LimitsSettings()  # type: ignore[call-arg]
     permissions: PermissionsSettings = PermissionsSettings()  # type: ignore[call-arg]
-    ledger: LedgerSettings = LedgerSettings()
+    ledger: LedgerSettings = LedgerSettings()  # type: ignore[call-arg]
     billing: BillingSettings = BillingSettings()
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -212,7 +248,7 @@ def env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
                 continue
             if parts[0] == "plugins":
                 parts[1] = PLUGIN_ALIASES.get(parts[1], parts[1])
-            path = tuple(parts)
+            path = _unalias(tuple(parts))
         _set(layer, path, _env_value(raw))
         origin[".".join(path)] = name
     return layer, origin
@@ -237,12 +273,14 @@ def load_config(
     """Read, merge and validate every layer. ``cli`` maps dotted keys to values given as flags."""
     env = os.environ if env is None else env
     path = find_config_file(config_file, env)
-    file_data = _plugin_aliases(read_toml(path)) if path else {}
+    file_data: dict[str, Any] = {}
+    for dotted, value in _flatten(_plugin_aliases(read_toml(path)) if path else {}):
+        _set(file_data, _unalias(tuple(dotted.split("."))), value)
     env_data, env_origin = env_layer(env)
     cli_data: dict[str, Any] = {}
     for dotted, value in (cli or {}).items():
         if value is not None:
-            _set(cli_data, tuple(dotted.split(".")), value)
+            _set(cli_data, _unalias(tuple(dotted.split("."))), value)
 
     merged: dict[str, Any] = {}
     sources: dict[str, Source] = {}
@@ -354,6 +392,13 @@ def _fold(name: str) -> str:
 def _looks_secret(dotted: str) -> bool:
     leaf = dotted.rsplit(".", 1)[-1].lower()
     return any(word in leaf for word in ("token", "secret", "password", "key"))
+
+
+def _unalias(path: tuple[str, ...]) -> tuple[str, ...]:
+    for old, new in KEY_ALIASES.items():
+        if path[: len(old)] == old:
+            return new + path[len(old) :]
+    return path
 
 
 def _set(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

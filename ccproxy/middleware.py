@@ -108,11 +108,13 @@ class CoreMiddleware:
         security: SecuritySettings | None = None,
         limits: LimitsSettings | None = None,
         bind_host: str = "127.0.0.1",
+        loopback_open: frozenset[str] = frozenset(),
     ) -> None:
         security = security if security is not None else SecuritySettings()  # type: ignore[call-arg]
         limits = limits if limits is not None else LimitsSettings()  # type: ignore[call-arg]
         self.app = app
         self.auth_token = auth_token.encode() if auth_token else None
+        self.loopback_open = loopback_open  # paths loopback clients may use without the token
         self.access_log = access_log
         self.memory = IdleTrimmer()
         self.hosts = HostGuard(bind_host, security.allowed_hosts)
@@ -227,7 +229,7 @@ class CoreMiddleware:
             trusted = self.auth_token is None or self._authorized(raw)
             scope["state"][TRUSTED] = trusted and _is_loopback_client(scope)
             return None
-        if self.auth_token is not None and not self._authorized(raw):
+        if self.auth_token is not None and not self._authorized(raw) and not self._open_locally(scope):
             info = ErrorInfo(401, "authentication_error", "missing or invalid ccproxy auth token")
             return info, {"www-authenticate": "Bearer"}
         if self.in_flight >= self.max_in_flight and not mock:
@@ -271,6 +273,9 @@ class CoreMiddleware:
             return message
 
         return counted
+
+    def _open_locally(self, scope: Scope) -> bool:
+        return scope["path"] in self.loopback_open and _is_loopback_client(scope)
 
     def _authorized(self, raw: Mapping[bytes, bytes]) -> bool:
         assert self.auth_token is not None

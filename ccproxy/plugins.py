@@ -11,7 +11,7 @@ they run inline, in the request's own task, so they must be cheap: no threads, n
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from ccproxy.permissions import PermissionService
     from ccproxy.proxy import Proxy
+    from ccproxy.recorder import Exchange
     from ccproxy.upstream import UpstreamClient
 
 from ccproxy.logs import ensure_configured
@@ -81,11 +82,32 @@ class RequestEvent:
     client: str | None = None  # the client key's name when keys are configured, else the client's name
     account: str | None = None  # the upstream account used, by name (never a token)
     model_served: str | None = None  # the upstream model after aliases
-    ttfb: float = 0.0  # seconds from start to the first byte sent to the client
+    ttfb: float = 0.0  # seconds from start to the first body byte sent to the client
     upstream_status: int = 0
-    retries: int = 0
+    retries: int = 0  # upstream attempts beyond the first (429/529 backoff, 401 refresh)
     cost_usd: float | None = None  # API-equivalent cost, set by the pricing plugin
+    upstream_ttfb: float = 0.0  # seconds from sending upstream to the upstream's response head
+    upstream_read: float = 0.0  # seconds spent reading a non-streamed upstream body
+    retry_reasons: tuple[str, ...] = ()  # one entry per retry: "429", "529", "401"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error_kind(self) -> str | None:
+        """A short, bounded name for why the request failed (for metrics labels and the ledger)."""
+        status = self.status
+        if status < 400 and self.error is None:
+            return None
+        if status == 499:
+            return "client_disconnected"
+        if self.upstream_status >= 400:
+            return f"upstream_{self.upstream_status}"
+        if status == 200:  # the answer had started; the upstream stream broke
+            return "stream_failed"
+        if status == 502:
+            return "upstream_unreachable" if not self.upstream_status else "upstream_invalid"
+        if status == 401:
+            return "credentials"
+        return "invalid_request" if 400 <= status < 500 else "proxy_error"
 
 
 class HookSpecs:
@@ -99,7 +121,14 @@ class HookSpecs:
 
     @hookspec
     def ccproxy_credential_refreshed(self, provider: str, account: str | None, outcome: str) -> None:
-        """A credential refresh ended; ``outcome`` is ``ok`` or a short failure reason."""
+        """A credential refresh ended; ``outcome`` is ``ok``, ``reloaded`` or a short failure reason."""
+
+    @hookspec
+    def ccproxy_http_exchange(self, exchange: Exchange) -> None:
+        """Both legs of a proxied request as raw HTTP (``ccproxy.recorder.Exchange``), after it ended.
+
+        Only collected while some plugin implements this hook (or ``logging.verbose_api`` is on).
+        """
 
 
 @dataclass(slots=True)
@@ -135,6 +164,8 @@ class Plugin:
     # how to enable it (instead of a bare 404).
     prefix: ClassVar[str | None] = None
     enable_hint: ClassVar[str] = ""
+    # A core setting that switches the plugin when its own ``enabled`` is unset (e.g. "ledger.enabled").
+    core_switch: ClassVar[str | None] = None
 
     def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
         return ()
@@ -148,40 +179,82 @@ class Plugin:
     async def health(self, ctx: PluginContext) -> list[HealthCheck]:
         return []
 
+    def loopback_open_paths(self, ctx: PluginContext) -> Sequence[str]:
+        """Paths of this plugin that loopback clients may use without the auth token (e.g. /metrics)."""
+        return ()
+
     def mock_settings(self, fake_base_url: str) -> dict[str, Any]:
         """Settings overrides that point this plugin at the fake upstreams (offline mode)."""
         return {}
 
 
 class Hooks:
-    """The pluggy relay, with a cheap "does anybody listen" check for the hot path."""
+    """The pluggy relay, with a cheap "does anybody listen" check for the hot path.
+
+    The two per-request hooks skip pluggy's generic dispatch: their implementations are resolved once, at
+    registration, into a list called in pluggy's order (``tryfirst`` first), each guarded on its own so
+    one broken observer does not silence the others.
+    """
 
     def __init__(self) -> None:
         self.manager = pluggy.PluginManager("ccproxy")
         self.manager.add_hookspecs(HookSpecs)
         self.listening = False
+        self.capturing = False  # someone wants raw exchanges (ccproxy_http_exchange)
+        self._started: list[Callable[[RequestEvent], object]] = []
+        self._finished: list[Callable[[RequestEvent], object]] = []
 
     def register(self, plugin: object, name: str) -> None:
         self.manager.register(plugin, name=name)
         hook = self.manager.hook
-        self.listening = bool(
-            hook.ccproxy_request_started.get_hookimpls() or hook.ccproxy_request_finished.get_hookimpls()
-        )
+        self._started = _direct_calls(hook.ccproxy_request_started)
+        self._finished = _direct_calls(hook.ccproxy_request_finished)
+        self.listening = bool(self._started or self._finished)
+        self.capturing = bool(hook.ccproxy_http_exchange.get_hookimpls())
+
+    def credential_refreshed(self, provider: str, account: str | None, outcome: str) -> None:
+        try:
+            self.manager.hook.ccproxy_credential_refreshed(
+                provider=provider, account=account, outcome=outcome
+            )
+        except Exception:
+            log.exception("plugin hook failed", hook="ccproxy_credential_refreshed")
+
+    def http_exchange(self, exchange: Exchange) -> None:
+        if self.capturing:
+            try:
+                self.manager.hook.ccproxy_http_exchange(exchange=exchange)
+            except Exception:
+                log.exception("plugin hook failed", hook="ccproxy_http_exchange")
 
     def request_started(self, event: RequestEvent) -> None:
-        if self.listening:
-            self._call(self.manager.hook.ccproxy_request_started, event)
+        for call in self._started:
+            try:
+                call(event)
+            except Exception:  # a broken observer must never break a user's request
+                log.exception("plugin hook failed", hook="ccproxy_request_started")
 
     def request_finished(self, event: RequestEvent) -> None:
-        if self.listening:
-            self._call(self.manager.hook.ccproxy_request_finished, event)
+        for call in self._finished:
+            try:
+                call(event)
+            except Exception:
+                log.exception("plugin hook failed", hook="ccproxy_request_finished")
 
-    @staticmethod
-    def _call(hook: Any, event: RequestEvent) -> None:
-        try:
-            hook(event=event)
-        except Exception:  # a broken observer must never break a user's request
-            log.exception("plugin hook failed", hook=hook.name)
+
+def _direct_calls(hook: Any) -> list[Callable[[RequestEvent], object]]:
+    impls = hook.get_hookimpls()
+    if any(impl.hookwrapper or impl.wrapper for impl in impls):  # wrappers need pluggy's machinery
+        return [lambda event: hook(event=event)]
+    calls: list[Callable[[RequestEvent], object]] = []
+    for impl in reversed(impls):  # pluggy's call order
+        function = impl.function
+        calls.append(function if impl.argnames else _ignoring_event(function))
+    return calls
+
+
+def _ignoring_event(function: Callable[[], object]) -> Callable[[RequestEvent], object]:
+    return lambda event: function()
 
 
 @dataclass
@@ -281,6 +354,11 @@ def _unknown_plugin(name: str, installed: list[str], origins: Mapping[str, str])
 
 
 def _enabled(plugin: Plugin, settings: PluginSettings, config: LoadedConfig, name: str) -> tuple[bool, str]:
+    if settings.enabled is None and plugin.core_switch:
+        section, key = plugin.core_switch.split(".")
+        on = bool(getattr(getattr(config.settings, section), key))
+        source = config.source_of(plugin.core_switch)
+        return on, f"{'enabled' if on else 'disabled'} by {plugin.core_switch} ({source})"
     if settings.enabled is None:
         default = plugin.default_enabled
         return (

@@ -42,7 +42,7 @@ from ccproxy.formats.errors import (
 )
 from ccproxy.formats.fields import depth_error, validate
 from ccproxy.plugins import PluginContext, RequestEvent, Usage
-from ccproxy.recorder import Recorder
+from ccproxy.recorder import NULL_RECORD, Recorder
 from ccproxy.responses_store import ResponseStore, input_items, terminal_response
 from ccproxy.sse import SSEEvent, SSEParser
 from ccproxy.upstream import InvalidAnswer, UpstreamClient, UpstreamError, UpstreamResponse
@@ -59,6 +59,8 @@ _TERMINAL = {
     Format.CHAT: (b"[DONE]",),
 }
 _MAX_ERROR_BODY = 1 << 20
+# Client headers naming one conversation (Claude Code sends the last one); the path's {session_id} wins.
+SESSION_HEADERS = ("session_id", "session-id", "x-session-id", "x-claude-code-session-id")
 
 
 @dataclass(slots=True)
@@ -137,17 +139,24 @@ class Proxy:
         client_format: Format,
         upstream_path: str,
     ) -> Response:
+        started = time.perf_counter()
         request_id = str(scope.get("state", {}).get("request_id", ""))
-        raw = await _read_body(receive)
+        raw = received = await _read_body(receive)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return _error(client_format, 400, f"request body is not valid JSON: {exc}", request_id)
+            return _timed(
+                _error(client_format, 400, f"request body is not valid JSON: {exc}", request_id), started
+            )
         if not isinstance(body, dict):
-            return _error(client_format, 400, "request body must be a JSON object", request_id)
+            return _timed(
+                _error(client_format, 400, "request body must be a JSON object", request_id), started
+            )
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            return _error(client_format, 400, model_problem(model), request_id, param="model")
+            return _timed(
+                _error(client_format, 400, model_problem(model), request_id, param="model"), started
+            )
         remember = None
         store = provider.responses if client_format is Format.RESPONSES else None
         if store is not None:
@@ -155,7 +164,7 @@ class Proxy:
                 try:
                     body = await store.expand(body)
                 except ProxyError as exc:
-                    return error_response(client_format, exc.info, request_id)
+                    return _timed(error_response(client_format, exc.info, request_id), started)
                 raw = b""  # the body is no longer the client's bytes
             if body.get("store") is not False and store.enabled:
                 remember = _keeper(store, input_items(body.get("input")))
@@ -164,10 +173,12 @@ class Proxy:
             validate(client_format, provider.upstream_format, body)
             upstream_body = translation.request(body) if translation else body
         except TranslationError as exc:
-            return _error(client_format, exc.status, exc.message, request_id, param=exc.param)
+            return _timed(
+                _error(client_format, exc.status, exc.message, request_id, param=exc.param), started
+            )
         except orjson.JSONEncodeError:
             deep = depth_error(body)  # a translator wrote a client value nested deeper than orjson can
-            return _error(client_format, 400, deep.message, request_id, param=deep.param)
+            return _timed(_error(client_format, 400, deep.message, request_id, param=deep.param), started)
         stream = body.get("stream") is True
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         path: str = scope["path"]
@@ -192,12 +203,20 @@ class Proxy:
             provider.upstream_format.value,
             model,
             stream,
-            time.perf_counter(),
+            started,
         )
         call.state["event"] = event  # providers may add what only they know (session, cost)
         hooks = self.ctx.hooks
+        if hooks.listening:
+            route = scope.get("route")
+            event.route = getattr(route, "path", path)  # FixedPaths skips the router: path is the template
+            event.session_id = call.session_id or _session_header(headers)
+            event.client = client_name(headers.get("user-agent"))
         hooks.request_started(event)
-        record = self.recorder.start(request_id, path, headers, body, scope["method"])
+        query = call.query
+        record = self.recorder.start(
+            request_id, scope["method"], f"{path}?{query}" if query else path, scope["headers"], received
+        )
         watcher = _DisconnectWatcher(receive)
         response: Response | None = None
         try:
@@ -221,10 +240,11 @@ class Proxy:
         if isinstance(response, _Stream):
             response.watcher = watcher  # the same watcher guards the whole stream: no task per stream
             return response  # the stream reports its own end
+        _timed(response, started, event.upstream_ttfb, event.upstream_read)
         event.status = event.status or response.status_code
-        event.duration = time.perf_counter() - event.started
+        event.duration = event.ttfb = time.perf_counter() - started
         hooks.request_finished(event)
-        record.finish(response.status_code, bytes(response.body))
+        record.finish(response.status_code, bytes(response.body), response.raw_headers)
         return response
 
     async def _forward(
@@ -240,7 +260,8 @@ class Proxy:
             outbound = await provider.prepare(call)
         except orjson.JSONEncodeError:
             raise depth_error(client_body) from None  # nested deeper than the body can be written back
-        resp = await self._send(call, provider, outbound)
+        event.model_served = call.body.get("model")
+        resp = await self._send(call, provider, outbound, event, record)
         upstream_format = provider.upstream_format
         passthrough = _pass_headers(resp.headers)
         if resp.status >= 400:
@@ -252,10 +273,8 @@ class Proxy:
         is_sse = resp.content_type == "text/event-stream"
         ctx = TranslationContext(call.client_model or "", client_body)
         restore = _restore_model(call)
-        meter = _UsageMeter(upstream_format) if self.ctx.hooks.listening else None
+        meter = _UsageMeter(upstream_format, event) if self.ctx.hooks.listening else None
         if is_sse and call.stream:
-            if meter is not None:
-                event.usage = meter.usage  # filled in as the stream's events pass
             if translation is None:
                 body_iter = _passthrough(resp, upstream_format, call.client_format, restore, meter)
             else:
@@ -263,6 +282,7 @@ class Proxy:
             stream_response = _Stream(resp, body_iter, passthrough, event, self.ctx, record)
             stream_response.remember = call.remember
             return stream_response
+        read_started = time.perf_counter()
         try:
             if is_sse:
                 final = await _collect(resp, upstream_format)
@@ -297,8 +317,7 @@ class Proxy:
             raise ProxyError(502, "upstream answered with a body that is not valid JSON") from None
         finally:
             resp.release()
-        if meter is not None:
-            event.usage = meter.usage
+            event.upstream_read = time.perf_counter() - read_started
         return Response(content, resp.status, headers=passthrough, media_type="application/json")
 
     async def events(self, call: Call, provider: Provider, path: str) -> AsyncIterator[SSEEvent]:
@@ -317,12 +336,25 @@ class Proxy:
             time.perf_counter(),
         )
         hooks = self.ctx.hooks
+        if hooks.listening:
+            sid = call.session_id  # the WebSocket's path, made a template again
+            event.route = path.replace(f"/{sid}/", "/{session_id}/", 1) if sid else path
+            event.session_id = call.session_id or _session_header(call.headers)
+            event.client = client_name(call.headers.get("user-agent"))
         hooks.request_started(event)
-        meter = _UsageMeter(provider.upstream_format) if hooks.listening else None
-        record = self.recorder.start(call.request_id, path, call.headers, call.body, "WEBSOCKET")
+        meter = _UsageMeter(provider.upstream_format, event) if hooks.listening else None
+        record = (
+            self.recorder.start(
+                call.request_id, "WS", path, call.headers.items(), call.raw or orjson.dumps(call.body)
+            )
+            if self.recorder.enabled
+            else NULL_RECORD
+        )
         resp: UpstreamResponse | None = None
         try:
-            resp = await self._send(call, provider, await provider.prepare(call))
+            outbound = await provider.prepare(call)
+            event.model_served = call.body.get("model")
+            resp = await self._send(call, provider, outbound, event, record)
             if resp.status >= 400:
                 info = parse_error(resp.status, await _read_capped(resp))
                 raise ProxyError(resp.status, info.message, code=info.code, param=info.param)
@@ -332,6 +364,8 @@ class Proxy:
                     if ev.data and ev.data != "[DONE]":
                         if meter is not None:
                             _observe(meter, ev.event, ev.data)
+                        if not event.ttfb:
+                            event.ttfb = time.perf_counter() - event.started
                         record.chunk(ev.raw)
                         yield ev
             event.status = 200
@@ -344,8 +378,6 @@ class Proxy:
         finally:
             if resp is not None:
                 resp.close()
-            if meter is not None:
-                event.usage = meter.usage
             event.status = event.status or 499
             event.duration = time.perf_counter() - event.started
             hooks.request_finished(event)
@@ -360,21 +392,25 @@ class Proxy:
                 **({"reason": event.error} if event.error else {}),
             )
 
-    async def _send(self, call: Call, provider: Provider, outbound: Outbound) -> UpstreamResponse:
+    async def _send(
+        self, call: Call, provider: Provider, outbound: Outbound, event: RequestEvent, record: Any
+    ) -> UpstreamResponse:
         attempts_left = provider.retry_attempts
         refreshed = False
         while True:
             if logs.DEBUG:
                 _debug_sending(call, provider, outbound)
-                sent = time.perf_counter()
+            sent = time.perf_counter()
             try:
                 resp = await self.http.send(outbound.method, outbound.url, outbound.headers, outbound.body)
             except (UpstreamError, TimeoutError, OSError) as exc:
                 log.debug("upstream unreachable", request_id=call.request_id, error=repr(exc))
                 what = "invalid answer from" if isinstance(exc, InvalidAnswer) else "cannot reach"
                 raise ProxyError(502, f"{what} upstream {provider.name}: {_reason(exc)}") from None
+            event.upstream_ttfb = time.perf_counter() - sent
+            event.upstream_status = resp.status
             if logs.DEBUG:
-                ms = round((time.perf_counter() - sent) * 1000, 2)
+                ms = round(event.upstream_ttfb * 1000, 2)
                 log.debug("upstream answered", request_id=call.request_id, status=resp.status, headers_ms=ms)
             if resp.status == 401 and not refreshed:
                 refreshed = True
@@ -383,6 +419,7 @@ class Proxy:
                 if retry is not None:
                     resp.release()
                     outbound = retry
+                    _retried(event, "401")
                     continue
             if resp.status in (429, 529) and attempts_left > 0:
                 wait = _retry_wait(
@@ -392,8 +429,12 @@ class Proxy:
                 if wait is not None:
                     attempts_left -= 1
                     resp.release()
+                    _retried(event, str(resp.status))
                     await asyncio.sleep(wait)
                     continue
+            if record is not NULL_RECORD:
+                record.upstream(outbound.method, outbound.url, outbound.headers, outbound.body)
+                resp = record.tap(resp)
             return resp
 
 
@@ -416,6 +457,8 @@ def _debug_sending(call: Call, provider: Provider, outbound: Outbound) -> None:
         session=call.session_id,
         bytes=len(outbound.body),
     )
+
+
 def _keeper(store: ResponseStore, history: list[Any]) -> Callable[[dict[str, Any]], None]:
     """Keeps a finished response with the whole history that led to it (input items, then output)."""
 
@@ -425,6 +468,40 @@ def _keeper(store: ResponseStore, history: list[Any]) -> Callable[[dict[str, Any
             store.put(str(response.get("id") or ""), [*history, *output], response)
 
     return keep
+
+
+def _retried(event: RequestEvent, reason: str) -> None:
+    event.retries += 1
+    event.retry_reasons = (*event.retry_reasons, reason)
+
+
+def _session_header(headers: dict[str, str]) -> str | None:
+    for name in SESSION_HEADERS:
+        if value := headers.get(name):
+            return value
+    return None
+
+
+def client_name(user_agent: str | None) -> str | None:
+    """The client's product name from its user agent: ``claude-cli/2.1 (external)`` → ``claude-cli``."""
+    if not user_agent:
+        return None
+    return user_agent.split("/", 1)[0].split(" ", 1)[0][:40] or None
+
+
+def _timed(
+    response: Response, started: float, upstream_ttfb: float = 0.0, upstream_read: float = 0.0
+) -> Response:
+    """Add ``Server-Timing``: the proxy's own time and the upstream's time to first byte, in ms."""
+    response.raw_headers.append((b"server-timing", _timing(started, upstream_ttfb, upstream_read)))
+    return response
+
+
+def _timing(started: float, upstream_ttfb: float, upstream_read: float = 0.0) -> bytes:
+    own = (time.perf_counter() - started - upstream_ttfb - upstream_read) * 1000
+    if not upstream_ttfb:
+        return f"proxy;dur={own:.2f}".encode()
+    return f'proxy;dur={own:.2f}, upstream;dur={upstream_ttfb * 1000:.2f};desc="upstream TTFB"'.encode()
 
 
 def _translation(client: Format, upstream: Format) -> Translation | None:
@@ -510,24 +587,32 @@ def _restore_model(call: Call) -> str | None:
 class _UsageMeter:
     """Reads token usage off upstream events; only built when a plugin listens to the lifecycle hooks."""
 
-    __slots__ = ("fmt", "usage")
+    __slots__ = ("event", "fmt", "usage")
 
-    def __init__(self, fmt: Format) -> None:
+    def __init__(self, fmt: Format, event: RequestEvent) -> None:
         self.fmt = fmt
-        self.usage = Usage()
+        self.event = event
+        event.usage = self.usage = Usage()  # filled in as the answer passes
 
     def observe(self, name: str | None, data: dict[str, Any]) -> None:
         kind = data.get("type")
         if kind == "message_start":
-            self._anthropic(data.get("message", {}).get("usage") or {})
+            message = data.get("message") or {}
+            self.event.model_served = message.get("model") or self.event.model_served
+            self._anthropic(message.get("usage") or {})
         elif kind == "message_delta":
             self._anthropic(data.get("usage") or {})
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
-            self._responses((data.get("response") or {}).get("usage") or {})
+            response = data.get("response") or {}
+            self.event.model_served = response.get("model") or self.event.model_served
+            self._responses(response.get("usage") or {})
 
     def observe_body(self, body: Any) -> None:
         if not isinstance(body, dict):
             return
+        model = body.get("model")
+        if isinstance(model, str):
+            self.event.model_served = model
         usage = body.get("usage") or {}
         if self.fmt is Format.ANTHROPIC:
             self._anthropic(usage)
@@ -572,7 +657,6 @@ async def _passthrough(
     tail = b""
     last = b""
     first = True
-    parser = SSEParser() if meter is not None else None
     normalize_errors = upstream is Format.RESPONSES  # one OpenAI error mapping on every route
     try:
         async for chunk in resp.iter_chunks():
@@ -587,9 +671,8 @@ async def _passthrough(
             first = False
             if normalize_errors:
                 out = normalize_responses_failures(out)
-            if parser is not None and meter is not None:
-                for ev in parser.feed(out):
-                    _observe(meter, ev.event, ev.data)
+            if meter is not None and b'"usage"' in out:
+                _meter_frames(meter, out)
             last = out
             yield out
     except _STREAM_ERRORS as exc:
@@ -606,8 +689,28 @@ async def _passthrough(
         yield tail  # trailing blank lines after the terminal event, kept byte for byte
 
 
+def _meter_frames(meter: _UsageMeter, out: bytes) -> None:
+    """Feed the meter only the frames of ``out`` that carry usage (message_start/delta,
+    response.completed): a passthrough stream is never parsed event by event. ``out`` holds whole frames."""
+    at = out.find(b'"usage"')
+    while at >= 0:
+        prev = out.rfind(b"\n\n", 0, at)
+        start = prev + 2 if prev >= 0 else 0
+        end = out.find(b"\n\n", at)
+        end = len(out) if end < 0 else end + 2
+        for ev in SSEParser().feed(out[start:end]):
+            _observe(meter, ev.event, ev.data)
+        at = out.find(b'"usage"', end)
+
+
+# The events that carry usage or the served model; the meter sees no other.
+_USAGE_EVENTS = frozenset(
+    {"message_start", "message_delta", "response.completed", "response.incomplete", "response.failed"}
+)
+
+
 def _observe(meter: _UsageMeter, name: str | None, data: str) -> None:
-    if name in ("message_start", "message_delta", "response.completed", "response.incomplete"):
+    if name in _USAGE_EVENTS:
         with contextlib.suppress(orjson.JSONDecodeError):
             meter.observe(name, orjson.loads(data))
 
@@ -657,7 +760,7 @@ def _translate_events(
             data = orjson.loads(ev.data)
         except orjson.JSONDecodeError:
             continue  # a garbled frame is skipped rather than failing a whole answer
-        if meter is not None:
+        if meter is not None and (ev.event in _USAGE_EVENTS or ev.event is None):
             meter.observe(ev.event, data)
         out += translator.feed(ev.event, data)
     return out
@@ -732,11 +835,15 @@ class _Stream(Response):
         ev, record, watcher = self.event, self.record, self.watcher
         finished = disconnected = False
         last = b""
+        # Server-Timing goes in the head, so it carries what is known when the stream starts.
+        self.raw_headers.append((b"server-timing", _timing(ev.started, ev.upstream_ttfb)))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for chunk in self.body_iter:
                 if chunk:
                     last = chunk
+                    if not ev.ttfb:
+                        ev.ttfb = time.perf_counter() - ev.started
                     record.chunk(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -763,7 +870,7 @@ class _Stream(Response):
             ev.error = ev.error or ("client disconnected" if disconnected else None)
             ev.duration = time.perf_counter() - ev.started
             self.plugin_ctx.hooks.request_finished(ev)
-            record.finish(ev.status, None)
+            record.finish(ev.status, None, self.raw_headers)
 
 
 async def _read_body(receive: Receive) -> bytes:

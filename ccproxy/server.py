@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import gc
 import ipaddress
 import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,21 @@ def check_network() -> None:
         )
 
 
+@contextlib.contextmanager
+def _metrics_dir(workers: bool) -> Iterator[None]:
+    """Several workers share their metrics through a fresh directory (``ccproxy.observe.metrics``)."""
+    if not workers:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="ccproxy-metrics-")
+    os.environ["CCPROXY_METRICS_DIR"] = path
+    try:
+        yield
+    finally:
+        del os.environ["CCPROXY_METRICS_DIR"]
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: Path | None) -> None:
     import uvicorn
 
@@ -91,13 +110,14 @@ def run(config: LoadedConfig, *, cli: dict[str, Any], mock: bool, config_file: P
         # Worker processes build their own app from the same layers.
         layer = {**cli, "_mock": mock, "_config_file": str(config_file) if config_file else None}
         os.environ[CLI_ENV] = orjson.dumps(layer, default=str).decode()
-        uvicorn.run(
-            "ccproxy.app:create_app_from_env",
-            factory=True,
-            workers=None if settings.server.reload else settings.server.workers,
-            reload=settings.server.reload,
-            **common,
-        )
+        with _metrics_dir(settings.server.workers > 1):
+            uvicorn.run(
+                "ccproxy.app:create_app_from_env",
+                factory=True,
+                workers=None if settings.server.reload else settings.server.workers,
+                reload=settings.server.reload,
+                **common,
+            )
         return
     server = uvicorn.Server(uvicorn.Config(create_app(config, mock=mock, plugins=plugins), **common))
     server.run(sockets=[sock])

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ccproxy.app import create_app
@@ -81,6 +86,34 @@ def served() -> Iterator[Callable[..., str]]:
     yield start
     for cm in reversed(stack):
         cm.__exit__(None, None, None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 15) -> None:
+    """Until ``ccproxy serve`` (a subprocess) answers ``/health``; its stderr if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
+        try:
+            if httpx.get(url + "/health", timeout=0.5).status_code in (200, 503):
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError("server did not become healthy")
+
+
+def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -66,8 +66,10 @@ class TokenManager:
         lock_timeout: float = 30.0,
         sources: Sequence[CredentialSource] | None = None,
         clock: Callable[[], float] = time.time,
+        on_refresh: Callable[[str], None] | None = None,
     ) -> None:
         self.provider = provider
+        self.on_refresh = on_refresh  # called with "ok", "reloaded", "rejected" or "failed"
         self.session = session
         self.grace_seconds = grace_seconds
         self.reload_interval = reload_interval
@@ -258,6 +260,19 @@ class TokenManager:
         )
 
     async def _refresh_locked(self, stale_token: str, *, force: bool) -> Credential:
+        try:
+            cred, outcome = await self._refresh_once(stale_token, force=force)
+        except CredentialError as exc:
+            self._report("rejected" if exc.permanent else "failed")
+            raise
+        self._report(outcome)
+        return cred
+
+    def _report(self, outcome: str) -> None:
+        if self.on_refresh is not None:
+            self.on_refresh(outcome)
+
+    async def _refresh_once(self, stale_token: str, *, force: bool) -> tuple[Credential, str]:
         src = self._active
         if src is None or src.lock_path is None or not src.writable:
             raise CredentialError(f"{self.name} credential from {self._source_label()} is read-only")
@@ -283,7 +298,7 @@ class TokenManager:
                 log.info("%s tokens were refreshed by someone else; reloaded %s", self.name, src.name)
                 self._cached = on_disk
                 self._error = None
-                return on_disk
+                return on_disk, "reloaded"
             if on_disk.refresh_token is None:
                 raise self._set_error(
                     CredentialError(
@@ -318,7 +333,7 @@ class TokenManager:
             self.refresh_count += 1
             self.last_refresh_at = now
             log.info("%s tokens refreshed (%s)", self.name, src.name)
-            return new
+            return new, "ok"
 
     async def _call_refresh(self, refresh_token: str) -> TokenResponse:
         if self.session is not None and not self.session.closed:

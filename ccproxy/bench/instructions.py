@@ -27,12 +27,18 @@ def available() -> bool:
     return which("valgrind") is not None and which("callgrind_control") is not None
 
 
-def _control(*args: str) -> None:
-    # Always with our process's pid: without one, callgrind_control acts on every callgrind run on the
-    # machine (other benchmarks' counters would be zeroed and dumped under them).
+def _control(prefix: str, pid: int, *args: str) -> None:
+    # Aimed at our own process only, through its own vgdb prefix: a callgrind_control without a pid (or
+    # without the prefix) zeroes and dumps every callgrind run on the machine, so two benchmarks on a
+    # shared machine would corrupt each other's counts.
     control = which("callgrind_control")
     assert control is not None
-    subprocess.run([control, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [control, f"--vgdb-prefix={prefix}", *args, str(pid)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _latest_total(pattern: str) -> int:
@@ -44,23 +50,35 @@ def _latest_total(pattern: str) -> int:
     raise RuntimeError(f"no totals in {newest}")
 
 
-async def count(upstream_port: int, home: str, scenarios: list[tuple[str, str, bool]]) -> dict[str, float]:
+async def count(
+    upstream_port: int,
+    home: str,
+    scenarios: list[tuple[str, str, bool]],
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, float]:
     """``{name: instructions per answer}`` for each (name, route key, stream) scenario."""
     valgrind = which("valgrind")
     assert valgrind is not None
     out_dir = Path(home) / "callgrind"
     out_dir.mkdir(exist_ok=True)
+    prefix = str(out_dir / "vgdb")
     port = free_port()
     env = {
         **ccproxy_env(upstream_port, home),
         "PYTHONHASHSEED": "0",  # the same dict layouts, run after run
         "PYTHONMALLOC": "malloc",  # what `ccproxy serve` re-executes itself with (ccproxy/launch.py)
         "CCPROXY_ALLOCATOR": "malloc",
+        # No ledger writes while counting: a batch written from a worker thread in some windows and not
+        # others moves the counts by ~20% and splits callgrind's dumps. Rows wait for shutdown here;
+        # the timed runs (make bench) include the writes.
+        "LEDGER__FLUSH_SECONDS": "60",
+        **(extra_env or {}),
     }
     argv = [
         valgrind,
         "--tool=callgrind",
         "--instr-atstart=no",
+        f"--vgdb-prefix={prefix}",
         f"--callgrind-out-file={out_dir}/cg.%p",
         sys.executable,
         "-m",
@@ -83,17 +101,18 @@ async def count(upstream_port: int, home: str, scenarios: list[tuple[str, str, b
             raw = p.raw_request(route.path, body, p.headers_for(route.client, f"{HOST}:{port}"))
             raws[name] = raw
             await client.closed_loop(HOST, port, raw, conns=1, duration=0, per_conn=WARMUP, timeout=60)
-        await asyncio.to_thread(_control, "-i", "on", str(proc.pid))
+        await asyncio.to_thread(_control, prefix, proc.pid, "-i", "on")
+        pattern = f"{out_dir}/cg.{proc.pid}.*"
         for name, raw in raws.items():
-            await asyncio.to_thread(_control, "-z", str(proc.pid))
+            await asyncio.to_thread(_control, prefix, proc.pid, "-z")
             result = await client.closed_loop(
                 HOST, port, raw, conns=1, duration=0, per_conn=REQUESTS, timeout=60
             )
-            await asyncio.to_thread(_control, "-d", str(proc.pid))
+            await asyncio.to_thread(_control, prefix, proc.pid, "-d")
             failed = [a for a in result.answers if a.error or a.status != 200]
             if failed:
                 raise RuntimeError(f"{name}: {failed[0].error or failed[0].status}")
-            total = await asyncio.to_thread(_latest_total, f"{out_dir}/cg.{proc.pid}.*")
+            total = await asyncio.to_thread(_latest_total, pattern)
             results[name] = total / REQUESTS
     finally:
         proc.stop()

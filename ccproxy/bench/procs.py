@@ -204,11 +204,26 @@ def ccproxy_env(upstream_port: int, home: str) -> dict[str, str]:
     }
 
 
-def ccproxy_proc(port: int, upstream_port: int, home: str, cpus: set[int] | None, workers: int = 1) -> Proc:
+# ccproxy with the observability plugins that are on by default (metrics, ledger, pricing) switched off
+OBSERVE_OFF = {
+    "LEDGER__ENABLED": "false",
+    "PLUGINS__METRICS__ENABLED": "false",
+    "PLUGINS__PRICING__ENABLED": "false",
+}
+
+
+def ccproxy_proc(
+    port: int,
+    upstream_port: int,
+    home: str,
+    cpus: set[int] | None,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> Proc:
     argv = [*ccproxy_command(), "serve", "--host", HOST, "--port", str(port)]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    env = ccproxy_env(upstream_port, home)
+    env = {**ccproxy_env(upstream_port, home), **(extra_env or {})}
     return Proc(f"ccproxy (workers={workers})", argv, env, cpus, cwd=home)
 
 

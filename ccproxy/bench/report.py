@@ -264,6 +264,16 @@ def tables(res: Results) -> str:
                 f"{one:,.0f} / {two:,.0f} = {two / one:.2f}x",
             ]
         )
+    if pr.get("observe_rate_on"):
+        on, off = median(pr["observe_rate_on"]), median(pr["observe_rate_off"])
+        prow.append(
+            [
+                "req/s messages 32 conns: metrics + ledger + pricing on / off",
+                f"{on:,.0f} / {off:,.0f} = {on / off:.2f}x",
+            ]
+        )
+        p50_on, p50_off = median(pr["observe_p50_on"]), median(pr["observe_p50_off"])
+        prow.append(["p50 messages 1 conn (ms): on / off", f"{p50_on:.3f} / {p50_off:.3f}"])
     out.append(_table(["measure", "value"], prow))
     if res.micro.get("translation"):
         out.append("\n### Stream translation cost (in-process, pre-parsed events)\n")
@@ -518,6 +528,24 @@ def targets(res: Results) -> list[Target]:
         out.append(Target("start to healthy", median(pr["startup_s"]), 0.5, unit="s"))
     if pr.get("help_s"):
         out.append(Target("`ccproxy --help`", median(pr["help_s"]), 0.2, unit="s"))
+    if pr.get("observe_rate_on"):
+        out.append(
+            Target(
+                "req/s with metrics + ledger + pricing vs without, 32 conns",
+                median(pr["observe_rate_on"]) / median(pr["observe_rate_off"]),
+                0.9,
+                higher_is_better=True,
+                unit="x",
+            )
+        )
+        out.append(
+            Target(
+                "added p50 of metrics + ledger + pricing, 1 conn",
+                median(pr["observe_p50_on"]) - median(pr["observe_p50_off"]),
+                0.05,
+                unit="ms",
+            )
+        )
     if pr.get("workers_rps_1"):
         out.append(
             Target(
@@ -554,10 +582,21 @@ def render(res: Results) -> str:
         head += [f"PROBE FAILED {k}: {v}" for k, v in failed.items()]
     parts = ["\n".join(head), tables(res), "\n### Targets\n", targets_table(res)]
     if res.instructions:
-        rows_ = [[name, f"{count:,.0f}"] for name, count in res.instructions.items()]
+        off = res.instructions_off
+        rows_ = [
+            [
+                name,
+                f"{count:,.0f}",
+                *([f"{off[name]:,.0f}", f"{count / off[name] - 1:+.1%}"] if name in off else []),
+            ]
+            for name, count in res.instructions.items()
+        ]
+        header = ["scenario", "instructions"] + (
+            ["metrics + ledger + pricing off", "on vs off"] if off else []
+        )
         parts += [
             "\n### CPU instructions per answer (callgrind, ccproxy process, 20 answers each)\n",
-            _table(["scenario", "instructions"], rows_),
+            _table(header, rows_),
         ]
     extra = decisions_tables(res)
     if extra:

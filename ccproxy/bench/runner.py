@@ -20,6 +20,7 @@ from ccproxy.bench.load import Load, Wrk, median, percentile, python_load
 from ccproxy.bench.nginx import nginx_binary, nginx_proc
 from ccproxy.bench.procs import (
     HOST,
+    OBSERVE_OFF,
     Pinning,
     Proc,
     ccproxy_command,
@@ -54,6 +55,7 @@ class Settings:
     use_nginx: bool = True
     use_wrk: bool = True
     workers: bool = True
+    observe: bool = True  # the request scenarios with metrics + ledger + pricing (default on) vs off
     decisions: bool = True
     startup_reps: int = 3
     help_reps: int = 5
@@ -75,6 +77,7 @@ class Settings:
             slow_events=21,
             use_nginx=False,
             workers=False,
+            observe=False,
             decisions=False,
             startup_reps=2,
             help_reps=3,
@@ -204,6 +207,7 @@ class Results:
     decisions: dict[str, Any] = field(default_factory=dict)
     probes: dict[str, str] = field(default_factory=dict)
     instructions: dict[str, float] = field(default_factory=dict)  # scenario -> per answer (callgrind)
+    instructions_off: dict[str, float] = field(default_factory=dict)  # the same, observability off
     started_at: str = ""
     wall_seconds: float = 0.0
 
@@ -230,6 +234,7 @@ class Results:
             "decisions": self.decisions,
             "probes": self.probes,
             "instructions": self.instructions,
+            "instructions_observe_off": self.instructions_off,
             "started_at": self.started_at,
             "wall_seconds": self.wall_seconds,
         }
@@ -544,6 +549,33 @@ class Bench:
             self.ports.pop("ccproxy-w2", None)
             self.procs.pop("ccproxy-w2", None)
 
+    async def run_observe(self) -> None:
+        """Messages, non-streaming: ccproxy as shipped (metrics + ledger + pricing on) against the same
+        server with the three off, interleaved: req/s at 32 connections and p50 at 1 connection."""
+        port = free_port()
+        proc = ccproxy_proc(port, self.ports["direct"], self.dir, self.pin.proxy, extra_env=OBSERVE_OFF)
+        proc.start()
+        try:
+            await wait_healthy(proc, port)
+            self.ports["ccproxy-bare"], self.procs["ccproxy-bare"] = port, proc
+            pr = self.res.process
+            for conns, measure in ((1, "p50"), (32, "rate")):
+                scn = Scenario("json", p.ROUTES["messages"], conns)
+                await self.measure(scn, "ccproxy-bare", seconds=1)  # warm
+                for _ in range(self.s.reps):
+                    for target, label in (("ccproxy", "on"), ("ccproxy-bare", "off")):
+                        sample = await self.measure(scn, target)
+                        pr.setdefault(f"observe_{measure}_{label}", []).append(getattr(sample, measure))
+                        pr["observe_errors"] = pr.get("observe_errors", 0) + sample.errors
+            if pr.get("observe_errors"):
+                self.note(f"observability comparison: {pr['observe_errors']} failed requests; not valid")
+            on, off = median(pr["observe_rate_on"]), median(pr["observe_rate_off"])
+            print(f"  observability: on {on:.0f} req/s, off {off:.0f} req/s", flush=True)
+        finally:
+            proc.stop()
+            self.ports.pop("ccproxy-bare", None)
+            self.procs.pop("ccproxy-bare", None)
+
     async def run_decisions(self) -> None:
         # HTTP client libraries under 32 connections, on the proxy's CPU
         argv = [
@@ -634,6 +666,10 @@ class Bench:
         ]
         print(f"counting instructions per answer under callgrind ({len(todo)} scenarios)", flush=True)
         self.res.instructions = await instructions.count(self.ports["direct"], self.dir, todo)
+        if self.s.observe:
+            self.res.instructions_off = await instructions.count(
+                self.ports["direct"], self.dir, todo, OBSERVE_OFF
+            )
 
     def run_micro(self) -> None:
         quick = self.s.mode != "full"
@@ -671,6 +707,8 @@ async def run(settings: Settings) -> Results:
             await bench.run_scenarios()
         if settings.workers:
             await bench.run_workers()
+        if settings.observe and settings.mode != "instructions":
+            await bench.run_observe()
         if settings.decisions:
             await bench.run_decisions()
         if settings.instructions:

@@ -23,8 +23,8 @@ from ccproxy.auth.oauth import OAuthSettings, default_settings
 from ccproxy.errors import ProxyError, error_response
 from ccproxy.formats.aliases import AliasRule, resolve_model
 from ccproxy.formats.base import Format
-from ccproxy.network import check_ca_bundle
 from ccproxy.formats.errors import ErrorInfo
+from ccproxy.network import check_ca_bundle
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
 from ccproxy.providers.models import ModelCatalog, ModelInfo
 from ccproxy.proxy import Call, Outbound, Proxy
@@ -217,8 +217,11 @@ class ProviderPlugin(Plugin):
         settings: ProviderSettings = ctx.settings
         if settings.access_token is None:
             # No shared session: a refresh is rare (hours apart) and opens its own short-lived one.
+            hooks, name = ctx.hooks, ctx.name
             ctx.state["tokens"] = TokenManager(
-                _spec(self.auth_provider, settings.oauth), grace_seconds=settings.refresh_grace_seconds
+                _spec(self.auth_provider, settings.oauth),
+                grace_seconds=settings.refresh_grace_seconds,
+                on_refresh=lambda outcome: hooks.credential_refreshed(name, None, outcome),
             )
 
     async def shutdown(self, ctx: PluginContext) -> None:

@@ -32,8 +32,8 @@ from starlette.routing import BaseRoute, Route
 
 from ccproxy.sse import frame
 from ccproxy.testing.scripting import (
-    NUMBER,
     JSON_INSTRUCTION,
+    NUMBER,
     ChunkedResponse,
     Completion,
     Conversation,

@@ -380,3 +380,24 @@ async def test_force_refresh_without_a_shared_session(home: Path, oauth_url: str
     write_claude_file(cc_file(home), fake.claude.issue_tokens(), expires_at=time.time() + 3600)
     cred = await refresh("claude", fake_claude_settings(oauth_url))
     assert fake.claude.refresh_count == 1 and cred.source == "claude-code"
+
+
+async def test_every_refresh_reports_its_outcome(
+    home: Path, oauth_url: str, fake: FakeOAuth, session: aiohttp.ClientSession
+) -> None:
+    """``on_refresh`` (the ``ccproxy_credential_refreshed`` hook, counted by the metrics plugin)."""
+    outcomes: list[str] = []
+    old = fake.claude.issue_tokens()
+    write_claude_file(cc_file(home), old, expires_at=time.time() + 3600)
+    mgr = TokenManager(
+        get_provider("claude", fake_claude_settings(oauth_url)), session=session, on_refresh=outcomes.append
+    )
+    stale = (await mgr.get()).access_token
+    await mgr.refresh_after_unauthorized(stale)  # refreshed
+    newer = fake.claude.issue_tokens()
+    write_claude_file(cc_file(home), newer, expires_at=time.time() + 3600)  # another process refreshed
+    await mgr.refresh_after_unauthorized((await mgr.get()).access_token)
+    fake.claude.fail_refresh = "invalid_grant"
+    with pytest.raises(CredentialError):
+        await mgr.force_refresh()
+    assert outcomes == ["ok", "reloaded", "rejected"]

@@ -49,7 +49,8 @@ def test_env_nesting_and_known_variables(tmp_path: Path) -> None:
     )
     assert config.settings.logging.level == "debug"
     assert config.settings.logging.verbose_api is True
-    assert config.settings.logging.request_log_dir == tmp_path / "logs"
+    # the old request-log directory is the raw HTTP logger's directory now (one mechanism)
+    assert config.settings.plugins["raw_http_logger"]["log_dir"] == str(tmp_path / "logs")
     assert config.settings.plugins["claude_api"]["base_url"] == "http://127.0.0.1:9"
     plugins = load_plugins(config)
     entry = plugins.get("claude_api")

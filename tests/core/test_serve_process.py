@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,31 +15,14 @@ import pytest
 
 from ccproxy.launch import MARKER, wants_glibc_malloc
 from ccproxy.testing import running_fake_upstreams
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
-        try:
-            if httpx.get(url + "/health", timeout=0.5).status_code in (200, 503):
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError("server did not become healthy")
+from tests.conftest import free_port, wait_healthy
 
 
 def test_sigterm_lets_a_stream_in_flight_finish() -> None:
     with running_fake_upstreams() as fakes:
         words = " ".join(f"w{i}" for i in range(30))
         fakes.anthropic.reply_text(words, delay=0.05)  # about 1.5 s of stream
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "PLUGINS__CLAUDE_API__BASE_URL": fakes.url,
@@ -57,7 +38,7 @@ def test_sigterm_lets_a_stream_in_flight_finish() -> None:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(url, proc)
+            wait_healthy(url, proc)
             body = {
                 "model": "claude-sonnet-4-5",
                 "max_tokens": 100,
@@ -88,7 +69,7 @@ def test_sigterm_lets_a_stream_in_flight_finish() -> None:
 @contextmanager
 def serve_process(*args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``ccproxy serve ARGS`` on a free port with extra environment; yields its URL once healthy."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ccproxy", "serve", "--port", str(port), *args],
         env={**os.environ, **env},
@@ -98,7 +79,7 @@ def serve_process(*args: str, **env: str) -> Iterator[tuple[str, subprocess.Pope
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc)
         yield url, proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -131,7 +112,7 @@ def _environ(pid: int) -> dict[str, str]:
 @pytest.mark.parametrize("preset", [None, "pymalloc"])
 def test_serve_runs_on_glibc_malloc_in_the_same_process(preset: str | None) -> None:
     """The re-exec keeps the PID (service managers and signals still reach it); a user's choice wins."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", MARKER)}
     if preset:
         env["PYTHONMALLOC"] = preset
@@ -143,7 +124,7 @@ def test_serve_runs_on_glibc_malloc_in_the_same_process(preset: str | None) -> N
         text=True,
     )
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
         assert _environ(proc.pid).get("PYTHONMALLOC") == (preset or "malloc")
     finally:
         proc.send_signal(signal.SIGTERM)

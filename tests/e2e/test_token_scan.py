@@ -96,15 +96,18 @@ def test_no_token_in_logs_or_request_files(
     assert auth == [f"Bearer {CLAUDE_TOKEN}"] * 2 + [f"Bearer {CODEX_TOKEN}"] * 6
 
     deadline = time.monotonic() + 5  # request files are written off the event loop
-    while len(list(request_dir.glob("*.json"))) < 6 and time.monotonic() < deadline:
+    while len(list(request_dir.glob("*-client.http"))) < 6 and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.stop()
 
     log = proc.log_text()
     files = sorted(p for root in (proc.home, request_dir) for p in root.rglob("*") if p.is_file())
     request_files = [p for p in files if p.parent == request_dir]
-    # the six HTTP exchanges (WebSocket turns are not in the request log today)
-    assert len(request_files) >= 6, [p.name for p in request_files]
+    # the raw HTTP logger: both legs of the six HTTP exchanges (and of the WebSocket turns)
+    assert len([p for p in request_files if p.name.endswith("-client.http")]) >= 6, [
+        p.name for p in request_files
+    ]
+    assert len([p for p in request_files if p.name.endswith("-upstream.http")]) >= 6
     assert log.count('"api exchange"') >= 6, log[-3000:]
     # bodies were recorded, including the tool output that came back through the proxy
     for marker in ("scan-claude-api", "scan-claude-codex", "scan-codex-cli"):

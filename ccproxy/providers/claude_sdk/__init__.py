@@ -35,7 +35,7 @@ from ccproxy.errors import ProxyError, error_response, format_for
 from ccproxy.formats.base import Format
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
-from ccproxy.providers.models import CLAUDE_MODELS, ModelInfo, model_routes
+from ccproxy.providers.models import CLAUDE_MODELS, ModelCatalog, ModelInfo, model_routes
 from ccproxy.proxy import Call, Outbound, Proxy, _read_body
 
 log = structlog.get_logger("ccproxy.claude_sdk")
@@ -146,6 +146,13 @@ class AgentUpstream:
     async def unauthorized(self, call: Call, failed: Outbound) -> Outbound | None:
         return None
 
+    # The agent keeps its own conversations (sessions); no Responses are kept for previous_response_id.
+    responses = None
+
+    def model_help(self) -> str:
+        names = ", ".join(m.id for m in self.settings.models)
+        return f"SDK mode serves {names} (plugins.claude_sdk.models / plugins.claude_sdk.model)"
+
 
 class AgentTransport:
     """Stands where the shared data path's HTTP client stands: runs the turn ``prepare`` planned."""
@@ -237,6 +244,7 @@ class ClaudeSDKPlugin(Plugin):
             Route(f"{PREFIX}/sessions", self._list_sessions(ctx), methods=["GET"]),
             Route(f"{PREFIX}/sessions/{{id}}", self._end_session(ctx), methods=["DELETE"]),
         ]
+        catalog = ModelCatalog(list(s.models), [], None, 0)
         for base in (PREFIX, f"{PREFIX}/{{session_id}}"):
             for path, fmt in (
                 ("/v1/messages", Format.ANTHROPIC),
@@ -246,7 +254,7 @@ class ClaudeSDKPlugin(Plugin):
                 routes.append(
                     Route(base + path, Entry(proxy, upstream, fmt, "/v1/messages"), methods=["POST"])
                 )
-            routes.extend(model_routes(base + "/v1/models", s.models, [], "anthropic"))
+            routes.extend(model_routes(base + "/v1/models", catalog, [], "anthropic"))
         return routes
 
     async def startup(self, ctx: PluginContext) -> None:

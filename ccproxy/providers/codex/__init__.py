@@ -22,12 +22,10 @@ from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, side_endpoint
 from ccproxy.providers.codex.rules import backend_body
 from ccproxy.providers.models import ModelInfo, model_routes
-from ccproxy.proxy import Call, Outbound
+from ccproxy.proxy import SESSION_HEADERS, Call, Outbound
 
 log = structlog.get_logger("ccproxy.codex")
 CODEX_VERSION = "0.169.0"
-# Client headers naming one conversation; Claude Code (on /api/codex/v1/messages) sends the last one.
-SESSION_HEADERS = ("session_id", "session-id", "x-session-id", "x-claude-code-session-id")
 
 
 def _gpt(model_id: str, name: str) -> ModelInfo:
