@@ -18,6 +18,7 @@ from ccproxy import __version__
 from ccproxy.config import LoadedConfig, load_config
 from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
+from ccproxy.keys import load_gate
 from ccproxy.memory import settle_after_startup
 from ccproxy.middleware import CoreMiddleware
 from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
@@ -76,6 +77,9 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         plugins = load_plugins(config, mock=mock, fake_base_url=mock_base_url(config))
     settings = config.settings
     http = UpstreamClient()
+    keys = load_gate()
+    if keys is not None:
+        plugins.hooks.register(keys, "client_keys")
     recorder = Recorder(verbose=settings.logging.verbose_api, directory=settings.logging.request_log_dir)
     routes: list[BaseRoute] = [Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"])]
     for entry in plugins.plugins:
@@ -117,11 +121,13 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
                     await entry.plugin.shutdown(entry.ctx)
                 except Exception as exc:
                     log.error("plugin failed to stop", plugin=entry.name, error=str(exc))
+            if keys is not None:
+                await keys.close()
             await http.close()
 
     token = settings.security.auth_token
     router = FixedPaths(Router(routes, lifespan=lifespan))
-    app = App(router, auth_token=token.get_secret_value() if token else None)
+    app = App(router, auth_token=token.get_secret_value() if token else None, keys=keys)
     app.config = config
     app.plugins = plugins
     return app

@@ -10,6 +10,7 @@ import hmac
 import re
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,6 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import IdleTrimmer
+
+if TYPE_CHECKING:
+    from ccproxy.keys import KeyGate
 
 log = structlog.get_logger("ccproxy.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -26,9 +30,12 @@ UNGUARDED_PREFIX = "/_mock/"
 
 
 class CoreMiddleware:
-    def __init__(self, app: ASGIApp, *, auth_token: str | None, access_log: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, *, auth_token: str | None, access_log: bool = True, keys: KeyGate | None = None
+    ) -> None:
         self.app = app
         self.auth_token = auth_token.encode() if auth_token else None
+        self.keys = keys  # client keys (ccproxy.keys): with any, a request needs a key or the auth token
         self.access_log = access_log
         self.memory = IdleTrimmer()
 
@@ -44,8 +51,8 @@ class CoreMiddleware:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            guarded = scope["type"] == "websocket" and self.auth_token is not None
-            if guarded and not self._authorized(_headers(scope)):
+            guarded = scope["type"] == "websocket" and (self.auth_token or self.keys) is not None
+            if guarded and not self._ws_authorized(scope, _headers(scope)):
                 await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
                 return
             await self.app(scope, receive, send)
@@ -74,7 +81,14 @@ class CoreMiddleware:
             await send(message)
 
         try:
-            if self.auth_token is not None and path not in OPEN_PATHS:
+            if self.keys is not None and path not in OPEN_PATHS:
+                headers = _headers(scope)
+                if self.auth_token is None or not self._authorized(headers):
+                    refusal = self.keys.admit(scope, headers, request_id)
+                    if refusal is not None:
+                        await refusal(scope, receive, send_with_id)
+                        return
+            elif self.auth_token is not None and path not in OPEN_PATHS:
                 headers = _headers(scope)
                 if not self._authorized(headers):
                     fmt = format_for(path, headers)
@@ -99,6 +113,11 @@ class CoreMiddleware:
                     ms=round((time.perf_counter() - started) * 1000, 2),
                     request_id=request_id,
                 )
+
+    def _ws_authorized(self, scope: Scope, headers: dict[str, str]) -> bool:
+        if self.auth_token is not None and self._authorized(headers):
+            return True
+        return self.keys is not None and self.keys.admit(scope, headers, "") is None
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         assert self.auth_token is not None

@@ -161,6 +161,7 @@ class Proxy:
             stream,
             time.perf_counter(),
         )
+        event.client = scope.get("state", {}).get("client_key")
         hooks = self.ctx.hooks
         hooks.request_started(event)
         record = self.recorder.start(request_id, path, headers, body)
