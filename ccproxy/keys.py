@@ -38,6 +38,7 @@ from starlette.types import Scope
 from ccproxy.auth.files import ccproxy_data_dir, read_json, write_json_atomic
 from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
+from ccproxy.middleware import presented
 from ccproxy.plugins import RequestEvent, hookimpl
 
 log = structlog.get_logger("ccproxy.keys")
@@ -234,17 +235,12 @@ class KeyGate:
         """None to let the request through (the key's name put on the scope), or the refusal to send."""
         self._reload()  # one stat per request: a revoke or a new key takes effect at once
         path: str = scope["path"]
-        presented = [headers.get("x-api-key", "")]
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            presented.append(auth[7:].strip())
         live = None
-        for candidate in presented:
-            if candidate:
-                digest = hash_key(candidate)
-                found = self.by_hash.get(digest)
-                if found is not None and hmac.compare_digest(found.key.hash, digest):
-                    live = found
+        for candidate in presented(headers):
+            digest = hash_key(candidate)
+            found = self.by_hash.get(digest)
+            if found is not None and hmac.compare_digest(found.key.hash, digest):
+                live = found
         fmt = format_for(path, headers)
         if live is None:
             info = ErrorInfo(401, "authentication_error", "missing or invalid ccproxy key or auth token")

@@ -122,13 +122,18 @@ class CoreMiddleware:
     def _authorized(self, headers: dict[str, str]) -> bool:
         assert self.auth_token is not None
         token = self.auth_token
-        presented = [headers.get("x-api-key", "")]
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            presented.append(auth[7:].strip())
         # compare every candidate so timing does not reveal which header matched
-        matches = [hmac.compare_digest(p.encode(), token) for p in presented if p]
+        matches = [hmac.compare_digest(p.encode(), token) for p in presented(headers)]
         return any(matches)
+
+
+def presented(headers: dict[str, str]) -> list[str]:
+    """The credentials a caller presents: ``x-api-key`` and a Bearer ``authorization``, non-empty ones."""
+    found = [headers.get("x-api-key", "")]
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        found.append(auth[7:].strip())
+    return [p for p in found if p]
 
 
 def _headers(scope: Scope) -> dict[str, str]:
