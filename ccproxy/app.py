@@ -18,6 +18,7 @@ from ccproxy import __version__
 from ccproxy.config import LoadedConfig, load_config
 from ccproxy.errors import RouteGuide, error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
+from ccproxy.keys import load_gate
 from ccproxy.memory import settle_after_startup
 from ccproxy.middleware import TRUSTED, CoreMiddleware
 from ccproxy.network import ProxyConfig
@@ -97,6 +98,9 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
     settings = config.settings
     token = settings.security.auth_token
     clients: dict[str | None, UpstreamClient] = {}  # one per CA bundle; pools are per client
+    keys = load_gate()
+    if keys is not None:
+        plugins.hooks.register(keys, "client_keys")
     recorder = Recorder(verbose=settings.logging.verbose_api, hooks=plugins.hooks)
     permissions = PermissionService(settings.permissions)
     mcp = LazyMCP(permissions)
@@ -166,6 +170,8 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             for client in clients.values():
                 await client.close()
             await mcp.close()
+            if keys is not None:
+                await keys.close()
 
     guide = RouteGuide(routes)  # 404s and 405s that name the right route; only on the miss path
     router = FixedPaths(Router([*routes, *guide.method_routes(routes)], lifespan=lifespan, default=guide))
@@ -182,6 +188,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         limits=settings.limits,
         bind_host=settings.server.host,
         loopback_open=loopback_open,
+        keys=keys,
     )
     app.config = config
     app.plugins = plugins

@@ -16,6 +16,7 @@ import secrets
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -25,6 +26,9 @@ from ccproxy.config import LimitsSettings, SecuritySettings
 from ccproxy.errors import error_response, failure_reason, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import IdleTrimmer
+
+if TYPE_CHECKING:
+    from ccproxy.keys import KeyGate
 
 log = structlog.get_logger("ccproxy.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -109,12 +113,14 @@ class CoreMiddleware:
         limits: LimitsSettings | None = None,
         bind_host: str = "127.0.0.1",
         loopback_open: frozenset[str] = frozenset(),
+        keys: KeyGate | None = None,
     ) -> None:
         security = security if security is not None else SecuritySettings()  # type: ignore[call-arg]
         limits = limits if limits is not None else LimitsSettings()  # type: ignore[call-arg]
         self.app = app
         self.auth_token = auth_token.encode() if auth_token else None
         self.loopback_open = loopback_open  # paths loopback clients may use without the token
+        self.keys = keys  # client keys (ccproxy.keys): with any, a request needs a key or the auth token
         self.access_log = access_log
         self.memory = IdleTrimmer()
         self.hosts = HostGuard(bind_host, security.allowed_hosts)
@@ -137,7 +143,7 @@ class CoreMiddleware:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw: dict[bytes, bytes] = dict(scope["headers"])
         if scope["type"] != "http":  # websocket: the same guard; refusing before accept is an HTTP 403
-            if self._refusal(raw) is not None or (self.auth_token is not None and not self._authorized(raw)):
+            if self._refusal(raw) is not None or not self._ws_authorized(scope, raw):
                 await send({"type": "websocket.close", "code": 1008})
                 return
             await self.app(scope, receive, send)
@@ -174,6 +180,10 @@ class CoreMiddleware:
             problem = self._admission(scope, raw, path, mock)
             if problem is not None:
                 await _answer(scope, receive, send_with_id, raw, request_id, *problem)
+                return
+            refusal = self._key_refusal(scope, raw, path, mock, request_id)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
                 return
             if not mock:
                 self.in_flight += 1
@@ -229,7 +239,12 @@ class CoreMiddleware:
             trusted = self.auth_token is None or self._authorized(raw)
             scope["state"][TRUSTED] = trusted and _is_loopback_client(scope)
             return None
-        if self.auth_token is not None and not self._authorized(raw) and not self._open_locally(scope):
+        if (
+            self.keys is None
+            and self.auth_token is not None
+            and not self._authorized(raw)
+            and not self._open_locally(scope)
+        ):
             info = ErrorInfo(401, "authentication_error", "missing or invalid ccproxy auth token")
             return info, {"www-authenticate": "Bearer"}
         if self.in_flight >= self.max_in_flight and not mock:
@@ -276,6 +291,23 @@ class CoreMiddleware:
 
     def _open_locally(self, scope: Scope) -> bool:
         return scope["path"] in self.loopback_open and _is_loopback_client(scope)
+
+    def _key_refusal(
+        self, scope: Scope, raw: Mapping[bytes, bytes], path: str, mock: bool, request_id: str
+    ) -> ASGIApp | None:
+        """With client keys configured: the refusal for a request with neither a good key nor the token."""
+        if self.keys is None or path in OPEN_PATHS or mock or self._open_locally(scope):
+            return None
+        if self.auth_token is not None and self._authorized(raw):
+            return None
+        return self.keys.admit(scope, _decoded(raw), request_id)
+
+    def _ws_authorized(self, scope: Scope, raw: Mapping[bytes, bytes]) -> bool:
+        if self.auth_token is None and self.keys is None:
+            return True
+        if self.auth_token is not None and self._authorized(raw):
+            return True
+        return self.keys is not None and self.keys.admit(scope, _decoded(raw), "") is None
 
     def _authorized(self, raw: Mapping[bytes, bytes]) -> bool:
         assert self.auth_token is not None
@@ -347,3 +379,12 @@ def _is_loopback_client(scope: Scope) -> bool:
 
 def _decoded(raw: Mapping[bytes, bytes]) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw.items()}
+
+
+def presented(headers: dict[str, str]) -> list[str]:
+    """The credentials a caller presents: ``x-api-key`` and a Bearer ``authorization``, non-empty ones."""
+    found = [headers.get("x-api-key", "")]
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        found.append(auth[7:].strip())
+    return [p for p in found if p]

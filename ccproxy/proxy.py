@@ -211,7 +211,8 @@ class Proxy:
             route = scope.get("route")
             event.route = getattr(route, "path", path)  # FixedPaths skips the router: path is the template
             event.session_id = call.session_id or _session_header(headers)
-            event.client = client_name(headers.get("user-agent"))
+            # the client key's name when keys are configured, else the client's product name
+            event.client = scope["state"].get("client_key") or client_name(headers.get("user-agent"))
         hooks.request_started(event)
         query = call.query
         record = self.recorder.start(

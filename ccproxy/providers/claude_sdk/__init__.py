@@ -37,6 +37,7 @@ from ccproxy.formats.errors import ErrorInfo
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
 from ccproxy.providers.models import CLAUDE_MODELS, ModelCatalog, ModelInfo, model_routes
 from ccproxy.proxy import Call, Outbound, Proxy, _read_body
+from ccproxy.responses_store import ResponseStore
 
 log = structlog.get_logger("ccproxy.claude_sdk")
 
@@ -147,7 +148,7 @@ class AgentUpstream:
         return None
 
     # The agent keeps its own conversations (sessions); no Responses are kept for previous_response_id.
-    responses = None
+    responses: ResponseStore | None = None
 
     def model_help(self) -> str:
         names = ", ".join(m.id for m in self.settings.models)
