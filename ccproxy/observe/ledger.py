@@ -188,7 +188,7 @@ class LedgerPlugin(Plugin):
     async def health(self, ctx: PluginContext) -> list[HealthCheck]:
         writer = self.writer
         if writer is None:
-            return [HealthCheck("store", "fail", "ledger not started")]
+            return [HealthCheck("store", "warn", "ledger not started")]
         details = {"pending": len(writer.pending), "dropped": writer.dropped}
         if writer.last_error:
             return [HealthCheck("store", "warn", f"writes failing: {writer.last_error}", details)]

@@ -154,7 +154,9 @@ def test_server_timing_on_every_proxied_response(make_proxy: MakeProxy, fakes: R
         fakes.anthropic.reply_error(400, "bad")
         failed = httpx.post(url + "/api/v1/messages", json=MESSAGES)
         assert timing.match(failed.headers["server-timing"])
-        invalid = httpx.post(url + "/api/v1/messages", content=b"{not json")
+        invalid = httpx.post(
+            url + "/api/v1/messages", content=b"{not json", headers={"content-type": "application/json"}
+        )
         assert re.match(r"^proxy;dur=[\d.]+$", invalid.headers["server-timing"])  # no upstream call
 
 

@@ -56,7 +56,11 @@ def test_both_legs_are_written_as_raw_http(
         plain = httpx.post(url + "/api/v1/messages", content=raw, headers=headers)
         assert plain.status_code == 200
         fakes.anthropic.reply(Completion(text="streamed words here"))
-        streamed = httpx.post(url + "/api/v1/messages", content=orjson.dumps({**MESSAGES, "stream": True}))
+        streamed = httpx.post(
+            url + "/api/v1/messages",
+            content=orjson.dumps({**MESSAGES, "stream": True}),
+            headers={"content-type": "application/json"},
+        )
         fakes.codex.reply(Completion(text="codex"))
         codex = httpx.post(
             url + "/api/codex/v1/responses", json={"model": "gpt-5.5", "input": "x", "stream": True}

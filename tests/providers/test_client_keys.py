@@ -47,6 +47,8 @@ def keyed_proxy(fakes: Fakes, tmp: Path, price: FlatPrice | None = None, **cli: 
         fakes,
         tmp,
         **{"plugins.claude_api.access_token": CLAUDE_TOKEN, "plugins.codex.access_token": CODEX_TOKEN},
+        # a flat stand-in price makes the budget arithmetic exact; the shipped table would price by tokens
+        **({"plugins.pricing.enabled": False} if price is not None else {}),
         **cli,
     )
     app = create_app(config)
