@@ -155,7 +155,8 @@ class PricingPlugin(Plugin):
 
     @hookimpl(tryfirst=True)  # the ledger and the metrics read cost_usd after this
     def ccproxy_request_finished(self, event: RequestEvent) -> None:
-        if self.prices is not None:
+        # a provider that knows the real cost (SDK mode: the agent's own figure) has set it already
+        if self.prices is not None and event.cost_usd is None:
             event.cost_usd = self.prices.cost(event.model_served or event.model, event.usage)
 
 

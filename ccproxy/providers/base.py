@@ -165,10 +165,10 @@ class _Upstream:
 
     def model_help(self) -> str:
         settings = self.ctx.settings
-        models = ", ".join(m.id for m in getattr(settings, "models", ())) or "none listed"
-        aliases = ", ".join(
-            f"{r.match}{'*' if r.kind == 'prefix' else ''} -> {r.target}" for r in settings.aliases
-        )
+        models = ", ".join(m.id for m in self.catalog.models) or "none listed"
+        rules = [f"{r.match}{'*' if r.kind == 'prefix' else ''} -> {r.target}" for r in settings.aliases]
+        newest = [f"{family} -> {self.catalog.newest(family)}" for family in sorted(self.catalog.families)]
+        aliases = ", ".join([*rules, *newest])
         where = f"plugins.{self.name}.aliases (or plugins.{self.name}.models for the catalog)"
         return (
             f"The {self.name} provider knows {models}; aliases: {aliases or 'none'}. Add more under {where}."

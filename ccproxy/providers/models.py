@@ -120,12 +120,16 @@ class ModelCatalog:
         await self._refresh_if_due(wait=self.live is None)
         return self._models
 
+    def newest(self, family: str) -> str:
+        """The newest model of ``family`` in the catalog as it stands (no refresh)."""
+        return self._newest.get(family, family)
+
     async def resolve_family(self, name: str) -> str:
         """``sonnet`` → the newest Sonnet in the catalog; any other name unchanged."""
         if name not in self.families:
             return name
         await self._refresh_if_due(wait=self.live is None)
-        return self._newest.get(name, name)
+        return self.newest(name)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():

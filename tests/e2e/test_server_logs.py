@@ -82,7 +82,7 @@ def test_debug_level_gives_per_request_lines(fakes: RunningFakes, tmp_path: Path
     sending = next(r for r in mine if r["event"] == "upstream request")
     assert sending["level"] == "debug" and sending["provider"] == "claude_api"
     assert sending["url"] == fakes.url + "/v1/messages"  # no query string
-    assert sending["model"] == "sonnet" and sending["upstream_model"] == "claude-sonnet-4-5"
+    assert sending["model"] == "sonnet" and sending["upstream_model"].startswith("claude-sonnet-4-5")
     answered = next(r for r in mine if r["event"] == "upstream answered")
     assert answered["status"] == 200 and answered["headers_ms"] >= 0
     access = next(r for r in mine if r["event"] == "request")

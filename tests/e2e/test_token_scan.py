@@ -169,12 +169,12 @@ def test_debug_log_redacts_custom_secret_headers(logged_proxy: tuple[ProxyProces
     resp = httpx.post(proc.url + "/api/v1/messages", json=body, headers=HANDSHAKE_SECRETS)
     assert resp.status_code == 200, resp.text
     deadline = time.monotonic() + 5
-    while not list(request_dir.glob("*.json")) and time.monotonic() < deadline:
+    while len(list(request_dir.glob("*.http"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.stop()
     log = proc.log_text()
     assert "< chatgpt-token: ***" in log  # the handshake's header dump happened at debug level, redacted
-    texts = [("stderr", log), *((p.name, p.read_text()) for p in request_dir.glob("*.json"))]
+    texts = [("stderr", log), *((p.name, p.read_text()) for p in request_dir.glob("*.http"))]
     assert len(texts) >= 2
     leaks = [
         f"{name} in {where}"
