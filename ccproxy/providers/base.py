@@ -8,6 +8,7 @@ settings. Token caching, refresh, 401 retry, errors and streaming all live in ``
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -137,6 +138,11 @@ class _Upstream:
         self.retry_max_wait = ctx.settings.retry_max_wait
         stored: ResponseStoreSettings = ctx.settings.responses
         persistence = SQLitePersistence(stored.database) if stored.database is not None else None
+        ledger = ctx.config.settings.ledger
+        if persistence is None and ledger.enabled and ledger.resolved_url().startswith("sqlite:///"):
+            # where the usage ledger's SQLite database is, kept responses live beside it (table
+            # ccproxy_responses), so a restart does not break a previous_response_id chain
+            persistence = SQLitePersistence(Path(ledger.resolved_url().removeprefix("sqlite:///")))
         self.responses: ResponseStore | None = ResponseStore(ctx.name, stored, persistence)
         settings: ProviderSettings = ctx.settings
 

@@ -93,15 +93,21 @@ def test_three_turn_chain_equals_the_full_history(provider: str, proxy: str, fak
     assert received[2] == _upstream_body(fake)
 
 
+@pytest.mark.parametrize("where", ["responses.database", "ledger.url"])
 @pytest.mark.parametrize("provider", ["claude", "codex"])
 def test_chain_survives_a_restart_with_persistence(
-    provider: str, make_proxy: MakeProxy, fakes: Fakes, tmp_path: Path
+    provider: str, where: str, make_proxy: MakeProxy, fakes: Fakes, tmp_path: Path
 ) -> None:
     plugin = "claude_api" if provider == "claude" else "codex"
     settings = {
         "plugins.claude_api.access_token": CLAUDE_TOKEN,
         "plugins.codex.access_token": CODEX_TOKEN,
-        f"plugins.{plugin}.responses.database": str(tmp_path / "state.db"),
+        # its own database, or (by default) the usage ledger's SQLite file
+        **(
+            {f"plugins.{plugin}.responses.database": str(tmp_path / "state.db")}
+            if where == "responses.database"
+            else {"ledger.url": f"sqlite:///{tmp_path / 'usage.sqlite3'}"}
+        ),
     }
     model = PROVIDERS[provider][1]
     fake = _fake(fakes, provider)
