@@ -139,10 +139,11 @@ class _Upstream:
         stored: ResponseStoreSettings = ctx.settings.responses
         persistence = SQLitePersistence(stored.database) if stored.database is not None else None
         ledger = ctx.config.settings.ledger
-        if persistence is None and ledger.enabled and ledger.resolved_url().startswith("sqlite:///"):
-            # where the usage ledger's SQLite database is, kept responses live beside it (table
-            # ccproxy_responses), so a restart does not break a previous_response_id chain
-            persistence = SQLitePersistence(Path(ledger.resolved_url().removeprefix("sqlite:///")))
+        if persistence is None and ledger.enabled and ledger.url.startswith("sqlite:///"):
+            # A ledger database the user configured also keeps the responses (table ccproxy_responses), so
+            # a restart does not break a previous_response_id chain. Not by default: a write per response
+            # (~0.4M instructions in a worker thread) is too much for the default hot path.
+            persistence = SQLitePersistence(Path(ledger.url.removeprefix("sqlite:///")))
         self.responses: ResponseStore | None = ResponseStore(ctx.name, stored, persistence)
         settings: ProviderSettings = ctx.settings
 
