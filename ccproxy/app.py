@@ -106,6 +106,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
     mcp = LazyMCP(permissions)
     routes: list[BaseRoute] = [
         Route("/health", _health_endpoint(plugins), methods=["GET", "HEAD"]),
+        Route("/accounts", _accounts_endpoint(plugins), methods=["GET"]),
         *permission_routes(permissions),
         Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]),
     ]
@@ -206,6 +207,20 @@ def create_app_from_env() -> App:
     config = load_config(config_file=config_file, cli=layer)
     configure(config.settings.logging.level, config.settings.logging.format)
     return create_app(config, mock=mock)
+
+
+def _accounts_endpoint(plugins: PluginSet) -> Any:
+    """``GET /accounts``: every provider's accounts, windows and state (docs/accounts.md); no tokens."""
+
+    async def accounts(request: Request) -> Response:
+        providers: dict[str, Any] = {}
+        for entry in plugins.active:
+            registry = entry.ctx.state.get("accounts") if entry.ctx is not None else None
+            if registry is not None and registry.provider not in providers:
+                providers[registry.provider] = await registry.snapshot()
+        return Response(orjson.dumps({"providers": providers}), media_type="application/json")
+
+    return accounts
 
 
 def _health_endpoint(plugins: PluginSet) -> Any:

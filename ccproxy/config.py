@@ -168,6 +168,12 @@ class LedgerSettings(StrictModel):
 class BillingSettings(StrictModel):
     """The billing guard (issue 15)."""
 
+    allow_overage: bool = Field(
+        False,
+        description="Let requests through once an account's rate-limit headers say they are billed as "
+        "overage (Claude's extra usage); false parks such an account until its window resets",
+    )
+
 
 class Settings(StrictModel):
     server: ServerSettings = ServerSettings()  # type: ignore[call-arg]
@@ -176,7 +182,7 @@ class Settings(StrictModel):
     limits: LimitsSettings = LimitsSettings()  # type: ignore[call-arg]
     permissions: PermissionsSettings = PermissionsSettings()  # type: ignore[call-arg]
     ledger: LedgerSettings = LedgerSettings()  # type: ignore[call-arg]
-    billing: BillingSettings = BillingSettings()
+    billing: BillingSettings = BillingSettings()  # type: ignore[call-arg]
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -59,6 +59,8 @@ _TERMINAL = {
     Format.CHAT: (b"[DONE]",),
 }
 _MAX_ERROR_BODY = 1 << 20
+# Moved to another account before the first byte (a 401 only once a refresh did not help).
+_FAILOVER = frozenset({401, 429, 529})
 # Client headers naming one conversation (Claude Code sends the last one); the path's {session_id} wins.
 SESSION_HEADERS = ("session_id", "session-id", "x-session-id", "x-claude-code-session-id")
 
@@ -103,6 +105,15 @@ class Provider(Protocol):
 
     async def unauthorized(self, call: Call, failed: Outbound) -> Outbound | None:
         """The upstream said 401: refresh once and rebuild, or ``None`` to give up."""
+        ...
+
+    def observe(self, call: Call, resp: UpstreamResponse) -> None:
+        """Every upstream response head: read the rate-limit headers into the account's state."""
+        ...
+
+    async def failover(self, call: Call, resp: UpstreamResponse | None) -> Outbound | None:
+        """429/529/401-after-refresh (``resp``) or no connection (``None``): the request rebuilt for the
+        next account with room, or ``None``. May raise ``ProxyError`` (every account limited)."""
         ...
 
     def model_help(self) -> str:
@@ -406,10 +417,15 @@ class Proxy:
                 resp = await self.http.send(outbound.method, outbound.url, outbound.headers, outbound.body)
             except (UpstreamError, TimeoutError, OSError) as exc:
                 log.debug("upstream unreachable", request_id=call.request_id, error=repr(exc))
+                if (moved := await provider.failover(call, None)) is not None:
+                    outbound, refreshed = moved, False
+                    _retried(event, "connect")
+                    continue
                 what = "invalid answer from" if isinstance(exc, InvalidAnswer) else "cannot reach"
                 raise ProxyError(502, f"{what} upstream {provider.name}: {_reason(exc)}") from None
             event.upstream_ttfb = time.perf_counter() - sent
             event.upstream_status = resp.status
+            provider.observe(call, resp)
             if logs.DEBUG:
                 ms = round(event.upstream_ttfb * 1000, 2)
                 log.debug("upstream answered", request_id=call.request_id, status=resp.status, headers_ms=ms)
@@ -421,6 +437,17 @@ class Proxy:
                     resp.release()
                     outbound = retry
                     _retried(event, "401")
+                    continue
+            if resp.status in _FAILOVER and (resp.status != 401 or refreshed):
+                try:
+                    moved = await provider.failover(call, resp)
+                except ProxyError:
+                    resp.release()
+                    raise
+                if moved is not None:
+                    resp.release()
+                    outbound, refreshed = moved, False
+                    _retried(event, str(resp.status))
                     continue
             if resp.status in (429, 529) and attempts_left > 0:
                 wait = _retry_wait(

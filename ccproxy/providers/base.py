@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ccproxy.accounts import Account, Accounts, AccountSettings, account_store, named_accounts, state_file
 from ccproxy.auth.credential import Credential, CredentialError
 from ccproxy.auth.manager import ProviderName, TokenManager
 from ccproxy.auth.oauth import OAuthSettings, default_settings
@@ -28,8 +29,9 @@ from ccproxy.formats.errors import ErrorInfo
 from ccproxy.network import check_ca_bundle
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
 from ccproxy.providers.models import ModelCatalog, ModelInfo
-from ccproxy.proxy import Call, Outbound, Proxy
+from ccproxy.proxy import SESSION_HEADERS, Call, Outbound, Proxy
 from ccproxy.responses_store import ResponseStore, ResponseStoreSettings, SQLitePersistence
+from ccproxy.upstream import UpstreamResponse
 
 # Never forwarded upstream: hop-by-hop, client credentials, proxy/CDN metadata, and encodings we could
 # not decode (upstreams.md §3.4).
@@ -102,6 +104,10 @@ class ProviderSettings(PluginSettings):
         ResponseStoreSettings.model_validate({}),
         description="Responses kept for previous_response_id and GET/DELETE /v1/responses/{id}",
     )
+    accounts: AccountSettings = Field(
+        AccountSettings.model_validate({}),
+        description="How one of several logins (`ccproxy auth login --account NAME`) is chosen per request",
+    )
 
     # Which provider's OAuth defaults fill in a partial `oauth` table; set by each subclass.
     oauth_provider: ClassVar[ProviderName]
@@ -159,7 +165,7 @@ class _Upstream:
         )
 
     async def prepare(self, call: Call) -> Outbound:
-        credential = await self.plugin.credential(self.ctx)
+        credential = await self.plugin.account_credential(self.ctx, call)
         model = call.body.get("model")
         if isinstance(model, str):
             aliases = self.ctx.settings.aliases
@@ -181,8 +187,31 @@ class _Upstream:
             f"The {self.name} provider knows {models}; aliases: {aliases or 'none'}. Add more under {where}."
         )
 
+    def observe(self, call: Call, resp: UpstreamResponse) -> None:
+        account: Account | None = call.state.get("account")
+        if account is not None:
+            self.ctx.state["accounts"].observe(account, resp.status, resp.headers)
+
+    async def failover(self, call: Call, resp: UpstreamResponse | None) -> Outbound | None:
+        """Before the first byte: the same request on the next account with room, or ``None`` (only one,
+        or ``max_attempts`` tried). Raises the all-limited 429 when every account is resting."""
+        accounts: Accounts | None = self.ctx.state.get("accounts")
+        account: Account | None = call.state.get("account")
+        if accounts is None or accounts.single or account is None:
+            return None
+        if resp is not None and resp.status == 401:
+            accounts.login_needed(account)  # its token was refused even after a refresh
+        tried: tuple[Account, ...] = (*call.state.get("tried", ()), account)
+        call.state["tried"] = tried
+        if len(tried) >= accounts.settings.max_attempts:
+            return None
+        accounts.failing_over(account, resp.status if resp is not None else 0)
+        credential = await self.plugin.account_credential(self.ctx, call, tried)
+        return self.plugin.build(self.ctx, call, credential)
+
     async def unauthorized(self, call: Call, failed: Outbound) -> Outbound | None:
-        tokens: TokenManager | None = self.ctx.state.get("tokens")
+        account: Account | None = call.state.get("account")
+        tokens = account.tokens if account is not None else None
         if tokens is None:
             return None
         used = failed.headers.get("authorization", "").removeprefix("Bearer ")
@@ -220,18 +249,46 @@ class ProviderPlugin(Plugin):
         resp.release()
         return orjson.loads(data)
 
+    def parse_quota(self, headers: Any, now: float) -> Any:
+        """The provider's rate-limit headers as an ``accounts.Quota`` (None: they say nothing)."""
+        return None
+
     async def startup(self, ctx: PluginContext) -> None:
         settings: ProviderSettings = ctx.settings
-        if settings.access_token is None:
+        provider = self.auth_provider
+        if settings.access_token is not None:
+            token = settings.access_token.get_secret_value()
+            accounts = [Account(None, static=static_credential(token, provider))]
+        else:
             # No shared session: a refresh is rare (hours apart) and opens its own short-lived one.
-            hooks, name = ctx.hooks, ctx.name
-            ctx.state["tokens"] = TokenManager(
-                _spec(self.auth_provider, settings.oauth),
-                grace_seconds=settings.refresh_grace_seconds,
-                on_refresh=lambda outcome: hooks.credential_refreshed(name, None, outcome),
-            )
+            hooks, name, spec = ctx.hooks, ctx.name, _spec(provider, settings.oauth)
+
+            def manager(account: str | None) -> TokenManager:
+                return TokenManager(
+                    spec,
+                    grace_seconds=settings.refresh_grace_seconds,
+                    sources=None if account is None else [account_store(provider, account)],
+                    on_refresh=lambda outcome: hooks.credential_refreshed(name, account, outcome),
+                )
+
+            ctx.state["tokens"] = default = manager(None)
+            accounts = [Account(None, tokens=default)]
+            accounts += [Account(n, tokens=manager(n)) for n in named_accounts(provider)]
+        registry = Accounts(
+            provider,
+            accounts,
+            settings.accounts,
+            self.parse_quota,
+            allow_overage=ctx.config.settings.billing.allow_overage,
+            state_path=None if ctx.mock else state_file(),
+        )
+        registry.load_state()
+        ctx.state["accounts"] = registry
 
     async def shutdown(self, ctx: PluginContext) -> None:
+        registry: Accounts | None = ctx.state.get("accounts")
+        if registry is not None:
+            await registry.close()
         upstream: _Upstream | None = ctx.state.get("upstream")
         if upstream is not None:
             await upstream.catalog.close()
@@ -239,22 +296,50 @@ class ProviderPlugin(Plugin):
                 await upstream.responses.close()
 
     async def credential(self, ctx: PluginContext) -> Credential:
-        settings: ProviderSettings = ctx.settings
-        if settings.access_token is not None:
-            return static_credential(settings.access_token.get_secret_value(), self.auth_provider)
-        tokens: TokenManager | None = ctx.state.get("tokens")
-        if tokens is None:
+        """The credential of the account a request without a session would use (model lists)."""
+        return await self.account_credential(ctx, None)
+
+    async def account_credential(
+        self, ctx: PluginContext, call: Call | None, tried: tuple[Account, ...] = ()
+    ) -> Credential:
+        """Choose the account for ``call`` (kept in ``call.state["account"]``) and return its credential.
+
+        An account whose login is unusable is skipped while others remain; with a single account the
+        error is the one a single login has always given."""
+        accounts: Accounts | None = ctx.state.get("accounts")
+        if accounts is None:
             raise ProxyError(503, f"{ctx.name} is not started")
-        try:
-            return await tokens.get()
-        except CredentialError as exc:
-            raise ProxyError(
-                401,
-                f"{exc.message} (log in with `{self.login_command}`)"
-                if self.login_command not in exc.message
-                else exc.message,
-                error_type="authentication_error",
-            ) from None
+        session = None if accounts.single or call is None else affinity_key(call)
+        failure: CredentialError | None = None
+        while True:
+            try:
+                account = accounts.choose(session, tried)
+            except ProxyError:
+                if failure is None:
+                    raise
+                break
+            try:
+                credential = await account.credential()
+            except CredentialError as exc:
+                failure = exc
+                if accounts.single:
+                    break
+                accounts.login_needed(account)
+                tried = (*tried, account)
+                continue
+            if call is not None:
+                call.state["account"] = account
+                event = call.state.get("event")
+                if event is not None:
+                    event.account = account.name
+            return credential
+        raise ProxyError(
+            401,
+            f"{failure.message} (log in with `{self.login_command}`)"
+            if self.login_command not in failure.message
+            else failure.message,
+            error_type="authentication_error",
+        ) from None
 
     async def health(self, ctx: PluginContext) -> list[HealthCheck]:
         settings: ProviderSettings = ctx.settings
@@ -342,6 +427,18 @@ def _spec(provider: ProviderName, settings: OAuthSettings | None) -> Any:
     from ccproxy.auth.codex import codex_provider
 
     return codex_provider(settings)
+
+
+def affinity_key(call: Call) -> str | None:
+    """The conversation a request belongs to (path, session headers, ``prompt_cache_key``), or None."""
+    if call.session_id:
+        return call.session_id
+    headers = call.headers
+    for name in SESSION_HEADERS:
+        if value := headers.get(name):
+            return value
+    key = call.body.get("prompt_cache_key")
+    return key if isinstance(key, str) and key else None
 
 
 def static_credential(token: str, provider: ProviderName) -> Credential:

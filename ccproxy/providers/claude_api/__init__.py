@@ -15,7 +15,7 @@ from ccproxy.formats.aliases import AliasRule
 from ccproxy.formats.base import Format
 from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, forwardable, side_endpoint
-from ccproxy.providers.claude_api.rules import ensure_identity, limit_cache_control, merge_betas
+from ccproxy.providers.claude_api.rules import ensure_identity, limit_cache_control, merge_betas, parse_quota
 from ccproxy.providers.models import CLAUDE_ALIASES, CLAUDE_FAMILIES, CLAUDE_MODELS, ModelInfo, model_routes
 from ccproxy.proxy import Call, Outbound
 
@@ -53,6 +53,7 @@ class ClaudeAPIPlugin(ProviderPlugin):
     login_command = "ccproxy auth login"
     prefix = "/api"
     model_families = CLAUDE_FAMILIES
+    parse_quota = staticmethod(parse_quota)
 
     def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
         s: ClaudeAPISettings = ctx.settings

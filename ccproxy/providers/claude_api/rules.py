@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ccproxy.accounts import Quota, Window, number
+
 BILLING_PREFIX = "x-anthropic-billing-header:"
 MAX_CACHE_MARKS = 4
 
@@ -72,3 +74,48 @@ def _blocks(body: dict[str, Any]) -> list[Any]:
         if isinstance(content, list):
             blocks.extend(content)
     return blocks
+
+
+_UNIFIED = "anthropic-ratelimit-unified-"
+_STATUS = _UNIFIED + "status"
+_RESET = _UNIFIED + "reset"
+_WINDOWS = tuple(
+    (name, _UNIFIED + name + "-status", _UNIFIED + name + "-utilization", _UNIFIED + name + "-reset")
+    for name in ("5h", "7d")
+)
+_OVERAGE_STATUS = _UNIFIED + "overage-status"
+_OVERAGE_RESET = _UNIFIED + "overage-reset"
+_OVERAGE_IN_USE = _UNIFIED + "overage-in-use"
+_SERVED = ("allowed", "allowed_warning")
+
+
+def parse_quota(headers: Any, now: float) -> Quota | None:
+    """The subscription's state from ``anthropic-ratelimit-unified-*`` (upstreams.md §3.6), or None.
+
+    Overage is in use when the upstream says so (``overage-in-use: true``), or when the plan's own limit
+    is rejected while overage is allowed: the answer is then billed as extra usage."""
+    get = headers.get
+    status = get(_STATUS)
+    if status is None:
+        return None
+    windows = []
+    binding: float | None = None
+    for name, status_key, util_key, reset_key in _WINDOWS:
+        reset = number(get(reset_key))
+        util = number(get(util_key))
+        window_status = get(status_key) or ("rejected" if util is not None and util >= 1 else "allowed")
+        if reset is None and util is None and get(status_key) is None:
+            continue
+        windows.append(Window(name, window_status, util, reset))
+        if window_status == "rejected" and reset is not None:
+            binding = reset if binding is None else max(binding, reset)
+    overage_status = get(_OVERAGE_STATUS)
+    in_use = get(_OVERAGE_IN_USE) == "true" or (status == "rejected" and overage_status in _SERVED)
+    return Quota(
+        status=status,
+        windows=tuple(windows),
+        resets_at=binding or number(get(_RESET)),
+        overage_status=overage_status,
+        overage_resets_at=number(get(_OVERAGE_RESET)),
+        overage_in_use=in_use,
+    )

@@ -147,6 +147,12 @@ class AgentUpstream:
     async def unauthorized(self, call: Call, failed: Outbound) -> Outbound | None:
         return None
 
+    def observe(self, call: Call, resp: Any) -> None:
+        return None  # the agent's answers carry no rate-limit headers
+
+    async def failover(self, call: Call, resp: Any) -> Outbound | None:
+        return None
+
     # The agent keeps its own conversations (sessions); no Responses are kept for previous_response_id.
     responses: ResponseStore | None = None
 

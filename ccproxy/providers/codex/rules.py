@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ccproxy.accounts import Quota, Window, number
+
 # Responses keys the backend is known to take; anything else (max_output_tokens, metadata, temperature,
 # top_p, response_format, user, ...) is answered with "Unsupported parameter" and is removed instead.
 ALLOWED_KEYS = frozenset(
@@ -79,3 +81,45 @@ def _text_of(content: Any) -> str:
         parts = [p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
         return "\n".join(p for p in parts if p)
     return ""
+
+
+_CODEX_WINDOWS = tuple(
+    (
+        name,
+        "x-codex-" + name + "-used-percent",
+        "x-codex-" + name + "-reset-after-seconds",
+        "x-codex-" + name + "-reset-at",
+    )
+    for name in ("primary", "secondary")
+)
+_WARN_AT = 80.0
+
+
+def parse_quota(headers: Any, now: float) -> Quota | None:
+    """The plan's windows from ``x-codex-primary-*`` / ``x-codex-secondary-*`` (upstreams.md §6), or None.
+
+    The backend has no overage header (credits are reported apart and are not read here)."""
+    get = headers.get
+    windows = []
+    binding: float | None = None
+    for name, used_key, after_key, at_key in _CODEX_WINDOWS:
+        used = number(get(used_key))
+        if used is None:
+            continue
+        after = number(get(after_key))
+        reset = now + after if after is not None else number(get(at_key))
+        status = "rejected" if used >= 100 else "allowed_warning" if used >= _WARN_AT else "allowed"
+        windows.append(Window(name, status, used / 100, reset))
+        if status == "rejected" and reset is not None:
+            binding = reset if binding is None else max(binding, reset)
+    if not windows:
+        return None
+    rejected = any(w.status == "rejected" for w in windows)
+    if not rejected and get("x-codex-rate-limit-reached-type"):
+        rejected = True
+    soonest = min((w.resets_at for w in windows if w.resets_at is not None), default=None)
+    return Quota(
+        status="rejected" if rejected else "allowed",
+        windows=tuple(windows),
+        resets_at=binding or (soonest if rejected else None),
+    )
