@@ -192,10 +192,14 @@ class Accounts:
 
     # ------------------------------------------------------------------------------------ choosing
 
-    def choose(self, session_id: str | None = None, tried: tuple[Account, ...] = ()) -> Account:
+    def choose(
+        self, session_id: str | None = None, tried: tuple[Account, ...] = (), *, rotate: bool = True
+    ) -> Account:
         """The account for this request (public: the plan-usage endpoints use it too).
 
-        Raises ``ProxyError`` 429 (``retry-after``: the earliest reset) when every account is resting.
+        ``tried``: accounts already used for this request; ``rotate=False`` for calls that are not requests
+        (a model list), so they do not take a round-robin turn. Raises ``ProxyError`` 429
+        (``retry-after``: the earliest reset) when every account is resting.
         """
         if self.single:
             only = self.accounts[0]
@@ -213,7 +217,7 @@ class Accounts:
         group = [a for a in free if a.priority == best]
         if self.settings.strategy == "round-robin" and len(group) > 1:
             chosen = group[self._turn % len(group)]
-            self._turn += 1
+            self._turn += rotate
         else:
             chosen = group[0]
         if session_id is not None and self.settings.affinity:

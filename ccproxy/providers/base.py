@@ -272,8 +272,11 @@ class ProviderPlugin(Plugin):
                 )
 
             ctx.state["tokens"] = default = manager(None)
-            accounts = [Account(None, tokens=default)]
-            accounts += [Account(n, tokens=manager(n)) for n in named_accounts(provider)]
+            named = [Account(n, tokens=manager(n)) for n in named_accounts(provider)]
+            # The usual login (ccproxy's store, else the CLI's file) comes first; with named accounts
+            # and no such login it is left out, so one named account behaves as a single login.
+            usual = not named or (await default.status())["state"] != "missing"
+            accounts = [Account(None, tokens=default)] * usual + named
         registry = Accounts(
             provider,
             accounts,
@@ -313,7 +316,7 @@ class ProviderPlugin(Plugin):
         failure: CredentialError | None = None
         while True:
             try:
-                account = accounts.choose(session, tried)
+                account = accounts.choose(session, tried, rotate=call is not None)
             except ProxyError:
                 if failure is None:
                     raise

@@ -38,6 +38,7 @@ from ccproxy.testing.scripting import (
     Completion,
     Conversation,
     ErrorReply,
+    FakeLimits,
     FakeUpstream,
     ProviderFake,
     StreamErrorReply,
@@ -324,6 +325,29 @@ class AnthropicFake(ProviderFake):
             "anthropic-ratelimit-unified-7d-reset": "1767830400",
         }
 
+    limit_error_type = "rate_limit_error"
+
+    def quota_headers(self, limits: FakeLimits, now: float) -> dict[str, str]:
+        limited = limits.limited(now)
+        short_reset = limits.limited_until if limited and limits.limited_until else now + 5 * 3600
+        short = 1.0 if limited or limits.overage else limits.used
+        rejected = limited or limits.overage  # overage: the plan's limit is reached, extra usage pays
+        unified = "anthropic-ratelimit-unified-"
+        return {
+            unified + "status": "rejected" if rejected else "allowed_warning" if short >= 0.8 else "allowed",
+            unified + "reset": str(int(short_reset)),
+            unified + "representative-claim": "five_hour",
+            unified + "5h-status": "rejected" if rejected else "allowed",
+            unified + "5h-utilization": f"{short:.2f}",
+            unified + "5h-reset": str(int(short_reset)),
+            unified + "7d-status": "allowed",
+            unified + "7d-utilization": f"{limits.weekly:.2f}",
+            unified + "7d-reset": str(int(now + 7 * 86400)),
+            unified + "overage-status": "allowed" if limits.overage else "rejected",
+            unified + "overage-in-use": "true" if limits.overage and not limited else "false",
+            unified + "fallback-percentage": "0.5",
+        }
+
     # -- endpoints
 
     def _check(self, request: Request, body: Any, *, generate: bool) -> ChunkedResponse | None:
@@ -360,7 +384,7 @@ class AnthropicFake(ProviderFake):
             return problem
         body: dict[str, Any] = recorded.json
         reply = self.upstream.next_reply(recorded, self.conversation(body))
-        return self.respond(reply, body, stream=body.get("stream") is True)
+        return self.answer(request, reply, body, stream=body.get("stream") is True)
 
     async def count_tokens(self, request: Request) -> ChunkedResponse:
         recorded = await record_request(self.upstream, request)

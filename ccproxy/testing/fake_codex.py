@@ -37,6 +37,7 @@ from ccproxy.testing.scripting import (
     Completion,
     Conversation,
     ErrorReply,
+    FakeLimits,
     FakeUpstream,
     ProviderFake,
     StreamErrorReply,
@@ -379,6 +380,24 @@ class CodexFake(ProviderFake):
             "x-codex-primary-over-secondary-limit-percent": "0",
         }
 
+    limit_error_type = "usage_limit_reached"
+
+    def quota_headers(self, limits: FakeLimits, now: float) -> dict[str, str]:
+        limited = limits.limited(now)
+        after = limits.limited_until - now if limited and limits.limited_until else 5 * 3600
+        headers = {
+            "x-codex-primary-used-percent": str(100 if limited else round(limits.used * 100)),
+            "x-codex-primary-window-minutes": "299",
+            "x-codex-primary-reset-after-seconds": str(int(after)),
+            "x-codex-secondary-used-percent": str(round(limits.weekly * 100)),
+            "x-codex-secondary-window-minutes": "10079",
+            "x-codex-secondary-reset-after-seconds": str(7 * 86400),
+            "x-codex-primary-over-secondary-limit-percent": "0",
+        }
+        if limited:
+            headers["x-codex-rate-limit-reached-type"] = "primary"
+        return headers
+
     # -- endpoint
 
     def _check(self, request: Request, body: Any) -> ChunkedResponse | None:
@@ -412,7 +431,7 @@ class CodexFake(ProviderFake):
             return problem
         body: dict[str, Any] = recorded.json
         reply = self.upstream.next_reply(recorded, self.conversation(body))
-        return self.respond(reply, body, stream=True)
+        return self.answer(request, reply, body, stream=True)
 
     async def models(self, request: Request) -> ChunkedResponse:
         """The backend's model catalog (``GET /models?client_version=…``, upstreams.md §6.6); not recorded

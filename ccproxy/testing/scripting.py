@@ -31,6 +31,7 @@ import gzip
 import hashlib
 import re
 import threading
+import time
 import zlib
 from abc import ABC, abstractmethod
 from collections import deque
@@ -126,6 +127,24 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-case names
     body: bytes
     json: Any  # parsed body, None when absent or not JSON
+
+
+@dataclass(frozen=True)
+class FakeLimits:
+    """One fake account's subscription (by access token), sent as the upstream's rate-limit headers.
+
+    ``used``/``weekly``: fractions of the short (Claude 5h / Codex primary) and long window. While
+    ``limited_until`` (epoch seconds, on the fake's ``clock``) is ahead, model calls get a 429 whose headers
+    say the short window resets then. ``overage``: answers are billed as overage (Claude's extra usage).
+    """
+
+    used: float = 0.0
+    weekly: float = 0.0
+    limited_until: float | None = None
+    overage: bool = False
+
+    def limited(self, now: float) -> bool:
+        return self.limited_until is not None and now < self.limited_until
 
 
 @dataclass(frozen=True)
@@ -306,6 +325,19 @@ class FakeUpstream:
         self._rules: list[Rule] = []
         self._requests: deque[RecordedRequest] = deque(maxlen=keep)
         self._ids: dict[str, int] = {}
+        self._limits: dict[str, FakeLimits] = {}
+        self.clock: Callable[[], float] = time.time  # tests move it to simulate a reset
+
+    def set_limits(self, token: str, **limits: Any) -> FakeUpstream:
+        """Script the subscription of the account whose access token is ``token`` (see ``FakeLimits``)."""
+        with self._lock:
+            self._limits[token] = FakeLimits(**limits)
+        return self
+
+    def limits_for(self, authorization: str | None) -> FakeLimits:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        with self._lock:
+            return self._limits.get(token) or FakeLimits()
 
     def reset(self) -> None:
         """Forget requests, queued replies, rules and id counters; require credentials again."""
@@ -314,6 +346,8 @@ class FakeUpstream:
             self._rules.clear()
             self._requests.clear()
             self._ids.clear()
+            self._limits.clear()
+            self.clock = time.time
             self.require_auth = True
 
     # -- what was received
@@ -636,12 +670,38 @@ class ProviderFake(ABC):
         """Headers this provider puts on every model response (request ids, rate-limit info)."""
         return {}
 
+    def quota_headers(self, limits: FakeLimits, now: float) -> dict[str, str]:
+        """The rate-limit headers of an account in state ``limits`` (the upstream's real names)."""
+        return {}
+
+    limit_error_type: str | None = None  # the error type of a subscription 429
+
+    def answer(
+        self, request: Request, reply: Reply, body: Mapping[str, Any], stream: bool
+    ) -> ChunkedResponse:
+        """``respond``, for the account the request's token belongs to: a 429 while it is limited, and its
+        rate-limit headers on every answer."""
+        now = self.upstream.clock()
+        limits = self.upstream.limits_for(request.headers.get("authorization"))
+        quota = self.quota_headers(limits, now)
+        if limits.limited(now):
+            assert limits.limited_until is not None
+            wait = str(max(1, int(limits.limited_until - now)))
+            limited = ErrorReply(status=429, message="rate limited", error_type=self.limit_error_type)
+            data, headers = self.error(limited)
+            return ChunkedResponse(429, {**headers, **quota, "retry-after": wait}, [data])
+        return self.respond(reply, body, stream, quota)
+
     def error_response(self, status: int, message: str, error_type: str | None = None) -> ChunkedResponse:
         data, headers = self.error(ErrorReply(status=status, message=message, error_type=error_type))
         return ChunkedResponse(status, headers, [data])
 
-    def respond(self, reply: Reply, body: Mapping[str, Any], stream: bool) -> ChunkedResponse:
+    def respond(
+        self, reply: Reply, body: Mapping[str, Any], stream: bool, quota: Mapping[str, str] | None = None
+    ) -> ChunkedResponse:
         headers = self.response_headers()
+        if quota:
+            headers.update(quota)
         status = 200
         disconnect = reply.disconnect_after
         if isinstance(reply, CorpusReply):
