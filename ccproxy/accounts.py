@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ccproxy.auth.credential import Credential, CredentialError, CredentialSource
 from ccproxy.auth.files import ccproxy_data_dir, read_json, write_json_atomic
 from ccproxy.auth.manager import ProviderName, TokenManager
+from ccproxy.auth.oauth import OAuthSettings
 from ccproxy.errors import ProxyError
 
 log = structlog.get_logger("ccproxy.accounts")
@@ -43,6 +44,8 @@ log = structlog.get_logger("ccproxy.accounts")
 Strategy = Literal["fill-first", "round-robin"]
 AccountState = Literal["ok", "limited", "overage", "login-needed"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # used by the CLI only
+# What the usual login is called after its source; a named account may not take these names.
+RESERVED_NAMES = frozenset({"ccproxy", "claude-code", "codex-cli", "config", "default", "none"})
 _AFFINITY_MAX = 4096  # sessions remembered per provider (oldest forgotten first)
 _SAVE_DELAY = 1.0  # seconds: state changes are written at most about once a second
 
@@ -466,6 +469,30 @@ def _restore(account: Account, entry: Mapping[str, Any]) -> None:
             overage_resets_at=q.get("overage_resets_at"),
             overage_in_use=bool(q.get("overage_in_use")),
         )
+
+
+async def registry_snapshot(
+    provider: ProviderName, oauth: OAuthSettings | None, settings: AccountSettings | None
+) -> dict[str, Any]:
+    """``ccproxy auth status``'s view of a provider's accounts (no proxy needed): the logins on disk and
+    the windows the proxy last saw (from the state file)."""
+    from ccproxy.auth.login import get_provider
+
+    spec = get_provider(provider, oauth)
+    accounts = [Account(None, tokens=TokenManager(spec))]
+    accounts += [
+        Account(n, tokens=TokenManager(spec, sources=[account_store(provider, n)]))
+        for n in named_accounts(provider)
+    ]
+    registry = Accounts(
+        provider, accounts, settings or AccountSettings.model_validate({}), _no_quota, state_path=state_file()
+    )
+    registry.load_state()
+    return await registry.snapshot()
+
+
+def _no_quota(headers: Any, now: float) -> Quota | None:
+    return None
 
 
 def account_store(provider: ProviderName, name: str) -> CredentialSource:

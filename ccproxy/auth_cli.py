@@ -48,10 +48,36 @@ def oauth_settings(config: LoadedConfig, provider: ProviderName) -> OAuthSetting
     return settings
 
 
-def run_login(config: LoadedConfig, provider: ProviderName, *, no_browser: bool) -> None:
+def plugin_settings(config: LoadedConfig, provider: ProviderName) -> Any:
+    """The provider plugin's validated settings (None when the plugin cannot be loaded)."""
+    from ccproxy.plugins import load_plugins
+
+    entry = load_plugins(config).get(PLUGIN_OF[provider])
+    return entry.ctx.settings if entry is not None and entry.ctx is not None else None
+
+
+def account_name(name: str) -> str:
+    """A valid name for ``--account``: letters, digits, ``_.-``; not one the usual logins go by."""
+    from ccproxy.accounts import NAME_PATTERN, RESERVED_NAMES
+
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"account name {name!r}: use 1-64 letters, digits, '_', '.' or '-' (starting with a letter or "
+            "digit)"
+        )
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"account name {name!r} is taken by a built-in login source; choose another")
+    return name
+
+
+def run_login(
+    config: LoadedConfig, provider: ProviderName, *, no_browser: bool, account: str | None = None
+) -> None:
+    from ccproxy.accounts import account_store
     from ccproxy.auth.login import login
 
-    asyncio.run(login(provider, oauth_settings(config, provider), no_browser=no_browser))
+    store = account_store(provider, account_name(account)) if account is not None else None
+    asyncio.run(login(provider, oauth_settings(config, provider), no_browser=no_browser, store=store))
 
 
 def run_refresh(config: LoadedConfig, provider: ProviderName) -> str:
@@ -62,17 +88,27 @@ def run_refresh(config: LoadedConfig, provider: ProviderName) -> str:
     return f"refreshed {provider} credentials ({credential.source}); valid until {expiry}"
 
 
-def run_logout(provider: ProviderName) -> list[Path]:
+def run_logout(provider: ProviderName, account: str | None = None) -> list[Path]:
+    from ccproxy.accounts import account_store
     from ccproxy.auth.login import logout
 
-    return logout(provider)
+    if account is None:
+        return logout(provider)
+    store = account_store(provider, account_name(account))
+    return [store.path] if store.delete() and store.path is not None else []
 
 
 def status(config: LoadedConfig) -> dict[str, dict[str, Any]]:
+    from ccproxy.accounts import registry_snapshot
     from ccproxy.auth.login import status_all
 
     settings: dict[str, OAuthSettings] = {p: oauth_settings(config, p) for p in PLUGIN_OF}
-    return asyncio.run(status_all(settings))
+    result = asyncio.run(status_all(settings))
+    for provider in PLUGIN_OF:
+        plugin = plugin_settings(config, provider)
+        accounts = plugin.accounts if plugin is not None else None
+        result[provider].update(asyncio.run(registry_snapshot(provider, settings[provider], accounts)))
+    return result
 
 
 # `ccproxy auth status` exit codes, for scripts (README, docs/authentication.md).
@@ -81,7 +117,9 @@ STATUS_NONE_USABLE = 3  # no provider has usable credentials: log in first
 
 
 def usable(info: Mapping[str, Any]) -> bool:
-    return info["state"] == "valid" or (info["state"] == "expired" and bool(info.get("refreshable")))
+    if info["state"] == "valid" or (info["state"] == "expired" and bool(info.get("refreshable"))):
+        return True
+    return any(a["state"] != "login-needed" for a in info.get("accounts", ()))  # a named account
 
 
 def print_status(config: LoadedConfig, *, as_json: bool) -> int:
@@ -103,6 +141,14 @@ def print_status(config: LoadedConfig, *, as_json: bool) -> int:
     for name, info in result.items():
         if info.get("error"):
             print(f"{name}: {info['error']}")
+    account_rows = [
+        (name, a["name"], a["state"], a["source"], a["plan"] or "-", _local(a["expires_at"]), _windows(a))
+        for name, info in result.items()
+        for a in info["accounts"]
+    ]
+    if len(account_rows) > len(result) or any(row[-1] != "-" for row in account_rows):
+        columns = ("provider", "account", "state", "source", "plan", "expires", "windows (last seen)")
+        print_table("accounts", columns, account_rows)
     if code == STATUS_NONE_USABLE:
         print(
             "no provider has usable credentials: run `ccproxy auth login` (Claude) or "
@@ -110,6 +156,24 @@ def print_status(config: LoadedConfig, *, as_json: bool) -> int:
             file=sys.stderr,
         )
     return code
+
+
+def _local(iso: str | None) -> str:
+    if iso is None:
+        return "-"
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _windows(account: Mapping[str, Any]) -> str:
+    parts = []
+    for w in account["windows"]:
+        used = f"{round(w['utilization'] * 100)}%" if w["utilization"] is not None else w["status"]
+        parts.append(
+            f"{w['name']} {used}" + (f" (resets {_local(w['resets_at'])})" if w["resets_at"] else "")
+        )
+    return ", ".join(parts) or "-"
 
 
 def set_plugin_enabled(plugin: str, enabled: bool, path: Path | None = None) -> Path:

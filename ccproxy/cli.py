@@ -311,19 +311,30 @@ def _auth_call(fn: Any) -> Any:
         fail(str(exc))
 
 
+AccountOption = Annotated[
+    str | None,
+    typer.Option(
+        "--account", help="A named account (one of several logins of this provider)", show_default=False
+    ),
+]
+
+
 @auth_app.command("login")
 def auth_login(
     provider: ProviderArg = "claude",
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Print the URL and paste the result back")
     ] = False,
+    account: AccountOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Log in with OAuth (PKCE) in the browser; saved to ccproxy's own store (mode 0600)."""
+    """Log in with OAuth (PKCE) in the browser; saved to ccproxy's own store (mode 0600).
+
+    With --account NAME the login is added as a named account beside the others (see "Several accounts")."""
     from ccproxy.auth_cli import provider_name, run_login
 
     loaded = _load(config)
-    _login(lambda: run_login(loaded, provider_name(provider), no_browser=no_browser))
+    _login(lambda: run_login(loaded, provider_name(provider), no_browser=no_browser, account=account))
 
 
 def _login(fn: Any) -> None:
@@ -365,12 +376,13 @@ def auth_status(
 
 
 @auth_app.command("logout")
-def auth_logout(provider: ProviderArg = "claude") -> None:
-    """Delete ccproxy's own stored login (the Claude Code / Codex CLI files are left alone)."""
+def auth_logout(provider: ProviderArg = "claude", account: AccountOption = None) -> None:
+    """Delete ccproxy's own stored login, or the named account's (the CLIs' files are left alone)."""
     from ccproxy.auth_cli import provider_name, run_logout
 
-    removed = _auth_call(lambda: run_logout(provider_name(provider)))
-    typer.echo("removed " + ", ".join(map(str, removed)) if removed else "no ccproxy login to remove")
+    removed = _auth_call(lambda: run_logout(provider_name(provider), account))
+    what = f"account {account!r}" if account else "ccproxy login"
+    typer.echo("removed " + ", ".join(map(str, removed)) if removed else f"no {what} to remove")
 
 
 @auth_app.command("refresh")

@@ -275,7 +275,8 @@ class ProviderPlugin(Plugin):
             named = [Account(n, tokens=manager(n)) for n in named_accounts(provider)]
             # The usual login (ccproxy's store, else the CLI's file) comes first; with named accounts
             # and no such login it is left out, so one named account behaves as a single login.
-            usual = not named or (await default.status())["state"] != "missing"
+            # Loaded now (not on the first request) so its name, and the state kept under it, are known.
+            usual = (await default.status())["state"] != "missing" or not named
             accounts = [Account(None, tokens=default)] * usual + named
         registry = Accounts(
             provider,

@@ -239,40 +239,8 @@ def test_auth_login_no_browser_end_to_end(provider: str, mode: str, isolated_hom
         if k not in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT")
     }
     with serve_app(fake_oauth_app()) as oauth:
-        if provider == "claude":
-            env = {
-                "PLUGINS__CLAUDE_API__OAUTH__TOKEN_URL": f"{oauth}/v1/oauth/token",
-                "PLUGINS__CLAUDE_API__OAUTH__AUTHORIZE_URL": f"{oauth}/oauth/authorize",
-            }
-        else:
-            env = {
-                "PLUGINS__CODEX__OAUTH__TOKEN_URL": f"{oauth}/codex/oauth/token",
-                "PLUGINS__CODEX__OAUTH__AUTHORIZE_URL": f"{oauth}/codex/oauth/authorize",
-            }
-        proc = subprocess.Popen(
-            [*CCPROXY, "auth", "login", provider, *flags],
-            text=True,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**base_env, **mode_env, **env},
-        )
-        assert proc.stdout is not None and proc.stdin is not None
-        url = ""
-        head = ""
-        while not url:
-            line = proc.stdout.readline()
-            assert line, proc.stderr.read() if proc.stderr else "no output"
-            head += line
-            if line.startswith("http"):
-                url = line.strip()
-        redirect = httpx.get(url, follow_redirects=False)
-        assert redirect.status_code in (302, 303, 307)
-        query = parse_qs(urlsplit(redirect.headers["location"]).query)
-        code, state = query["code"][0], query["state"][0]
-        pasted = f"{code}#{state}" if provider == "claude" else redirect.headers["location"]
-        out, err = proc.communicate(pasted + "\n", timeout=30)
-        assert proc.returncode == 0, err
+        env = oauth_env(provider, oauth)
+        head, out = paste_login(provider, flags, {**base_env, **mode_env, **env})
         assert "Logged in" in out
         if not flags:
             reason = "SSH session" if mode == "ssh session" else "no DISPLAY"
@@ -283,6 +251,75 @@ def test_auth_login_no_browser_end_to_end(provider: str, mode: str, isolated_hom
         assert stored.stat().st_mode & 0o777 == 0o600
         assert run("auth", "logout", provider).returncode == 0
         assert not stored.exists()
+
+
+def oauth_env(provider: str, oauth: str) -> dict[str, str]:
+    """Point the provider's OAuth at the fake server."""
+    if provider == "claude":
+        return {
+            "PLUGINS__CLAUDE_API__OAUTH__TOKEN_URL": f"{oauth}/v1/oauth/token",
+            "PLUGINS__CLAUDE_API__OAUTH__AUTHORIZE_URL": f"{oauth}/oauth/authorize",
+        }
+    return {
+        "PLUGINS__CODEX__OAUTH__TOKEN_URL": f"{oauth}/codex/oauth/token",
+        "PLUGINS__CODEX__OAUTH__AUTHORIZE_URL": f"{oauth}/codex/oauth/authorize",
+    }
+
+
+def paste_login(provider: str, flags: list[str], env: dict[str, str]) -> tuple[str, str]:
+    """Run `ccproxy auth login PROVIDER FLAGS`, follow the URL it prints and paste the result back:
+    (output before the URL, output after)."""
+    proc = subprocess.Popen(
+        [*CCPROXY, "auth", "login", provider, *flags],
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    url = ""
+    head = ""
+    while not url:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else "no output"
+        head += line
+        if line.startswith("http"):
+            url = line.strip()
+    redirect = httpx.get(url, follow_redirects=False)
+    assert redirect.status_code in (302, 303, 307)
+    query = parse_qs(urlsplit(redirect.headers["location"]).query)
+    code, state = query["code"][0], query["state"][0]
+    pasted = f"{code}#{state}" if provider == "claude" else redirect.headers["location"]
+    out, err = proc.communicate(pasted + "\n", timeout=30)
+    assert proc.returncode == 0, err
+    return head, out
+
+
+@pytest.mark.parametrize("provider", ["claude", "codex"])
+def test_auth_login_named_accounts_status_and_logout(provider: str, isolated_home: Path) -> None:
+    """Issue 15: `auth login --account NAME` adds a named login beside the usual one; `auth status` lists
+    every account; `auth logout --account NAME` removes only that one."""
+    with serve_app(fake_oauth_app()) as oauth:
+        env = {**oauth_env(provider, oauth), "DISPLAY": ""}
+        for name in ("work", "home"):
+            _, out = paste_login(provider, ["--no-browser", "--account", name], {**os.environ, **env})
+            assert "Logged in" in out
+    data = json.loads(run("auth", "status", "--json", env=env).stdout)[provider]
+    assert data["strategy"] == "fill-first"
+    rows = {a["name"]: a for a in data["accounts"]}
+    assert set(rows) == {"default", "home", "work"}  # the usual login (none here) and the two named ones
+    assert rows["default"]["state"] == "login-needed"
+    for name in ("home", "work"):
+        assert rows[name]["state"] == "ok" and rows[name]["source"] == name and rows[name]["expires_at"]
+    table = run("auth", "status", env=env)
+    assert table.returncode == 0 and "work" in table.stdout and "login-needed" in table.stdout
+    stored = isolated_home / ".local" / "share" / "ccproxy" / "accounts" / provider / "work.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert run("auth", "logout", provider, "--account", "work").returncode == 0
+    assert not stored.exists() and stored.with_name("home.json").exists()
+    refused = run("auth", "login", provider, "--no-browser", "--account", "../evil", stdin="")
+    assert refused.returncode == 2 and "account name" in refused.stderr
 
 
 def test_auth_login_refuses_half_a_claude_code() -> None:

@@ -243,10 +243,10 @@ def test_a_429_mid_stream_is_not_retried(run: Callable[..., Running], fakes: Fak
     proxy = run()
     fakes.anthropic.reply_stream_error("rate limited", error_type="rate_limit_error", text_before="partial")
     client = anthropic.Anthropic(base_url=proxy.url + "/api", api_key="x", max_retries=0)
-    with pytest.raises(anthropic.APIStatusError):
-        with client.messages.stream(model="sonnet", max_tokens=10, messages=USER) as stream:  # type: ignore[arg-type]
-            for _ in stream:
-                pass
+    stream = client.messages.stream(model="sonnet", max_tokens=10, messages=USER)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.APIStatusError), stream as events:
+        for _ in events:
+            pass
     assert who(fakes.anthropic) == ["a"]
 
 
