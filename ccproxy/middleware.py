@@ -211,6 +211,8 @@ class CoreMiddleware:
                     ms=round((time.perf_counter() - started) * 1000, 2),
                     request_id=request_id,
                     **({"reason": reason} if reason else _NO_REASON),
+                    # the upstream account that served it, by name (only with several accounts)
+                    **({"account": account} if (account := scope["state"].get("account")) else _NO_REASON),
                 )
 
     def _admission(

@@ -217,6 +217,7 @@ class Proxy:
             started,
         )
         call.state["event"] = event  # providers may add what only they know (session, cost)
+        call.state["scope"] = scope["state"]  # the access log's: which account served it
         hooks = self.ctx.hooks
         if hooks.listening:
             route = scope.get("route")

@@ -336,6 +336,8 @@ class ProviderPlugin(Plugin):
                 event = call.state.get("event")
                 if event is not None:
                     event.account = account.name
+                    if not accounts.single and "scope" in call.state:
+                        call.state["scope"]["account"] = account.name  # for the access log
             return credential
         raise ProxyError(
             401,

@@ -19,6 +19,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from structlog.testing import capture_logs
 
 from ccproxy.accounts import Accounts, account_store
 from ccproxy.app import create_app
@@ -198,10 +199,10 @@ def test_fill_first_fails_over_on_429_and_returns_after_the_reset(
 
 
 def test_failover_is_on_the_lifecycle_event_and_in_the_access_log(
-    run: Callable[..., Running], fakes: Fakes, capsys: pytest.CaptureFixture[str]
+    run: Callable[..., Running], fakes: Fakes
 ) -> None:
     two_accounts()
-    proxy = run(**{"logging.format": "json"})
+    proxy = run()
     fakes.anthropic.set_limits(claude_token("a"), limited_until=proxy.clock.now + 60)
     seen: list[Any] = []
 
@@ -213,8 +214,14 @@ def test_failover_is_on_the_lifecycle_event_and_in_the_access_log(
             seen.append((event.account, event.retries, event.retry_reasons))
 
     proxy.app.plugins.hooks.register(Listener(), "test-listener")
-    ask_claude(proxy.url)
+    with capture_logs() as logs:
+        ask_claude(proxy.url)
     assert seen == [("b", 1, ("429",))]
+    access = [
+        line for line in logs if line.get("event") == "request" and line.get("path") == "/api/v1/messages"
+    ]
+    assert access and access[-1]["account"] == "b"
+    assert not any(claude_token("b") in str(line) for line in logs)  # by name, never by token
 
 
 # ------------------------------------------------------------------------------------ session affinity
