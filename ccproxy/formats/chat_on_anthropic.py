@@ -293,11 +293,9 @@ def convert_response(message: JSON, ctx: TranslationContext) -> JSON:
 
 
 def _refusal(message: JSON) -> str | None:
-    if message.get("stop_reason") != "refusal":
-        return None
-    details = message.get("stop_details")
-    explanation = details.get("explanation") if isinstance(details, dict) else None
-    return str(explanation) if explanation else "The model refused to answer."
+    return (
+        common.refusal_text(message.get("stop_details")) if message.get("stop_reason") == "refusal" else None
+    )
 
 
 def _chat_id(message_id: Any) -> str:
@@ -447,11 +445,7 @@ class ChatStream(AnthropicEventStream):
         self._done = True
         out = []
         if self._stop_reason == "refusal":
-            out.append(
-                self._chunk(
-                    {"refusal": _refusal({"stop_reason": "refusal", "stop_details": self._stop_details})}
-                )
-            )
+            out.append(self._chunk({"refusal": common.refusal_text(self._stop_details)}))
         finish = common.chat_finish_reason(self._stop_reason)
         out.append(self._prefix + b'{},"logprobs":null,"finish_reason":"' + finish.encode() + b'"}]}\n\n')
         if self._ctx.include_usage:
@@ -465,16 +459,12 @@ class ChatStream(AnthropicEventStream):
         return render_stream_error(Format.CHAT, info) + DONE
 
 
-def _open_stream(ctx: TranslationContext) -> ChatStream:
-    return ChatStream(ctx)
-
-
 TRANSLATION = register(
     Translation(
         client=Format.CHAT,
         upstream=Format.ANTHROPIC,
         request=convert_request,
         response=convert_response,
-        stream=_open_stream,
+        stream=ChatStream,
     )
 )
