@@ -12,11 +12,11 @@ from ccproxy.formats.common import (
     assistant_message,
     decode_reasoning_item,
     effort_for_budget,
-    image_url_from_anthropic,
     json_dumps,
     responses_function_tool,
     responses_message,
 )
+from ccproxy.formats.media import image_url_from_anthropic
 
 # Which fields are read, ignored or refused is settled at the route's edge (ccproxy.formats.fields).
 # Anthropic effort → Responses effort; "max" is the top tier on both sides.

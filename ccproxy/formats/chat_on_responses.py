@@ -16,6 +16,7 @@ from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, 
 from ccproxy.formats.common import (
     assistant_message,
     chat_finish_reason,
+    chat_texts,
     new_id,
     now,
     responses_function_tool,
@@ -95,16 +96,7 @@ def _input_items(messages: Any) -> tuple[str, list[JSON]]:
 
 
 def _text_content(content: Any, param: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if not isinstance(content, list):
-        raise TranslationError("content must be a string or a list of parts", param=param)
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in {"text", "refusal"}:
-            raise TranslationError("only text parts are allowed here", param=f"{param}[{j}]")
-        texts.append(str(part.get("text") or part.get("refusal") or ""))
-    return "\n".join(texts)
+    return "\n".join(chat_texts(content, param))
 
 
 def _user_parts(content: Any, param: str) -> list[JSON]:

@@ -1,8 +1,9 @@
-"""Helpers shared by the translation modules: stop-reason tables, usage mapping, image and content
-helpers, reasoning effort ⇄ thinking budget, ids, and the lossless encoding of Anthropic thinking blocks.
+"""Helpers shared by the translation modules: stop-reason tables, usage mapping, content helpers,
+reasoning effort ⇄ thinking budget, ids, and the lossless encoding of Anthropic thinking blocks. Images and
+documents are ``formats.media``; OpenAI custom (freeform) tools are ``formats.freeform``.
 
 Pure functions and constant tables only (no I/O). Sources for every table: ``shared/conformance/NOTES.md``
-§4.6 (stop reasons), §4.7 (usage), §4.10 (images), §4.11 (thinking).
+§4.6 (stop reasons), §4.7 (usage), §4.11 (thinking).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import binascii
 import re
 import secrets
 import time
+from collections.abc import Callable, Container
 from typing import Any
 
 import orjson
@@ -147,66 +149,6 @@ def anthropic_tool_id(call_id: str) -> str:
     return _TOOL_ID_INVALID.sub("_", call_id)
 
 
-# --- images and documents (NOTES §4.10) ------------------------------------------------------------------
-
-_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(;[^,;]*)*?;base64,(?P<data>.*)$", re.S)
-
-
-def parse_data_url(url: str) -> tuple[str, str] | None:
-    """``(media_type, base64_data)`` of a base64 ``data:`` URL, or ``None`` when ``url`` is not one."""
-    match = _DATA_URL.match(url)
-    if match is None:
-        return None
-    return match.group("type") or "application/octet-stream", match.group("data")
-
-
-def anthropic_source_from_url(url: str, param: str) -> JSON:
-    """Anthropic image/document ``source`` for a data URL (→ base64) or an http(s) URL (→ url)."""
-    parsed = parse_data_url(url)
-    if parsed is not None:
-        return {"type": "base64", "media_type": parsed[0], "data": parsed[1]}
-    if url.startswith(("https://", "http://")):
-        return {"type": "url", "url": url}
-    raise TranslationError("expected an http(s) URL or a base64 data URL", param=param)
-
-
-def anthropic_image_block(url: str, param: str) -> JSON:
-    source = anthropic_source_from_url(url, param)
-    if source["type"] == "base64" and not str(source["media_type"]).startswith("image/"):
-        raise TranslationError(f"unsupported image media type {source['media_type']!r}", param=param)
-    return {"type": "image", "source": source}
-
-
-def anthropic_document_block(file_data: str | None, file_url: str | None, param: str) -> JSON:
-    """Anthropic ``document`` block for an OpenAI file part (PDF or plain text as a data URL, or a URL)."""
-    if file_data:
-        url = file_data if file_data.startswith("data:") else f"data:application/pdf;base64,{file_data}"
-        source = anthropic_source_from_url(url, param)
-        if source["media_type"] == "text/plain":
-            text = _b64_text(source["data"], param)
-            return {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": text}}
-        if source["media_type"] != "application/pdf":
-            raise TranslationError(f"unsupported file type {source['media_type']!r}", param=param)
-        return {"type": "document", "source": source}
-    if file_url:
-        return {"type": "document", "source": anthropic_source_from_url(file_url, param)}
-    raise TranslationError("file parts need file_data or a URL; file ids cannot be resolved", param=param)
-
-
-def _b64_text(data: str, param: str) -> str:
-    try:
-        return base64.b64decode(data, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise TranslationError("file_data is not valid base64 text", param=param) from exc
-
-
-def image_url_from_anthropic(source: JSON) -> str:
-    """An OpenAI image URL (data URL or plain URL) for an Anthropic image ``source``."""
-    if source.get("type") == "base64":
-        return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
-    return str(source.get("url", ""))
-
-
 # --- reasoning effort ⇄ thinking budget (NOTES §4.11) ----------------------------------------------------
 
 MIN_THINKING_BUDGET = 1024  # Anthropic: budget_tokens ≥ 1024 and < max_tokens
@@ -298,6 +240,22 @@ def stop_sequences(value: Any, param: str = "stop") -> list[str]:
         if not item.strip():
             raise TranslationError("Anthropic does not accept whitespace-only stop sequences", param=param)
     return list(items)
+
+
+def chat_texts(content: Any, param: str) -> list[str]:
+    """The texts of Chat content that may hold text only (a string, or text and refusal parts)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        raise TranslationError("content must be a string or a list of parts", param=param)
+    texts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
+            raise TranslationError("only text parts are allowed here", param=f"{param}[{j}]")
+        texts.append(str(part.get("text") or part.get("refusal") or ""))
+    return texts
 
 
 def json_dumps(value: Any) -> str:
@@ -453,6 +411,49 @@ class MessagesBuilder:
                 content.extend(blocks)
             return
         self.messages.append({"role": role, "content": blocks})
+
+
+Part = Callable[[Any, str], JSON]  # one content part of the client's format → an Anthropic block
+
+
+def anthropic_blocks(content: Any, param: str, part: Part) -> list[JSON]:
+    """Anthropic blocks for message content: a string is one text block, a list is converted by ``part``."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise TranslationError("content must be a string or a list of parts", param=param)
+    return [part(p, f"{param}[{j}]") for j, p in enumerate(content)]
+
+
+def anthropic_tool_result(call_id: Any, output: Any, param: str, part: Part) -> JSON:
+    """An Anthropic ``tool_result`` block for a tool's output: a string, or content parts (text, images)."""
+    result: JSON = {"type": "tool_result", "tool_use_id": anthropic_tool_id(str(call_id or ""))}
+    if isinstance(output, list):
+        blocks = [
+            b for b in anthropic_blocks(output, param, part) if not (b["type"] == "text" and not b["text"])
+        ]
+        if blocks:
+            result["content"] = blocks
+    elif output:
+        result["content"] = str(output)
+    return result
+
+
+def openai_tool_choice(
+    choice: Any, names: Container[Any], kinds: tuple[str, ...], name_of: Callable[[JSON], Any]
+) -> JSON:
+    """Anthropic ``tool_choice`` for an OpenAI one: a mode, or one of ``names`` (a dict of one of ``kinds``,
+    whose name ``name_of`` reads)."""
+    if choice is None:
+        return anthropic_tool_choice("auto")
+    if choice in ("auto", "none", "required"):
+        return anthropic_tool_choice(str(choice))
+    if isinstance(choice, dict) and choice.get("type") in kinds:
+        name = name_of(choice)
+        if name not in names:
+            raise TranslationError(f"tool_choice names unknown tool {name!r}", param="tool_choice")
+        return anthropic_tool_choice("auto", str(name))
+    raise TranslationError("unsupported tool_choice", param="tool_choice")
 
 
 def anthropic_tool(name: Any, description: Any, parameters: Any, param: str) -> JSON:

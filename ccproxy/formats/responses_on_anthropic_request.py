@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ccproxy.formats import common, freeform
+from ccproxy.formats import common, freeform, media
 from ccproxy.formats.base import JSON, TranslationError
 
 _WEB_SEARCH_TYPES = (
@@ -109,11 +109,7 @@ def _add_message(builder: common.MessagesBuilder, item: JSON, param: str) -> Non
 
 
 def _content_blocks(content: Any, param: str) -> list[JSON]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if not isinstance(content, list):
-        raise TranslationError("content must be a string or a list of parts", param=param)
-    return [_part(part, f"{param}[{j}]") for j, part in enumerate(content)]
+    return common.anthropic_blocks(content, param, _part)
 
 
 def _part(part: Any, param: str) -> JSON:
@@ -126,9 +122,9 @@ def _part(part: Any, param: str) -> JSON:
         url = part.get("image_url")
         if not isinstance(url, str):
             raise TranslationError("input_image needs image_url; file ids cannot be resolved", param=param)
-        return common.anthropic_image_block(url, param)  # ``detail`` has no Anthropic counterpart
+        return media.anthropic_image_block(url, param)  # ``detail`` has no Anthropic counterpart
     if kind == "input_file":
-        return common.anthropic_document_block(part.get("file_data"), part.get("file_url"), param)
+        return media.anthropic_document_block(part.get("file_data"), part.get("file_url"), param)
     raise TranslationError(f"unsupported content part type {kind!r}", param=param)
 
 
@@ -142,43 +138,28 @@ def _tool_use(item: JSON, param: str) -> JSON:
         ) from exc
     if not isinstance(parsed, dict):
         raise TranslationError("function_call arguments must be a JSON object", param=f"{param}.arguments")
-    return {
-        "type": "tool_use",
-        "id": common.anthropic_tool_id(str(item.get("call_id") or "")),
-        "name": flat_name(item.get("namespace"), str(item.get("name") or "")),
-        "input": parsed,
-    }
+    return _tool_use_block(item, parsed)
 
 
 def _custom_tool_use(item: JSON, param: str) -> JSON:
     text = item.get("input")
     if not isinstance(text, str):
         raise TranslationError("custom_tool_call input must be a string", param=f"{param}.input")
+    return _tool_use_block(item, {freeform.FREEFORM_PROPERTY: text})
+
+
+def _tool_use_block(item: JSON, tool_input: JSON) -> JSON:
+    """The Anthropic ``tool_use`` block replaying a ``function_call`` or ``custom_tool_call`` input item."""
     return {
         "type": "tool_use",
         "id": common.anthropic_tool_id(str(item.get("call_id") or "")),
         "name": flat_name(item.get("namespace"), str(item.get("name") or "")),
-        "input": {freeform.FREEFORM_PROPERTY: text},
+        "input": tool_input,
     }
 
 
 def _tool_result(item: JSON, param: str) -> JSON:
-    result: JSON = {
-        "type": "tool_result",
-        "tool_use_id": common.anthropic_tool_id(str(item.get("call_id") or "")),
-    }
-    output = item.get("output")
-    if isinstance(output, list):
-        blocks = [
-            b
-            for b in _content_blocks(output, f"{param}.output")
-            if not (b["type"] == "text" and not b["text"])
-        ]
-        if blocks:
-            result["content"] = blocks
-    elif output:
-        result["content"] = str(output)
-    return result
+    return common.anthropic_tool_result(item.get("call_id"), item.get("output"), f"{param}.output", _part)
 
 
 def _tools(body: JSON, out: JSON) -> None:
@@ -233,21 +214,12 @@ def _tools(body: JSON, out: JSON) -> None:
         return
     out["tools"] = converted
     names = {t["name"] for t in converted if "type" not in t}  # client tools (server tools have a type)
-    common.set_tool_choice(out, _tool_choice(choice, names), body.get("parallel_tool_calls"))
+    tool_choice = common.openai_tool_choice(choice, names, ("function", "custom"), _choice_name)
+    common.set_tool_choice(out, tool_choice, body.get("parallel_tool_calls"))
 
 
-def _tool_choice(choice: Any, names: set[str]) -> JSON:
-    if choice is None:
-        return common.anthropic_tool_choice("auto")
-    if choice in ("auto", "none", "required"):
-        return common.anthropic_tool_choice(str(choice))
-    if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
-        if choice.get("name") not in names:
-            raise TranslationError(
-                f"tool_choice names unknown tool {choice.get('name')!r}", param="tool_choice"
-            )
-        return common.anthropic_tool_choice("auto", str(choice["name"]))
-    raise TranslationError("unsupported tool_choice", param="tool_choice")
+def _choice_name(choice: JSON) -> Any:
+    return choice.get("name")
 
 
 def _web_search_tool(tool: JSON, param: str) -> JSON | None:
