@@ -25,7 +25,8 @@ from ccproxy.formats.common import (
     responses_stop_reason,
     responses_usage_to_anthropic,
 )
-from ccproxy.formats.errors import ErrorInfo, log_late_error, parse_stream_error, render_stream_error
+from ccproxy.formats.errors import ErrorInfo, parse_stream_error, render_stream_error
+from ccproxy.formats.responses_events import ResponsesEventStream
 from ccproxy.sse import frame
 
 __all__ = ["AnthropicStream", "convert_request", "convert_response"]
@@ -100,26 +101,23 @@ def _message_id(response: JSON) -> str:
 _TEXT, _THINKING, _TOOL = 1, 2, 3
 
 
-class AnthropicStream:
+class AnthropicStream(ResponsesEventStream):
     """Responses events → Anthropic events; one open content block at a time, constant work per event."""
 
     __slots__ = (
         "_args_sent",
         "_block_key",
         "_block_kind",
-        "_done",
         "_has_tools",
         "_index",
         "_items",
-        "_model",
         "_refusal",
         "_started",
     )
 
     def __init__(self, ctx: TranslationContext) -> None:
-        self._model = ctx.model
+        super().__init__(ctx)
         self._started = False
-        self._done = False
         self._index = -1
         self._block_kind = 0
         self._block_key: tuple[int, int] = (-1, -1)
@@ -129,17 +127,6 @@ class AnthropicStream:
         self._items: dict[int, JSON] = {}  # output_index → function_call item (for id and name)
 
     # protocol ---------------------------------------------------------------------------------------------
-
-    def feed(self, event: str | None, data: JSON) -> bytes:
-        kind = data.get("type") or event
-        handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
-        if handler is None:
-            return b""  # unknown and uninteresting events (web_search_call.*, annotations, …) are tolerated
-        if self._done:
-            if handler is AnthropicStream._on_error:
-                log_late_error(data)  # the terminal event already closed the message
-            return b""
-        return handler(self, data)
 
     def finish(self) -> bytes:
         """Upstream ended: after a terminal event nothing is due; an abrupt end still closes the message."""
@@ -355,7 +342,7 @@ class AnthropicStream:
         self._args_sent = True
         return self._delta({"type": "input_json_delta", "partial_json": arguments})
 
-    # one table per class, not bound methods per instance (those would make a reference cycle per stream)
+    # one table per class (see ResponsesEventStream)
     _HANDLERS: ClassVar[dict[str, Callable[[AnthropicStream, JSON], bytes]]] = {
         "response.created": _on_created,
         "response.in_progress": _on_created,

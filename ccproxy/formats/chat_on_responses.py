@@ -24,7 +24,8 @@ from ccproxy.formats.common import (
     responses_stop_reason,
     responses_usage_to_chat,
 )
-from ccproxy.formats.errors import ErrorInfo, log_late_error, parse_stream_error, render_stream_error
+from ccproxy.formats.errors import ErrorInfo, parse_stream_error, render_stream_error
+from ccproxy.formats.responses_events import ResponsesEventStream
 from ccproxy.sse import DONE, frame
 
 # Copied unchanged: same name and meaning in both APIs.
@@ -304,7 +305,7 @@ def _created(response: JSON) -> int:
 # --- stream -------------------------------------------------------------------------------------------------
 
 
-class ChatStream:
+class ChatStream(ResponsesEventStream):
     """Responses events → Chat chunks; constant work per event. The terminal event closes the answer: an
     ``error`` the upstream sends after ``response.completed`` is logged, never turned into a failure of an
     answer the client already has in full."""
@@ -314,36 +315,20 @@ class ChatStream:
         "_call_open",
         "_calls",
         "_current",
-        "_done",
-        "_failed",
         "_head",
         "_include_usage",
-        "_model",
         "_role_sent",
     )
 
     def __init__(self, ctx: TranslationContext) -> None:
-        self._model = ctx.model
+        super().__init__(ctx)
         self._include_usage = ctx.include_usage
         self._head: JSON = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk", "created": now()}
         self._role_sent = False
-        self._done = False  # terminal event seen (finish chunk written)
-        self._failed = False  # an error frame was written: nothing may follow
         self._calls: dict[int, int] = {}  # output_index → tool call ordinal
         self._current = -1  # output_index of the function call being streamed
         self._args_sent = False
         self._call_open = False
-
-    def feed(self, event: str | None, data: JSON) -> bytes:
-        kind = data.get("type") or event
-        handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
-        if handler is None or self._failed:
-            return b""
-        if self._done:
-            if handler is ChatStream._on_error:
-                log_late_error(data)
-            return b""
-        return handler(self, data)
 
     def finish(self) -> bytes:
         if self._failed:
@@ -447,7 +432,7 @@ class ChatStream:
         self._failed = True
         return render_stream_error(Format.CHAT, parse_stream_error(data)) + DONE
 
-    # one table per class, not bound methods per instance (those would make a reference cycle per stream)
+    # one table per class (see ResponsesEventStream)
     _HANDLERS: ClassVar[dict[str, Callable[[ChatStream, JSON], bytes]]] = {
         "response.created": _on_created,
         "response.output_text.delta": _on_text_delta,
