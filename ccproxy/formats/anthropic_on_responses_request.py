@@ -15,6 +15,7 @@ from ccproxy.formats.common import (
     json_dumps,
     responses_function_tool,
     responses_message,
+    responses_tools,
 )
 from ccproxy.formats.media import image_url_from_anthropic
 
@@ -211,11 +212,7 @@ def _function_call(block: JSON, param: str) -> JSON:
 
 
 def _apply_tools(body: JSON, out: JSON) -> None:
-    tools = body.get("tools")
-    if tools:
-        if not isinstance(tools, list):
-            raise TranslationError("tools must be a list", param="tools")
-        out["tools"] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    responses_tools(body, out, _tool)
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
         kind = choice.get("type")

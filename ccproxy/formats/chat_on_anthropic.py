@@ -98,8 +98,7 @@ def _user_part(part: Any, param: str) -> JSON:
     if kind == "text":
         return {"type": "text", "text": str(part.get("text", ""))}
     if kind == "image_url":
-        image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image
+        url = common.chat_image_url(part)[0]
         if not isinstance(url, str):
             raise TranslationError("image_url.url must be a string", param=param)
         return media.anthropic_image_block(url, param)  # ``detail`` has no Anthropic counterpart

@@ -16,12 +16,14 @@ from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, 
 from ccproxy.formats.common import (
     assistant_message,
     chat_finish_reason,
+    chat_image_url,
     chat_texts,
     new_id,
     now,
     responses_function_tool,
     responses_message,
     responses_stop_reason,
+    responses_tools,
     responses_usage_to_chat,
 )
 from ccproxy.formats.errors import ErrorInfo, parse_stream_error, render_stream_error
@@ -113,11 +115,9 @@ def _user_part(part: Any, param: str) -> JSON:
     if kind == "text":
         return {"type": "input_text", "text": str(part.get("text", ""))}
     if kind == "image_url":
-        image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image
+        url, detail = chat_image_url(part)
         if not isinstance(url, str) or not url:
             raise TranslationError("image_url needs a url", param=f"{param}.image_url")
-        detail = image.get("detail") if isinstance(image, dict) else None
         return {"type": "input_image", "image_url": url, "detail": detail or "auto"}
     if kind == "file":
         return _file_part(part.get("file"), param)
@@ -168,11 +168,7 @@ def _tool_output(message: JSON, param: str) -> JSON:
 
 
 def _apply_tools(body: JSON, out: JSON) -> None:
-    tools = body.get("tools")
-    if tools:
-        if not isinstance(tools, list):
-            raise TranslationError("tools must be a list", param="tools")
-        out["tools"] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    responses_tools(body, out, _tool)
     choice = body.get("tool_choice")
     if choice is None:
         return

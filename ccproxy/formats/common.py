@@ -258,6 +258,12 @@ def chat_texts(content: Any, param: str) -> list[str]:
     return texts
 
 
+def chat_image_url(part: JSON) -> tuple[Any, Any]:
+    """``(url, detail)`` of a Chat ``image_url`` part (an object, or the bare URL some clients send)."""
+    image = part.get("image_url")
+    return (image.get("url"), image.get("detail")) if isinstance(image, dict) else (image, None)
+
+
 def json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -347,6 +353,15 @@ def responses_stop_reason(response: JSON, has_tool_calls: bool) -> str:
 
 
 # --- Responses request pieces ----------------------------------------------------------------------------
+
+
+def responses_tools(body: JSON, out: JSON, tool: Callable[[Any, str], JSON]) -> None:
+    """``tools`` of a Responses request: each of the client's tools, converted by ``tool``."""
+    tools = body.get("tools")
+    if tools:
+        if not isinstance(tools, list):
+            raise TranslationError("tools must be a list", param="tools")
+        out["tools"] = [tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
 
 
 # Responses function tools default to ``strict: true``, which rejects ordinary schemas (optional properties,
