@@ -11,6 +11,7 @@ from ccproxy.formats.base import JSON, TranslationError
 from ccproxy.formats.common import (
     assistant_message,
     decode_reasoning_item,
+    each_message,
     effort_for_budget,
     json_dumps,
     responses_function_tool,
@@ -58,13 +59,8 @@ def _system_text(system: Any, param: str) -> str:
 
 
 def _input_items(messages: Any) -> list[JSON]:
-    if not isinstance(messages, list):
-        raise TranslationError("messages must be a list", param="messages")
     items: list[JSON] = []
-    for i, message in enumerate(messages):
-        param = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise TranslationError("each message must be an object", param=param)
+    for param, message in each_message(messages):
         role = message.get("role")
         content = message.get("content")
         if role == "system":

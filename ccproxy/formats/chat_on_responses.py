@@ -18,6 +18,7 @@ from ccproxy.formats.common import (
     chat_finish_reason,
     chat_image_url,
     chat_texts,
+    each_message,
     new_id,
     now,
     responses_function_tool,
@@ -72,14 +73,9 @@ def convert_request(body: JSON) -> JSON:
 def _input_items(messages: Any) -> tuple[str, list[JSON]]:
     """``(instructions, input)``: leading system/developer messages become ``instructions``; later ones
     keep their position as system/developer input messages."""
-    if not isinstance(messages, list):
-        raise TranslationError("messages must be a list", param="messages")
     leading: list[str] = []
     items: list[JSON] = []
-    for i, message in enumerate(messages):
-        param = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise TranslationError("each message must be an object", param=param)
+    for param, message in each_message(messages):
         role = message.get("role")
         if role in {"system", "developer"}:
             text = _text_content(message.get("content"), f"{param}.content")

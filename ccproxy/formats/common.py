@@ -13,7 +13,7 @@ import binascii
 import re
 import secrets
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 import orjson
@@ -353,6 +353,17 @@ def responses_stop_reason(response: JSON, has_tool_calls: bool) -> str:
 
 
 # --- Responses request pieces ----------------------------------------------------------------------------
+
+
+def each_message(messages: Any) -> Iterator[tuple[str, JSON]]:
+    """``(param, message)`` for each entry of a client's ``messages``, checked to be a list of objects."""
+    if not isinstance(messages, list):
+        raise TranslationError("messages must be a list", param="messages")
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise TranslationError("each message must be an object", param=param)
+        yield param, message
 
 
 def responses_tools(body: JSON, out: JSON, tool: Callable[[Any, str], JSON]) -> None:
