@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from bench import client
@@ -54,16 +56,19 @@ async def count(
     upstream_port: int,
     home: str,
     scenarios: list[tuple[str, str, bool]],
-    extra_env: dict[str, str] | None = None,
+    extra_env: Mapping[str, str | None] | None = None,
+    key: str | None = None,
 ) -> dict[str, float]:
-    """``{name: instructions per answer}`` for each (name, route key, stream) scenario."""
+    """``{name: instructions per answer}`` for each (name, route key, stream) scenario.
+
+    ``extra_env``: a ``None`` value removes the variable; ``key``: a client key every request carries."""
     valgrind = which("valgrind")
     assert valgrind is not None
     out_dir = Path(home) / "callgrind"
     out_dir.mkdir(exist_ok=True)
     prefix = str(out_dir / "vgdb")
     port = free_port()
-    env = {
+    merged: dict[str, str | None] = {
         **ccproxy_env(upstream_port, home),
         "PYTHONHASHSEED": "0",  # the same dict layouts, run after run
         "PYTHONMALLOC": "malloc",  # what `ccproxy serve` re-executes itself with (ccproxy/launch.py)
@@ -74,6 +79,7 @@ async def count(
         "LEDGER__FLUSH_SECONDS": "60",
         **(extra_env or {}),
     }
+    env = {k: v for k, v in merged.items() if v is not None}
     argv = [
         valgrind,
         "--tool=callgrind",
@@ -98,7 +104,13 @@ async def count(
         for name, key, stream in scenarios:
             route = p.ROUTES[key]
             body = p.client_body(route, stream=stream, marker=p.LONG if stream else "", large=False)
-            raw = p.raw_request(route.path, body, p.headers_for(route.client, f"{HOST}:{port}"))
+            headers = p.headers_for(route.client, f"{HOST}:{port}")
+            if key is not None:  # the client key in place of the SDK's dummy API key
+                headers = [
+                    (k, key if k == "x-api-key" else f"Bearer {key}" if k == "Authorization" else v)
+                    for k, v in headers
+                ]
+            raw = p.raw_request(route.path, body, headers)
             raws[name] = raw
             await client.closed_loop(HOST, port, raw, conns=1, duration=0, per_conn=WARMUP, timeout=60)
         await asyncio.to_thread(_control, prefix, proc.pid, "-i", "on")
@@ -119,3 +131,47 @@ async def count(
         for leftover in glob.glob(f"{out_dir}/cg.*"):
             os.unlink(leftover)
     return results
+
+
+def accounts_home(home: str) -> tuple[dict[str, str | None], str]:
+    """A data directory with two named accounts per provider and one client key: the environment for the
+    "accounts + keys" scenarios (no static tokens) and the key the requests carry."""
+    from ccproxy.keys import KeyFile, create_key
+    from ccproxy.testing.fake_oauth import make_unsigned_jwt
+
+    data = Path(home) / "accounts-data"
+    root = data / "ccproxy"
+    far = 4102444800
+    for name in ("a", "b"):
+        claude = {
+            "claudeAiOauth": {
+                "accessToken": f"sk-ant-oat01-bench-{name}",
+                "refreshToken": f"sk-ant-ort01-bench-{name}",
+                "expiresAt": far * 1000,
+                "scopes": ["user:inference"],
+                "subscriptionType": "max",
+            },
+            "account": {"uuid": f"uuid-{name}", "email": None, "organization_uuid": None},
+        }
+        claims = {"exp": far, "https://api.openai.com/auth": {"chatgpt_account_id": f"acct-{name}"}}
+        codex = {
+            "tokens": {
+                "access_token": make_unsigned_jwt(claims),
+                "refresh_token": "rt",
+                "account_id": f"acct-{name}",
+            }
+        }
+        for provider, body in (("claude", claude), ("codex", codex)):
+            path = root / "accounts" / provider / f"{name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(body))
+            path.chmod(0o600)
+    store = KeyFile(root / "keys.json")
+    store.path.unlink(missing_ok=True)  # a fresh key each run
+    key = create_key(store, "bench")
+    env: dict[str, str | None] = {
+        "XDG_DATA_HOME": str(data),
+        "PLUGINS__CLAUDE_API__ACCESS_TOKEN": None,
+        "PLUGINS__CODEX__ACCESS_TOKEN": None,
+    }
+    return env, key

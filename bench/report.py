@@ -582,18 +582,22 @@ def render(res: Results) -> str:
         head += [f"PROBE FAILED {k}: {v}" for k, v in failed.items()]
     parts = ["\n".join(head), tables(res), "\n### Targets\n", targets_table(res)]
     if res.instructions:
-        off = res.instructions_off
+        off, acc = res.instructions_off, res.instructions_accounts
         rows_ = [
             [
                 name,
                 f"{count:,.0f}",
                 *([f"{off[name]:,.0f}", f"{count / off[name] - 1:+.1%}"] if name in off else []),
+                *([f"{acc[name]:,.0f}", f"{acc[name] / count - 1:+.1%}"] if name in acc else []),
             ]
             for name, count in res.instructions.items()
         ]
-        header = ["scenario", "instructions"] + (
-            ["metrics + ledger + pricing off", "on vs off"] if off else []
-        )
+        header = [
+            "scenario",
+            "instructions",
+            *(["metrics + ledger + pricing off", "on vs off"] if off else []),
+            *(["2 accounts + client key", "vs 1 login"] if acc else []),
+        ]
         parts += [
             "\n### CPU instructions per answer (callgrind, ccproxy process, 20 answers each)\n",
             _table(header, rows_),

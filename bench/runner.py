@@ -208,6 +208,7 @@ class Results:
     probes: dict[str, str] = field(default_factory=dict)
     instructions: dict[str, float] = field(default_factory=dict)  # scenario -> per answer (callgrind)
     instructions_off: dict[str, float] = field(default_factory=dict)  # the same, observability off
+    instructions_accounts: dict[str, float] = field(default_factory=dict)  # two accounts + a client key
     started_at: str = ""
     wall_seconds: float = 0.0
 
@@ -235,6 +236,7 @@ class Results:
             "probes": self.probes,
             "instructions": self.instructions,
             "instructions_observe_off": self.instructions_off,
+            "instructions_accounts_keys": self.instructions_accounts,
             "started_at": self.started_at,
             "wall_seconds": self.wall_seconds,
         }
@@ -668,6 +670,11 @@ class Bench:
             self.res.instructions_off = await instructions.count(
                 self.ports["direct"], self.dir, todo, OBSERVE_OFF
             )
+        # Two accounts per provider and a client key on every request (issue 15), beside one static login.
+        env, key = instructions.accounts_home(self.dir)
+        self.res.instructions_accounts = await instructions.count(
+            self.ports["direct"], self.dir, todo, env, key=key
+        )
 
     def run_micro(self) -> None:
         quick = self.s.mode != "full"
