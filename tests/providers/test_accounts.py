@@ -28,6 +28,7 @@ from ccproxy.testing import FakeUpstream, serve_app
 from ccproxy.testing.fake_oauth import make_unsigned_jwt
 
 from .conftest import Fakes, Home, OAuthServer, proxy_config
+from .test_credentials import fifty_concurrent_messages
 
 USER = [{"role": "user", "content": "hello"}]
 FAR = 4102444800.0  # 2100: tokens that never expire during a test
@@ -394,17 +395,7 @@ async def test_fifty_concurrent_requests_during_expiry_refresh_each_account_once
             "plugins.claude_api.accounts.strategy": "round-robin",
         }
     )
-    async with anthropic.AsyncAnthropic(base_url=proxy.url + "/api", api_key="x", max_retries=0) as client:
-        results = await asyncio.gather(
-            *(
-                client.messages.create(
-                    model="sonnet",
-                    max_tokens=10,
-                    messages=[{"role": "user", "content": f"request {i}"}],
-                )
-                for i in range(50)
-            )
-        )
+    results = await fifty_concurrent_messages(proxy.url)
     assert len(results) == 50
     assert oauth.state.claude.refresh_attempts == 2
     assert oauth.state.claude.refresh_count == 2  # one per account

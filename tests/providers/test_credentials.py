@@ -136,6 +136,19 @@ def test_expired_claude_credential_is_refreshed_with_rotation(
     assert home.claude_credentials.stat().st_mode & 0o777 == 0o600
 
 
+async def fifty_concurrent_messages(url: str) -> list[Any]:
+    """50 Messages requests at once through the proxy at ``url``."""
+    async with anthropic.AsyncAnthropic(base_url=url + "/api", api_key="x", max_retries=0) as client:
+        return await asyncio.gather(
+            *(
+                client.messages.create(
+                    model="sonnet", max_tokens=10, messages=[{"role": "user", "content": f"request {i}"}]
+                )
+                for i in range(50)
+            )
+        )
+
+
 async def test_fifty_concurrent_requests_during_expiry_refresh_once(
     make_proxy: MakeProxy, fakes: Fakes, oauth: OAuthServer, home: Home
 ) -> None:
@@ -143,17 +156,7 @@ async def test_fifty_concurrent_requests_during_expiry_refresh_once(
     write_claude_credentials(home.claude_credentials, old, expires_in=30)
     oauth.state.claude.refresh_delay = 0.2  # every request arrives while the refresh is in flight
     with make_proxy(**claude_oauth_settings(oauth)) as url:
-        async with anthropic.AsyncAnthropic(base_url=url + "/api", api_key="x", max_retries=0) as client:
-            results = await asyncio.gather(
-                *(
-                    client.messages.create(
-                        model="sonnet",
-                        max_tokens=10,
-                        messages=[{"role": "user", "content": f"request {i}"}],
-                    )
-                    for i in range(50)
-                )
-            )
+        results = await fifty_concurrent_messages(url)
     assert len(results) == 50
     assert oauth.state.claude.refresh_attempts == 1
     assert oauth.state.claude.refresh_count == 1
