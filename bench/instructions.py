@@ -57,11 +57,11 @@ async def count(
     home: str,
     scenarios: list[tuple[str, str, bool]],
     extra_env: Mapping[str, str | None] | None = None,
-    key: str | None = None,
+    client_key: str | None = None,
 ) -> dict[str, float]:
     """``{name: instructions per answer}`` for each (name, route key, stream) scenario.
 
-    ``extra_env``: a ``None`` value removes the variable; ``key``: a client key every request carries."""
+    ``extra_env``: a ``None`` value removes the variable; ``client_key``: a key every request carries."""
     valgrind = which("valgrind")
     assert valgrind is not None
     out_dir = Path(home) / "callgrind"
@@ -105,9 +105,10 @@ async def count(
             route = p.ROUTES[key]
             body = p.client_body(route, stream=stream, marker=p.LONG if stream else "", large=False)
             headers = p.headers_for(route.client, f"{HOST}:{port}")
-            if key is not None:  # the client key in place of the SDK's dummy API key
+            if client_key is not None:  # the client key in place of the SDK's dummy API key
+                bearer = f"Bearer {client_key}"
                 headers = [
-                    (k, key if k == "x-api-key" else f"Bearer {key}" if k == "Authorization" else v)
+                    (k, client_key if k == "x-api-key" else bearer if k == "Authorization" else v)
                     for k, v in headers
                 ]
             raw = p.raw_request(route.path, body, headers)

@@ -673,7 +673,7 @@ class Bench:
         # Two accounts per provider and a client key on every request (issue 15), beside one static login.
         env, key = instructions.accounts_home(self.dir)
         self.res.instructions_accounts = await instructions.count(
-            self.ports["direct"], self.dir, todo, env, key=key
+            self.ports["direct"], self.dir, todo, env, client_key=key
         )
 
     def run_micro(self) -> None:

@@ -69,7 +69,7 @@ class AccountSettings(BaseModel):
         5.0, ge=0, le=600, description="Random extra rest after a reset, so accounts do not return at once"
     )
     rest_seconds: float = Field(
-        60.0, gt=0, description="Rest after a 429/529 that says nothing about when the limit resets"
+        60.0, gt=0, description="Rest after a 429 that says nothing about when the limit resets"
     )
 
 
@@ -252,16 +252,16 @@ class Accounts:
         quota = self.parse(headers, now)
         account.last_seen = now
         if quota is None:
-            if status in (429, 529) and not self.single:
+            if status == 429 and not self.single:
                 self.rest(account, now + self.settings.rest_seconds, "limited")
             return
         changed = account.quota is None or _change_key(quota) != _change_key(account.quota)
         account.quota = quota
+        # A 529 (overloaded) is the upstream's, not the account's: the request moves on, the account
+        # does not rest.
         if status == 429 or quota.rejected:
             if not self.single:
                 self.rest(account, quota.resets_at or now + self.settings.rest_seconds, "limited")
-        elif status == 529 and not self.single:
-            self.rest(account, now + self.settings.rest_seconds, "limited")
         elif quota.overage_in_use and not self.allow_overage:
             resets = quota.resets_at or quota.overage_resets_at or now + self.settings.rest_seconds
             self.rest(account, resets, "overage")

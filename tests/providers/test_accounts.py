@@ -405,3 +405,14 @@ async def test_fifty_concurrent_requests_during_expiry_refresh_each_account_once
     for name in ("a", "b"):
         stored = account_store("claude", name).load()
         assert stored is not None and stored.refresh_token != issued[name]["refresh_token"]
+
+
+def test_an_overloaded_529_moves_the_request_on_without_resting_the_account(
+    run: Callable[..., Running], fakes: Fakes
+) -> None:
+    two_accounts()
+    proxy = run()
+    fakes.anthropic.reply_error(529, "Overloaded", error_type="overloaded_error")
+    assert ask_claude(proxy.url).content
+    ask_claude(proxy.url)
+    assert who(fakes.anthropic) == ["a", "b", "a"]
