@@ -186,6 +186,16 @@ def test_fill_first_fails_over_on_429_and_returns_after_the_reset(
     state = proxy.accounts()["providers"][provider]
     rows = {row["name"]: row for row in state["accounts"]}
     assert state["strategy"] == "fill-first"
+    assert set(rows["a"]) == {
+        "name", "source", "plan", "priority", "state", "expires_at", "resting_until", "windows", "overage",
+        "last_seen",
+    }  # fmt: skip
+    assert (
+        rows["b"]["source"] == "b"
+        and rows["b"]["plan"] in ("max", "pro")
+        and rows["b"]["last_seen"].endswith("Z")
+    )
+    assert {"name", "status", "utilization", "resets_at"} == set(rows["b"]["windows"][0])
     assert rows["a"]["state"] == "limited" and rows["a"]["resting_until"] is not None
     assert rows["b"]["state"] == "ok"
     short = "5h" if provider == "claude" else "primary"
@@ -416,3 +426,12 @@ def test_an_overloaded_529_moves_the_request_on_without_resting_the_account(
     assert ask_claude(proxy.url).content
     ask_claude(proxy.url)
     assert who(fakes.anthropic) == ["a", "b", "a"]
+
+
+def test_accounts_endpoint_is_behind_the_auth_token(run: Callable[..., Running]) -> None:
+    two_accounts()
+    proxy = run(**{"security.auth_token": "s3cret-token"})
+    assert httpx.get(proxy.url + "/accounts").status_code == 401
+    answer = httpx.get(proxy.url + "/accounts", headers={"authorization": "Bearer s3cret-token"})
+    assert answer.status_code == 200 and set(answer.json()["providers"]) == {"claude", "codex"}
+    assert "sk-ant" not in answer.text and codex_token("a") not in answer.text
