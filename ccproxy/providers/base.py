@@ -205,8 +205,14 @@ class _Upstream:
         call.state["tried"] = tried
         if len(tried) >= accounts.settings.max_attempts:
             return None
-        accounts.failing_over(account, resp.status if resp is not None else 0)
-        credential = await self.plugin.account_credential(self.ctx, call, tried)
+        status = resp.status if resp is not None else 0
+        try:
+            credential = await self.plugin.account_credential(self.ctx, call, tried)
+        except ProxyError:
+            if status == 429:
+                raise  # every account is limited: one 429 naming the windows and the earliest reset
+            return None  # a 529, a refused token, no connection: the upstream's own answer or error stands
+        accounts.failing_over(account, status)
         return self.plugin.build(self.ctx, call, credential)
 
     async def unauthorized(self, call: Call, failed: Outbound) -> Outbound | None:

@@ -435,3 +435,17 @@ def test_accounts_endpoint_is_behind_the_auth_token(run: Callable[..., Running])
     answer = httpx.get(proxy.url + "/accounts", headers={"authorization": "Bearer s3cret-token"})
     assert answer.status_code == 200 and set(answer.json()["providers"]) == {"claude", "codex"}
     assert "sk-ant" not in answer.text and codex_token("a") not in answer.text
+
+
+def test_when_no_account_is_left_a_529_reaches_the_client_as_it_came(
+    run: Callable[..., Running], fakes: Fakes
+) -> None:
+    two_accounts()
+    proxy = run()
+    fakes.anthropic.reply_error(529, "Overloaded", error_type="overloaded_error")
+    fakes.anthropic.reply_error(529, "Overloaded", error_type="overloaded_error")
+    client = anthropic.Anthropic(base_url=proxy.url + "/api", api_key="x", max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client.messages.create(model="sonnet", max_tokens=10, messages=USER)  # type: ignore[arg-type]
+    assert info.value.status_code == 529 and "Overloaded" in str(info.value)
+    assert who(fakes.anthropic) == ["a", "b"]
