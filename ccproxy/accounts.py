@@ -73,7 +73,7 @@ class AccountSettings(BaseModel):
     )
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Window:
     name: str  # "5h" / "7d" (Claude), "primary" / "secondary" (Codex)
     status: str  # allowed | allowed_warning | rejected
@@ -81,7 +81,7 @@ class Window:
     resets_at: float | None  # epoch seconds
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Quota:
     """What one response's rate-limit headers said."""
 
@@ -110,6 +110,7 @@ class Account:
         "last_seen",
         "priority",
         "quota",
+        "raw",
         "rest_reason",
         "resting_until",
         "static",
@@ -129,6 +130,7 @@ class Account:
         self.static = static
         self.priority = priority
         self.quota: Quota | None = None
+        self.raw: tuple[str | None, ...] = ()  # the rate-limit header values last parsed
         self.resting_until = 0.0  # epoch seconds; 0: not resting
         self.rest_reason: AccountState = "ok"
         self.last_seen: float | None = None
@@ -169,6 +171,7 @@ class Accounts:
         settings: AccountSettings,
         parse: QuotaParser,
         *,
+        headers: tuple[str, ...] = (),
         allow_overage: bool = False,
         state_path: Path | None = None,
         clock: Callable[[], float] = time.time,
@@ -184,6 +187,7 @@ class Accounts:
         self.provider = provider
         self.settings = settings
         self.parse = parse
+        self.headers = headers  # the names ``parse`` reads: unchanged values are not parsed again
         self.allow_overage = allow_overage
         self.state_path = state_path
         self.clock = clock
@@ -249,8 +253,13 @@ class Accounts:
     def observe(self, account: Account, status: int, headers: Any) -> None:
         """Read one response's rate-limit headers into ``account`` (every response, so: cheap)."""
         now = self.clock()
-        quota = self.parse(headers, now)
         account.last_seen = now
+        if status < 400 and self.headers:
+            raw = tuple(map(headers.get, self.headers))
+            if raw == account.raw:
+                return  # the usual answer: the same values as last time, nothing to parse
+            account.raw = raw
+        quota = self.parse(headers, now)
         if quota is None:
             if status == 429 and not self.single:
                 self.rest(account, now + self.settings.rest_seconds, "limited")

@@ -255,6 +255,8 @@ class ProviderPlugin(Plugin):
         resp.release()
         return orjson.loads(data)
 
+    quota_headers: ClassVar[tuple[str, ...]] = ()  # the rate-limit headers ``parse_quota`` reads
+
     def parse_quota(self, headers: Any, now: float) -> Any:
         """The provider's rate-limit headers as an ``accounts.Quota`` (None: they say nothing)."""
         return None
@@ -289,6 +291,7 @@ class ProviderPlugin(Plugin):
             accounts,
             settings.accounts,
             self.parse_quota,
+            headers=self.quota_headers,
             allow_overage=ctx.config.settings.billing.allow_overage,
             state_path=None if ctx.mock else state_file(),
         )

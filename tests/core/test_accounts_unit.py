@@ -11,6 +11,7 @@ import pytest
 from ccproxy.accounts import Account, Accounts, AccountSettings, Quota
 from ccproxy.auth.credential import Credential
 from ccproxy.errors import ProxyError
+from ccproxy.providers.claude_api.rules import QUOTA_HEADERS as CLAUDE_HEADERS
 from ccproxy.providers.claude_api.rules import parse_quota as claude_quota
 from ccproxy.providers.codex.rules import parse_quota as codex_quota
 from ccproxy.testing.corpus import all_cases, corpus_available
@@ -22,7 +23,9 @@ def registry(*names: str, tmp: Path | None = None, **settings: Any) -> Accounts:
     accounts = [Account(n, static=Credential(access_token=f"t-{n}")) for n in names]
     options = AccountSettings.model_validate({"jitter_seconds": 0, **settings})
     path = tmp / "state.json" if tmp is not None else None
-    return Accounts("claude", accounts, options, claude_quota, state_path=path, clock=lambda: NOW)
+    return Accounts(
+        "claude", accounts, options, claude_quota, headers=CLAUDE_HEADERS, state_path=path, clock=lambda: NOW
+    )
 
 
 def claude_headers(
@@ -117,3 +120,14 @@ def test_state_is_written_only_on_change_and_read_back(tmp_path: Path) -> None:
     assert restored.resting_until == a.resting_until and restored.rest_reason == "limited"
     assert isinstance(restored.quota, Quota) and restored.quota.windows == a.quota.windows  # type: ignore[union-attr]
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_unchanged_headers_are_not_parsed_again_but_changed_ones_are() -> None:
+    accounts = registry("a", "b")
+    a = accounts.accounts[0]
+    accounts.observe(a, 200, claude_headers(util=0.4))
+    first = a.quota
+    accounts.observe(a, 200, claude_headers(util=0.4))
+    assert a.quota is first  # same values: the parsed state is kept as it was
+    accounts.observe(a, 200, claude_headers(util=0.5))
+    assert a.quota is not first and a.quota is not None and a.quota.windows[0].utilization == 0.5

@@ -15,7 +15,13 @@ from ccproxy.formats.aliases import AliasRule
 from ccproxy.formats.base import Format
 from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, forwardable, side_endpoint
-from ccproxy.providers.claude_api.rules import ensure_identity, limit_cache_control, merge_betas, parse_quota
+from ccproxy.providers.claude_api.rules import (
+    QUOTA_HEADERS,
+    ensure_identity,
+    limit_cache_control,
+    merge_betas,
+    parse_quota,
+)
 from ccproxy.providers.models import CLAUDE_ALIASES, CLAUDE_FAMILIES, CLAUDE_MODELS, ModelInfo, model_routes
 from ccproxy.proxy import Call, Outbound
 
@@ -54,6 +60,7 @@ class ClaudeAPIPlugin(ProviderPlugin):
     prefix = "/api"
     model_families = CLAUDE_FAMILIES
     parse_quota = staticmethod(parse_quota)
+    quota_headers = QUOTA_HEADERS
 
     def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
         s: ClaudeAPISettings = ctx.settings

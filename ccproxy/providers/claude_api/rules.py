@@ -87,6 +87,14 @@ _OVERAGE_STATUS = _UNIFIED + "overage-status"
 _OVERAGE_RESET = _UNIFIED + "overage-reset"
 _OVERAGE_IN_USE = _UNIFIED + "overage-in-use"
 _SERVED = ("allowed", "allowed_warning")
+QUOTA_HEADERS = (
+    _STATUS,
+    _RESET,
+    *(name for window in _WINDOWS for name in window[1:]),
+    _OVERAGE_STATUS,
+    _OVERAGE_RESET,
+    _OVERAGE_IN_USE,
+)
 
 
 def parse_quota(headers: Any, now: float) -> Quota | None:

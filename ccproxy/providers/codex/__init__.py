@@ -20,7 +20,7 @@ from ccproxy.formats.aliases import AliasRule
 from ccproxy.formats.base import Format
 from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, side_endpoint
-from ccproxy.providers.codex.rules import backend_body, parse_quota
+from ccproxy.providers.codex.rules import QUOTA_HEADERS, backend_body, parse_quota
 from ccproxy.providers.models import ModelInfo, model_routes
 from ccproxy.proxy import SESSION_HEADERS, Call, Outbound
 
@@ -74,6 +74,7 @@ class CodexPlugin(ProviderPlugin):
     prefix = "/api/codex"
     enable_hint = "enable it with `ccproxy config codex --enable` (or PLUGINS__CODEX__ENABLED=true)"
     parse_quota = staticmethod(parse_quota)
+    quota_headers = QUOTA_HEADERS
 
     def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
         s: CodexSettings = ctx.settings

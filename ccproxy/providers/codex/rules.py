@@ -93,6 +93,10 @@ _CODEX_WINDOWS = tuple(
     for name in ("primary", "secondary")
 )
 _WARN_AT = 80.0
+QUOTA_HEADERS = (
+    *(name for window in _CODEX_WINDOWS for name in window[1:]),
+    "x-codex-rate-limit-reached-type",
+)
 
 
 def parse_quota(headers: Any, now: float) -> Quota | None:
