@@ -196,6 +196,7 @@ class Accounts:
         self._turn = 0
         self._save_handle: asyncio.TimerHandle | None = None
         self._saving: asyncio.Task[None] | None = None
+        self._saved = False
 
     # ------------------------------------------------------------------------------------ choosing
 
@@ -361,10 +362,12 @@ class Accounts:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._save_handle = loop.call_later(_SAVE_DELAY, self._start_save)
+        # The first change is written at once (start-up, warm-up); later ones at most about once a second.
+        self._save_handle = loop.call_later(_SAVE_DELAY if self._saved else 0.0, self._start_save)
 
     def _start_save(self) -> None:
         self._save_handle = None
+        self._saved = True
         self._saving = asyncio.ensure_future(self.save())
 
     async def save(self) -> None:
