@@ -262,17 +262,21 @@ def schema_instance(schema: Mapping[str, Any], root: Mapping[str, Any] | None = 
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object" or (kind is None and "properties" in schema):
-        props = schema.get("properties") or {}
+        props = schema.get("properties")
+        if not isinstance(props, Mapping):  # a malformed schema (fuzzed): an empty object, never a crash
+            return {}
         return {k: schema_instance(v, root, depth + 1) for k, v in props.items() if isinstance(v, Mapping)}
     if kind == "array":
         items = schema.get("items")
         return [schema_instance(items, root, depth + 1)] if isinstance(items, Mapping) else []
     if kind == "string":
         return "text"
+    minimum = schema.get("minimum", 1)
+    minimum = minimum if isinstance(minimum, int | float) and not isinstance(minimum, bool) else 1
     if kind == "integer":
-        return max(1, int(schema.get("minimum", 1)))
+        return max(1, int(minimum))
     if kind == "number":
-        return float(max(1, schema.get("minimum", 1)))
+        return float(max(1, minimum))
     if kind == "boolean":
         return True
     if kind == "null":
