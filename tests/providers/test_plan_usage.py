@@ -98,18 +98,6 @@ def test_no_credential_is_a_clear_401(make_proxy: MakeProxy) -> None:
     assert codex.status_code == 401 and "ccproxy auth login codex" in codex.json()["error"]["message"]
 
 
-def test_unreachable_upstream_is_a_502(make_proxy: MakeProxy, closed_port: int) -> None:
-    with make_proxy(
-        **{
-            "plugins.claude_api.access_token": CLAUDE_TOKEN,
-            "plugins.claude_api.base_url": f"http://127.0.0.1:{closed_port}",
-        }
-    ) as url:
-        resp = get(url + "/api/api/oauth/usage")
-    assert resp.status_code == 502
-    assert "could not be reached" in resp.json()["error"]["message"]
-
-
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A loopback port that accepts connections and never answers."""
@@ -119,19 +107,28 @@ def silent_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
-def test_a_silent_upstream_times_out(
-    make_proxy: MakeProxy, silent_port: int, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("port_fixture", "status", "message"),
+    [("closed_port", 502, "could not be reached"), ("silent_port", 504, "did not answer within 0.3 s")],
+)
+def test_an_unreachable_or_silent_upstream_is_a_clear_error(
+    make_proxy: MakeProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    port_fixture: str,
+    status: int,
+    message: str,
 ) -> None:
     monkeypatch.setattr(plan_usage, "TIMEOUT_SECONDS", 0.3)
-    with make_proxy(
-        **{
-            "plugins.claude_api.access_token": CLAUDE_TOKEN,
-            "plugins.claude_api.base_url": f"http://127.0.0.1:{silent_port}",
-        }
-    ) as url:
+    port: int = request.getfixturevalue(port_fixture)
+    upstream = {
+        "plugins.claude_api.access_token": CLAUDE_TOKEN,
+        "plugins.claude_api.base_url": f"http://127.0.0.1:{port}",
+    }
+    with make_proxy(**upstream) as url:
         resp = get(url + "/api/api/oauth/usage")
-    assert resp.status_code == 504
-    assert "did not answer within 0.3 s" in resp.json()["error"]["message"]
+    assert resp.status_code == status
+    assert resp.json()["type"] == "error" and message in resp.json()["error"]["message"]
 
 
 def test_an_oversized_answer_is_refused(proxy: str, monkeypatch: pytest.MonkeyPatch) -> None:
