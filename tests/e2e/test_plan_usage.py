@@ -1,8 +1,8 @@
 """Plan usage for the CLIs (issue 15 item 4): the real Codex CLI in ChatGPT-login mode pointed at ccproxy.
 
 In that mode Codex sends its account calls to ``chatgpt_base_url`` (here ``…/api/codex/backend-api/``): the
-TUI asks ``/wham/accounts/check`` at start (and fails to start if the workspace it is logged in to is not in
-the answer) and ``/wham/usage`` for its status line and ``/status``; ccproxy answers both from its own
+TUI asks ``/wham/accounts/check`` at start (and shows "selected workspace missing from routing discovery"
+when the workspace it is logged in to is not in the answer) and ``/wham/usage`` for its status line and ``/status``; ccproxy answers both from its own
 account. Model calls go to ``openai_base_url``. Codex insists on an HTTPS origin, so this proxy serves TLS
 with a test CA. The CLI's own ChatGPT token is a throwaway: upstream must only ever see the proxy's token.
 
