@@ -2,9 +2,10 @@
 
 In that mode Codex sends its account calls to ``chatgpt_base_url`` (here ``…/api/codex/backend-api/``): the
 TUI asks ``/wham/accounts/check`` at start (and shows "selected workspace missing from routing discovery"
-when the workspace it is logged in to is not in the answer) and ``/wham/usage`` for its status line and ``/status``; ccproxy answers both from its own
-account. Model calls go to ``openai_base_url``. Codex insists on an HTTPS origin, so this proxy serves TLS
-with a test CA. The CLI's own ChatGPT token is a throwaway: upstream must only ever see the proxy's token.
+when the workspace it is logged in to is not in the answer) and ``/wham/usage`` for its status line and
+``/status``; ccproxy answers both from its own account. Model calls go to ``openai_base_url``. Codex
+insists on an HTTPS origin, so this proxy serves TLS with a test CA. The CLI's own ChatGPT token is a
+throwaway: upstream must only ever see the proxy's token.
 
 Claude Code is not driven here: measured with 2.1.331, it sends ``/api/oauth/usage`` to api.anthropic.com
 itself (not to ``ANTHROPIC_BASE_URL``) and only with a claude.ai login, so the request never reaches a proxy
