@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
+from ccproxy.formats.errors import ANTHROPIC_TYPES
 from ccproxy.sse import frame
 from ccproxy.testing.scripting import (
     JSON_INSTRUCTION,
@@ -54,16 +55,8 @@ from ccproxy.testing.scripting import (
     type_problem,
 )
 
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
+# The statuses the real API answers with, typed as ccproxy types them (one table: formats/errors.py).
+ERROR_TYPES = {status: ANTHROPIC_TYPES[status] for status in (400, 401, 403, 404, 413, 429, 500, 529)}
 STATUS_BY_TYPE = {v: k for k, v in ERROR_TYPES.items()}
 DEFAULT_MESSAGES = {
     400: "Invalid request",
