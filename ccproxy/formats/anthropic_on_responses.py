@@ -268,11 +268,7 @@ class AnthropicStream(ResponsesEventStream):
         return self._on_text_delta(data)
 
     def _on_item_added(self, data: JSON) -> bytes:
-        item = data.get("item")
-        if not isinstance(item, dict):
-            return b""
-        key = (_int(data.get("output_index")), -1)
-        kind = item.get("type")
+        item, key, kind = _output_item(data)
         if kind == "reasoning":
             return self._open(_THINKING, key, {"type": "thinking", "thinking": "", "signature": ""})
         if kind == "function_call":
@@ -282,11 +278,7 @@ class AnthropicStream(ResponsesEventStream):
         return b""
 
     def _on_item_done(self, data: JSON) -> bytes:
-        item = data.get("item")
-        if not isinstance(item, dict):
-            return b""
-        key = (_int(data.get("output_index")), -1)
-        kind = item.get("type")
+        item, key, kind = _output_item(data)
         if kind == "reasoning":
             out = b"" if self._is_open(_THINKING, key) else self._open(_THINKING, key, _empty_thinking())
             if not self._args_sent:  # no summary streamed: the whole visible text arrives here
@@ -366,6 +358,15 @@ class AnthropicStream(ResponsesEventStream):
 
 def _empty_thinking() -> JSON:
     return {"type": "thinking", "thinking": "", "signature": ""}
+
+
+def _output_item(data: JSON) -> tuple[JSON, tuple[int, int], Any]:
+    """An output_item event's item, its block key and its type (``None`` when the item is not an object:
+    the handlers then do nothing)."""
+    item = data.get("item")
+    if not isinstance(item, dict):
+        return {}, (0, -1), None
+    return item, (_int(data.get("output_index")), -1), item.get("type")
 
 
 def _int(value: Any) -> int:

@@ -313,16 +313,23 @@ class ProviderPlugin(Plugin):
         return await self.account_credential(ctx, None)
 
     async def account_credential(
-        self, ctx: PluginContext, call: Call | None, tried: tuple[Account, ...] = ()
+        self,
+        ctx: PluginContext,
+        call: Call | None,
+        tried: tuple[Account, ...] = (),
+        *,
+        session: str | None = None,
     ) -> Credential:
         """Choose the account for ``call`` (kept in ``call.state["account"]``) and return its credential.
 
-        An account whose login is unusable is skipped while others remain; with a single account the
-        error is the one a single login has always given."""
+        Without a call (a side request such as plan usage), ``session`` picks the account that session's
+        model requests use. An account whose login is unusable is skipped while others remain; with a
+        single account the error is the one a single login has always given."""
         accounts: Accounts | None = ctx.state.get("accounts")
         if accounts is None:
             raise ProxyError(503, f"{ctx.name} is not started")
-        session = None if accounts.single or call is None else affinity_key(call)
+        if call is not None and not accounts.single:
+            session = affinity_key(call)
         failure: CredentialError | None = None
         while True:
             try:

@@ -119,6 +119,19 @@ class ReplyOptions(TypedDict, total=False):
 # ------------------------------------------------------------------------------------ requests and rules
 
 
+@dataclass
+class PlanUsage:
+    """What a fake's plan-usage endpoint reports; each fake renders it in its upstream's own shape
+    (Claude: ``five_hour`` / ``seven_day``; Codex: ``primary_window`` / ``secondary_window``)."""
+
+    plan_type: str = "pro"
+    primary_percent: float = 0.0
+    primary_reset_seconds: int = 5 * 3600
+    secondary_percent: float = 0.0
+    secondary_reset_seconds: int = 7 * 86400
+    status: int = 200  # anything else: the endpoint answers this status with an error body
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     method: str
@@ -329,6 +342,7 @@ class FakeUpstream:
         self._rules: list[Rule] = []
         self._requests: deque[RecordedRequest] = deque(maxlen=keep)
         self._ids: dict[str, int] = {}
+        self.plan_usage = PlanUsage()  # what GET of the plan-usage endpoint answers; set it to script one
         self._limits: dict[str, FakeLimits] = {}
         self.clock: Callable[[], float] = time.time  # tests move it to simulate a reset
 
@@ -353,6 +367,7 @@ class FakeUpstream:
             self._limits.clear()
             self.clock = time.time
             self.require_auth = True
+            self.plan_usage = PlanUsage()
 
     # -- what was received
 
@@ -699,6 +714,18 @@ class ProviderFake(ABC):
     def error_response(self, status: int, message: str, error_type: str | None = None) -> ChunkedResponse:
         data, headers = self.error(ErrorReply(status=status, message=message, error_type=error_type))
         return ChunkedResponse(status, headers, [data])
+
+    async def account_read(self, request: Request, body: Callable[[PlanUsage], Any]) -> ChunkedResponse:
+        """A ``GET`` of the account's own data (plan usage, workspace check): recorded, so a test sees
+        whose token asked; 401 without a Bearer token; the scripted status, else ``body(plan_usage)``."""
+        await record_request(self.upstream, request)
+        auth = request.headers.get("authorization", "")
+        if self.upstream.require_auth and not (auth.lower().startswith("bearer ") and auth[7:].strip()):
+            return self.error_response(401, "Missing or invalid Authorization header")
+        usage = self.upstream.plan_usage
+        if usage.status != 200:
+            return self.error_response(usage.status, f"plan usage unavailable ({usage.status})")
+        return ChunkedResponse(200, {"content-type": "application/json"}, [orjson.dumps(body(usage))])
 
     def respond(
         self, reply: Reply, body: Mapping[str, Any], stream: bool, quota: Mapping[str, str] | None = None

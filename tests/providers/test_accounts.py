@@ -461,3 +461,17 @@ def test_when_no_account_is_left_a_529_reaches_the_client_as_it_came(
         client.messages.create(model="sonnet", max_tokens=10, messages=USER)  # type: ignore[arg-type]
     assert info.value.status_code == 529 and "Overloaded" in str(info.value)
     assert who(fakes.anthropic) == ["a", "b"]
+
+
+def test_plan_usage_is_asked_for_the_account_the_session_uses(
+    run: Callable[..., Running], fakes: Fakes
+) -> None:
+    two_accounts()
+    proxy = run(**{"plugins.claude_api.accounts.strategy": "round-robin"})
+    ask_claude(proxy.url, session="first")
+    ask_claude(proxy.url, session="second")
+    assert who(fakes.anthropic) == ["a", "b"]
+    for session, account in (("second", "b"), ("first", "a"), ("second", "b")):
+        usage = httpx.get(proxy.url + "/api/api/oauth/usage", headers={"x-claude-code-session-id": session})
+        assert usage.status_code == 200
+        assert fakes.anthropic.requests[-1].headers["authorization"] == f"Bearer {claude_token(account)}"
