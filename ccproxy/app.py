@@ -131,7 +131,8 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         entry.ctx.http = http
         entry.ctx.proxy = Proxy(http, entry.ctx, recorder)
         entry.ctx.permissions = permissions
-        entry.ctx.state["plugin_set"] = plugins  # for the dashboard's effective-config view
+        entry.ctx.state["plugin_set"] = plugins  # the dashboard shows the effective config...
+        entry.ctx.state["app_routes"] = routes  # ...and reads only endpoints that exist
         try:
             routes.extend(entry.plugin.routes(entry.ctx))
         except Exception as exc:

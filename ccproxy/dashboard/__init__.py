@@ -163,6 +163,7 @@ class DashboardPlugin(Plugin):
                     "auth": gate is not None and gate.token is not None,
                     "csrf": session.csrf if session is not None else None,
                     "viewers": len(self.viewers),
+                    "accounts": any(getattr(r, "path", None) == "/accounts" for r in ctx.state.get("app_routes", ())),
                 }
             )
 

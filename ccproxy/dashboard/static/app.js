@@ -4,7 +4,7 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const API = "/dashboard/api";
 const MAX_LIVE_ROWS = 500;
 const FOLD_AT = 400; // characters: longer tool-input values are folded
-const state = { csrf: null, view: "overview", paused: false, held: [], timers: [], streams: [] };
+const state = { csrf: null, accounts: false, view: "overview", paused: false, held: [], timers: [], streams: [] };
 
 class LoginNeeded extends Error {}
 
@@ -235,10 +235,9 @@ $("#csv-model").addEventListener("click", () => downloadCsv("model"));
 async function loadAccounts() {
   let providers;
   let note = "";
-  try {
+  if (state.accounts) {
     providers = (await getJSON(`${API}/accounts`)).providers;
-  } catch (err) {
-    if (err instanceof LoginNeeded) throw err;
+  } else {
     const health = await getJSON(`${API}/health`);
     providers = {};
     for (const [name, checks] of Object.entries(health.checks)) {
@@ -348,6 +347,7 @@ async function start() {
   let info;
   try { info = await getJSON("/dashboard/info"); } catch (err) { if (!(err instanceof LoginNeeded)) setStatus(String(err)); return; }
   state.csrf = info.csrf;
+  state.accounts = info.accounts; // GET /accounts exists (several accounts per provider)
   $("#logout").hidden = !info.auth;
   startLive();
   startPermissionStream();
