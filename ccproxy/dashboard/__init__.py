@@ -120,7 +120,9 @@ class DashboardPlugin(Plugin):
         settings: DashboardSettings = ctx.settings
 
         async def page(request: Request) -> Response:
-            return Response((_STATIC / "index.html").read_bytes(), headers=_PAGE_HEADERS, media_type="text/html")
+            return Response(
+                (_STATIC / "index.html").read_bytes(), headers=_PAGE_HEADERS, media_type="text/html"
+            )
 
         async def static(request: Request) -> Response:
             name = request.path_params["name"]
@@ -137,9 +139,11 @@ class DashboardPlugin(Plugin):
             except orjson.JSONDecodeError:
                 body = None
             if not isinstance(body, dict) or not isinstance(body.get("token"), str):
-                return _error(400, "invalid_request_error", "send {\"token\": \"<auth token>\"}")
+                return _error(400, "invalid_request_error", 'send {"token": "<auth token>"}')
             if gate is None or gate.token is None:
-                return _error(400, "invalid_request_error", "no auth token is set; the dashboard needs no login")
+                return _error(
+                    400, "invalid_request_error", "no auth token is set; the dashboard needs no login"
+                )
             made = gate.login(body["token"])
             if made is None:
                 await asyncio.sleep(_LOGIN_FAILED_DELAY)
@@ -163,7 +167,9 @@ class DashboardPlugin(Plugin):
                     "auth": gate is not None and gate.token is not None,
                     "csrf": session.csrf if session is not None else None,
                     "viewers": len(self.viewers),
-                    "accounts": any(getattr(r, "path", None) == "/accounts" for r in ctx.state.get("app_routes", ())),
+                    "accounts": any(
+                        getattr(r, "path", None) == "/accounts" for r in ctx.state.get("app_routes", ())
+                    ),
                 }
             )
 

@@ -43,7 +43,9 @@ class Session:
 class DashboardGate:
     """The session store and the admission rule for ``/dashboard`` paths (one per app)."""
 
-    def __init__(self, auth_token: str | None, session_seconds: float, clock: object = time.monotonic) -> None:
+    def __init__(
+        self, auth_token: str | None, session_seconds: float, clock: object = time.monotonic
+    ) -> None:
         self.token = auth_token.encode() if auth_token else None
         self.session_seconds = session_seconds
         self.sessions: dict[str, Session] = {}
@@ -127,4 +129,3 @@ def set_cookie(sid: str, max_age: float) -> str:
 
 def clear_cookie() -> str:
     return f"{COOKIE}=; HttpOnly; SameSite=Strict; Path={PREFIX}; Max-Age=0"
-

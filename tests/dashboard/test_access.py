@@ -72,7 +72,10 @@ def test_with_a_token_a_login_makes_a_session_cookie_and_csrf_guards_changes(ser
     with httpx.Client(base_url=url, cookies={"ccproxy_dashboard": sid}) as browser:
         assert browser.get("/dashboard/api/usage").status_code == 200
         assert browser.get("/dashboard/info").json()["csrf"] == csrf
-        assert browser.get("/dashboard/api/health").json()["checks"]  # trusted: the session counts as the token
+        # /health's detail is for a loopback caller with the token: a session counts as the token
+        checks = browser.get("/dashboard/api/health").json()["checks"]
+        assert any("output" in item for items in checks.values() for item in items)
+        assert not any("output" in i for v in httpx.get(url + "/health").json()["checks"].values() for i in v)
         # the cookie is accepted for the dashboard only, never for the API itself
         assert browser.get("/usage").status_code == 401
         origin = {"origin": url}
@@ -85,7 +88,9 @@ def test_with_a_token_a_login_makes_a_session_cookie_and_csrf_guards_changes(ser
             headers={"origin": "https://evil.example", "x-csrf-token": csrf},
         )
         assert cross.status_code == 403
-        no_origin = browser.post("/dashboard/api/permissions/x/respond", json=body, headers={"x-csrf-token": csrf})
+        no_origin = browser.post(
+            "/dashboard/api/permissions/x/respond", json=body, headers={"x-csrf-token": csrf}
+        )
         assert no_origin.status_code == 403
         genuine = browser.post(
             "/dashboard/api/permissions/x/respond", json=body, headers={**origin, "x-csrf-token": csrf}
@@ -128,7 +133,9 @@ def test_live_stream_shows_a_request_and_a_slow_viewer_loses_rows_not_time(fakes
         assert connected.wait(5)
         client = anthropic.Anthropic(base_url=f"{url}/api", api_key="x", max_retries=0)
         started = time.monotonic()
-        client.messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+        client.messages.create(
+            model="claude-opus-5-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+        )
         thread.join(5)
         assert time.monotonic() - started < 5
         assert "event: request" in lines
