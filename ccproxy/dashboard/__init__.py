@@ -1,9 +1,10 @@
 """The web dashboard at ``/dashboard``: one static page (HTML, one JS module, CSS; no CDN, no build step)
 that reads the JSON endpoints the proxy already has, plus a live stream of finished requests.
 
-The live table is fed by ``ccproxy_request_finished``. With nobody watching, the hook is one truth test of
-an empty dict. Each viewer has a bounded queue: a viewer too slow to keep up loses rows and is told how
-many, so a slow browser never holds up the proxy. Access rules: ``ccproxy.dashboard.access``.
+The live table is fed by ``ccproxy_request_finished``, registered only while someone watches: with nobody
+watching the dashboard is no listener at all, so it costs the data path nothing (no request events or
+usage metering on its account). Each viewer has a bounded queue: a viewer too slow to keep up loses rows
+and is told how many, so a slow browser never holds up the proxy. Access rules: ``ccproxy.dashboard.access``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,21 @@ def live_row(event: RequestEvent, now: float) -> dict[str, Any]:
     }
 
 
+class LiveFeed:
+    """The ``ccproxy_request_finished`` listener, registered while at least one viewer is connected."""
+
+    HOOK_NAME = "dashboard_live"
+
+    def __init__(self) -> None:
+        self.viewers: dict[int, Viewer] = {}
+
+    @hookimpl
+    def ccproxy_request_finished(self, event: RequestEvent) -> None:
+        data = orjson.dumps(live_row(event, time.time()))
+        for viewer in self.viewers.values():
+            viewer.offer(data)
+
+
 class DashboardPlugin(Plugin):
     name = "dashboard"
     settings_model = DashboardSettings
@@ -95,7 +111,8 @@ class DashboardPlugin(Plugin):
     enable_hint = "set plugins.dashboard.enabled = true"
 
     def __init__(self) -> None:
-        self.viewers: dict[int, Viewer] = {}
+        self.feed = LiveFeed()
+        self.viewers = self.feed.viewers
         self.started = time.time()
         self.gate: DashboardGate | None = None
 
@@ -108,13 +125,6 @@ class DashboardPlugin(Plugin):
 
     async def startup(self, ctx: PluginContext) -> None:
         self.started = time.time()
-
-    @hookimpl
-    def ccproxy_request_finished(self, event: RequestEvent) -> None:
-        if self.viewers:  # nobody watching: nothing else happens
-            data = orjson.dumps(live_row(event, time.time()))
-            for viewer in self.viewers.values():
-                viewer.offer(data)
 
     def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
         settings: DashboardSettings = ctx.settings
@@ -184,7 +194,7 @@ class DashboardPlugin(Plugin):
 
         async def live(request: Request) -> Response:
             return StreamingResponse(
-                self._stream(settings),
+                self._stream(ctx, settings),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
             )
@@ -200,9 +210,11 @@ class DashboardPlugin(Plugin):
             Route(PREFIX + "/live", live, methods=["GET"]),
         ]
 
-    async def _stream(self, settings: DashboardSettings) -> AsyncIterator[bytes]:
+    async def _stream(self, ctx: PluginContext, settings: DashboardSettings) -> AsyncIterator[bytes]:
         viewer = Viewer(settings.live_queue)
         key = id(viewer)
+        if not self.viewers:
+            ctx.hooks.register(self.feed, LiveFeed.HOOK_NAME)
         self.viewers[key] = viewer
         try:
             yield b": connected\n\n"
@@ -218,6 +230,8 @@ class DashboardPlugin(Plugin):
                 yield b"event: request\ndata: " + data + b"\n\n"
         finally:
             del self.viewers[key]
+            if not self.viewers:
+                ctx.hooks.unregister(LiveFeed.HOOK_NAME)
 
 
 def _json(data: Any, headers: dict[str, str] | None = None) -> Response:

@@ -149,11 +149,21 @@ def test_live_stream_shows_a_request_and_a_slow_viewer_loses_rows_not_time(fakes
     assert viewer.queue.qsize() == 2 and viewer.dropped == 3
 
 
-def test_no_viewer_means_the_hook_does_nothing() -> None:
-    plugin = DashboardPlugin()
+def test_with_no_viewer_the_dashboard_is_no_listener(fakes: RunningFakes) -> None:
+    """Nobody watching: the dashboard adds no hook, so the data path builds no events on its account."""
+    cli = {"ledger.enabled": False, "plugins.metrics.enabled": False, "plugins.pricing.enabled": False}
+    app = create_app(observe_config(fakes, **cli))
+    hooks = app.plugins.hooks
+    assert not hooks.listening
+    with serve_app(app) as url, httpx.stream("GET", f"{url}/dashboard/live", timeout=10) as response:
+        next(response.iter_lines())
+        assert hooks.listening  # a viewer: the live feed listens
+    deadline = time.monotonic() + 5
+    while hooks.listening and time.monotonic() < deadline:  # the server notices the closed stream
+        time.sleep(0.02)
+    assert not hooks.listening
     event = RequestEvent("id", "claude_api", "/v1/messages", "anthropic", "anthropic", "m", False, 0.0)
     event.usage = Usage(1, 2)
-    plugin.ccproxy_request_finished(event)  # no viewers: no work, no error
     assert live_row(event, 10.0)["input_tokens"] == 1
 
 
