@@ -156,7 +156,8 @@ def test_with_no_viewer_the_dashboard_is_no_listener(fakes: RunningFakes) -> Non
     hooks = app.plugins.hooks
     assert not hooks.listening
     with serve_app(app) as url, httpx.stream("GET", f"{url}/dashboard/live", timeout=10) as response:
-        next(response.iter_lines())
+        lines = response.iter_lines()  # kept: a dropped iterator closes the stream
+        assert next(lines) == ": connected"
         assert hooks.listening  # a viewer: the live feed listens
     deadline = time.monotonic() + 5
     while hooks.listening and time.monotonic() < deadline:  # the server notices the closed stream
