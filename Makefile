@@ -66,11 +66,11 @@ mock: setup
 	$(VENV)/bin/ccproxy serve --mock $(ARGS)
 
 bench: setup
-	$(PY) -m ccproxy.bench $(ARGS)
-	$(PY) -m ccproxy.bench.sdk
+	$(PY) -m bench $(ARGS)
+	$(PY) -m bench.sdk
 
 bench-check: setup
-	$(PY) -m ccproxy.bench --quick --check bench/baseline.json $(ARGS)
+	$(PY) -m bench --quick --check bench/baseline.json $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLIENTS) .mypy_cache .ruff_cache .pytest_cache

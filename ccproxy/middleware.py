@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import itertools
+import os
 import re
-import secrets
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,24 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("ccproxy.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Request ids: a random prefix per process and a counter. Unique across processes, workers and restarts
+# like a random id, without a getrandom() syscall per request (it releases the GIL, and a busy ledger
+# thread then takes it: measured as ~4% of the proxy's samples under load).
+_id_prefix = os.urandom(8).hex()
+_id_counter = itertools.count()
+
+
+def new_request_id() -> str:
+    """32 hex characters, unique per request."""
+    return f"{_id_prefix}{next(_id_counter):016x}"
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = os.urandom(8).hex(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)  # a forked worker never repeats its parent's ids
 OPEN_PATHS = frozenset({"/health", "/health/"})
 # The offline mode's in-process fakes are the "upstream": guarded like every route, but neither logged nor
 # counted as requests in flight (each proxied call would count twice).
@@ -156,7 +175,7 @@ class CoreMiddleware:
         started = time.perf_counter()
         request_id = (raw.get(b"x-request-id") or b"").decode("latin-1")
         if not request_id or not _VALID_REQUEST_ID.match(request_id):
-            request_id = secrets.token_hex(16)
+            request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         extra = [(b"x-request-id", request_id.encode())]
         cors = b"origin" in raw and raw[b"origin"] in self.cors_origins

@@ -11,7 +11,6 @@ usage for the lifecycle hooks, request logging) happens here, once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -41,7 +40,8 @@ from ccproxy.formats.errors import (
     status_for_stream_error,
 )
 from ccproxy.formats.fields import depth_error, validate
-from ccproxy.plugins import PluginContext, RequestEvent, Usage
+from ccproxy.meter import USAGE_EVENTS, UsageMeter
+from ccproxy.plugins import PluginContext, RequestEvent
 from ccproxy.recorder import NULL_RECORD, Recorder
 from ccproxy.responses_store import ResponseStore, input_items, terminal_response
 from ccproxy.sse import SSEEvent, SSEParser
@@ -274,7 +274,7 @@ class Proxy:
         is_sse = resp.content_type == "text/event-stream"
         ctx = TranslationContext(call.client_model or "", client_body)
         restore = _restore_model(call)
-        meter = _UsageMeter(upstream_format, event) if self.ctx.hooks.listening else None
+        meter = UsageMeter(upstream_format, event) if self.ctx.hooks.listening else None
         if is_sse and call.stream:
             if translation is None:
                 body_iter = _passthrough(resp, upstream_format, call.client_format, restore, meter)
@@ -309,7 +309,7 @@ class Proxy:
                         call.remember(parsed)
                     content = orjson.dumps(parsed)
                 elif meter is not None:
-                    meter.observe_body(orjson.loads(content))
+                    meter.observe_raw_body(content)
         except _STREAM_ERRORS as exc:
             # Nothing has reached the client yet: the answer is an error in its format, not a 500.
             log.warning("upstream response failed", error=_reason(exc))
@@ -343,7 +343,7 @@ class Proxy:
             event.session_id = call.session_id or _session_header(call.headers)
             event.client = client_name(call.headers.get("user-agent"))
         hooks.request_started(event)
-        meter = _UsageMeter(provider.upstream_format, event) if hooks.listening else None
+        meter = UsageMeter(provider.upstream_format, event) if hooks.listening else None
         record = (
             self.recorder.start(
                 call.request_id, "WS", path, call.headers.items(), call.raw or orjson.dumps(call.body)
@@ -364,7 +364,7 @@ class Proxy:
                 for ev in parser.feed(chunk):
                     if ev.data and ev.data != "[DONE]":
                         if meter is not None:
-                            _observe(meter, ev.event, ev.data)
+                            meter.observe_text(ev.event, ev.data)
                         if not event.ttfb:
                             event.ttfb = time.perf_counter() - event.started
                         record.chunk(ev.raw)
@@ -483,11 +483,20 @@ def _session_header(headers: dict[str, str]) -> str | None:
     return None
 
 
+_CLIENT_NAMES: dict[str, str | None] = {}  # user agent → product name; a client sends the same one each time
+
+
 def client_name(user_agent: str | None) -> str | None:
     """The client's product name from its user agent: ``claude-cli/2.1 (external)`` → ``claude-cli``."""
     if not user_agent:
         return None
-    return user_agent.split("/", 1)[0].split(" ", 1)[0][:40] or None
+    try:
+        return _CLIENT_NAMES[user_agent]
+    except KeyError:
+        name = user_agent.split("/", 1)[0].split(" ", 1)[0][:40] or None
+        if len(_CLIENT_NAMES) < 256:  # user agents are client-chosen: the cache stays bounded
+            _CLIENT_NAMES[user_agent] = name
+        return name
 
 
 def _timed(
@@ -585,57 +594,6 @@ def _restore_model(call: Call) -> str | None:
     return None
 
 
-class _UsageMeter:
-    """Reads token usage off upstream events; only built when a plugin listens to the lifecycle hooks."""
-
-    __slots__ = ("event", "fmt", "usage")
-
-    def __init__(self, fmt: Format, event: RequestEvent) -> None:
-        self.fmt = fmt
-        self.event = event
-        event.usage = self.usage = Usage()  # filled in as the answer passes
-
-    def observe(self, name: str | None, data: dict[str, Any]) -> None:
-        kind = data.get("type")
-        if kind == "message_start":
-            message = data.get("message") or {}
-            self.event.model_served = message.get("model") or self.event.model_served
-            self._anthropic(message.get("usage") or {})
-        elif kind == "message_delta":
-            self._anthropic(data.get("usage") or {})
-        elif kind in ("response.completed", "response.incomplete", "response.failed"):
-            response = data.get("response") or {}
-            self.event.model_served = response.get("model") or self.event.model_served
-            self._responses(response.get("usage") or {})
-
-    def observe_body(self, body: Any) -> None:
-        if not isinstance(body, dict):
-            return
-        model = body.get("model")
-        if isinstance(model, str):
-            self.event.model_served = model
-        usage = body.get("usage") or {}
-        if self.fmt is Format.ANTHROPIC:
-            self._anthropic(usage)
-        else:
-            self._responses(usage)
-
-    def _anthropic(self, usage: dict[str, Any]) -> None:
-        u = self.usage
-        u.input_tokens = usage.get("input_tokens") or u.input_tokens
-        u.output_tokens = usage.get("output_tokens") or u.output_tokens
-        u.cache_read_tokens = usage.get("cache_read_input_tokens") or u.cache_read_tokens
-        u.cache_write_tokens = usage.get("cache_creation_input_tokens") or u.cache_write_tokens
-
-    def _responses(self, usage: dict[str, Any]) -> None:
-        u = self.usage
-        cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
-        u.input_tokens = (usage.get("input_tokens") or 0) - cached
-        u.cache_read_tokens = cached
-        u.output_tokens = usage.get("output_tokens") or 0
-        u.reasoning_tokens = (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
-
-
 _STREAM_ERRORS = (UpstreamError, TimeoutError, OSError)
 
 
@@ -652,11 +610,11 @@ async def _passthrough(
     upstream: Format,
     client: Format,
     restore: str | None,
-    meter: _UsageMeter | None,
+    meter: UsageMeter | None,
 ) -> AsyncGenerator[bytes, None]:
     """Forward upstream bytes as they come, cut at frame boundaries so an abrupt end stays well-formed."""
     tail = b""
-    last = b""
+    last = before = b""
     first = True
     normalize_errors = upstream is Format.RESPONSES  # one OpenAI error mapping on every route
     try:
@@ -667,19 +625,29 @@ async def _passthrough(
                 tail = data
                 continue
             out, tail = data[: cut + 2], data[cut + 2 :]
-            if first and restore:
-                out = _rewrite_first_model(out, restore)
-            first = False
+            if first:
+                if meter is not None:
+                    meter.observe_head(out)  # before the model is put back: the served one
+                if restore:
+                    out = _rewrite_first_model(out, restore)
+                first = False
             if normalize_errors:
                 out = normalize_responses_failures(out)
-            if meter is not None and b'"usage"' in out:
-                _meter_frames(meter, out)
-            last = out
+            last, before = out, last
             yield out
     except _STREAM_ERRORS as exc:
+        if meter is not None:
+            meter.observe_tail(last, before)
         log.warning("upstream stream failed", error=_reason(exc))
         yield render_stream_error(client, ErrorInfo(502, "api_error", _LOST))
         return
+    if meter is not None:
+        # Usage rides on the last frames (message_delta, response.completed): only they are looked at,
+        # from the end, so a stream is never scanned byte by byte.
+        if tail.strip():
+            meter.observe_tail(tail, last)
+        else:
+            meter.observe_tail(last, before)
     if tail.strip() and any(marker in tail for marker in _TERMINAL[upstream]):
         # The terminal event arrived without its closing blank line: forwarded exactly as it came.
         yield tail
@@ -688,32 +656,6 @@ async def _passthrough(
         yield render_stream_error(client, ErrorInfo(502, "api_error", "upstream ended the stream early"))
     elif tail:
         yield tail  # trailing blank lines after the terminal event, kept byte for byte
-
-
-def _meter_frames(meter: _UsageMeter, out: bytes) -> None:
-    """Feed the meter only the frames of ``out`` that carry usage (message_start/delta,
-    response.completed): a passthrough stream is never parsed event by event. ``out`` holds whole frames."""
-    at = out.find(b'"usage"')
-    while at >= 0:
-        prev = out.rfind(b"\n\n", 0, at)
-        start = prev + 2 if prev >= 0 else 0
-        end = out.find(b"\n\n", at)
-        end = len(out) if end < 0 else end + 2
-        for ev in SSEParser().feed(out[start:end]):
-            _observe(meter, ev.event, ev.data)
-        at = out.find(b'"usage"', end)
-
-
-# The events that carry usage or the served model; the meter sees no other.
-_USAGE_EVENTS = frozenset(
-    {"message_start", "message_delta", "response.completed", "response.incomplete", "response.failed"}
-)
-
-
-def _observe(meter: _UsageMeter, name: str | None, data: str) -> None:
-    if name in _USAGE_EVENTS:
-        with contextlib.suppress(orjson.JSONDecodeError):
-            meter.observe(name, orjson.loads(data))
 
 
 def _rewrite_first_model(out: bytes, model: str) -> bytes:
@@ -733,7 +675,7 @@ def _rewrite_first_model(out: bytes, model: str) -> bytes:
 
 
 async def _translate_stream(
-    resp: UpstreamResponse, translator: StreamTranslator, meter: _UsageMeter | None
+    resp: UpstreamResponse, translator: StreamTranslator, meter: UsageMeter | None
 ) -> AsyncGenerator[bytes, None]:
     parser = SSEParser()
     try:
@@ -751,7 +693,7 @@ async def _translate_stream(
 
 
 def _translate_events(
-    events: list[SSEEvent], translator: StreamTranslator, meter: _UsageMeter | None
+    events: list[SSEEvent], translator: StreamTranslator, meter: UsageMeter | None
 ) -> bytes:
     out = b""
     for ev in events:
@@ -761,7 +703,7 @@ def _translate_events(
             data = orjson.loads(ev.data)
         except orjson.JSONDecodeError:
             continue  # a garbled frame is skipped rather than failing a whole answer
-        if meter is not None and (ev.event in _USAGE_EVENTS or ev.event is None):
+        if meter is not None and (ev.event in USAGE_EVENTS or ev.event is None):
             meter.observe(ev.event, data)
         out += translator.feed(ev.event, data)
     return out

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ccproxy.auth.credential import Credential, CredentialError, CredentialSource
+from ccproxy.auth.credential import Credential, CredentialError, CredentialSource, refreshed
 from ccproxy.auth.files import ccproxy_data_dir, delete_file, lock_path_for, read_json, write_json_atomic
 from ccproxy.auth.manager import ProviderSpec
 from ccproxy.auth.oauth import OAuthSettings, TokenResponse, claude_oauth_settings
@@ -168,23 +168,25 @@ def claude_credential_from_tokens(
     raw = tokens.raw
     account: dict[str, Any] = raw["account"] if isinstance(raw.get("account"), dict) else {}
     org: dict[str, Any] = raw["organization"] if isinstance(raw.get("organization"), dict) else {}
-    scopes = tuple(tokens.scope.split()) if tokens.scope else (previous.scopes if previous else ())
-    return Credential(
-        access_token=tokens.access_token,
-        # Claude Code keeps the old refresh token when the answer has none.
-        refresh_token=tokens.refresh_token or (previous.refresh_token if previous else None),
+    refresh_expires_at = None
+    if tokens.refresh_token_expires_in is not None:
+        refresh_expires_at = now + tokens.refresh_token_expires_in
+    elif (
+        previous is not None and tokens.refresh_token is None
+    ):  # the old refresh token stays, with its expiry
+        refresh_expires_at = previous.refresh_expires_at
+    # Claude Code keeps the old refresh token (and the account fields) when the answer has none.
+    return refreshed(
+        previous,
+        tokens.access_token,
+        refresh_token=tokens.refresh_token,
         expires_at=now + tokens.expires_in if tokens.expires_in is not None else None,
-        refresh_expires_at=(
-            now + tokens.refresh_token_expires_in
-            if tokens.refresh_token_expires_in is not None
-            else (previous.refresh_expires_at if previous and tokens.refresh_token is None else None)
-        ),
-        account_id=_opt_str(account.get("uuid")) or (previous.account_id if previous else None),
-        email=_opt_str(account.get("email_address")) or (previous.email if previous else None),
-        organization_id=_opt_str(org.get("uuid")) or (previous.organization_id if previous else None),
-        plan=_opt_str(raw.get("subscription_type")) or (previous.plan if previous else None),
-        scopes=scopes,
-        source=previous.source if previous else "",
+        refresh_expires_at=refresh_expires_at,
+        account_id=_opt_str(account.get("uuid")),
+        email=_opt_str(account.get("email_address")),
+        organization_id=_opt_str(org.get("uuid")),
+        plan=_opt_str(raw.get("subscription_type")),
+        scopes=tuple(tokens.scope.split()) if tokens.scope else (),
     )
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ccproxy.auth.credential import Credential, CredentialError, CredentialSource
+from ccproxy.auth.credential import Credential, CredentialError, CredentialSource, refreshed
 from ccproxy.auth.files import ccproxy_data_dir, delete_file, lock_path_for, read_json, write_json_atomic
 from ccproxy.auth.manager import ProviderSpec
 from ccproxy.auth.oauth import OAuthSettings, TokenResponse, codex_oauth_settings
@@ -184,16 +184,16 @@ def codex_credential_from_tokens(
     expires_at = claims.access_exp
     if expires_at is None and tokens.expires_in is not None:
         expires_at = now + tokens.expires_in
-    return Credential(
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token or (previous.refresh_token if previous else None),
+    return refreshed(
+        previous,
+        tokens.access_token,
+        refresh_token=tokens.refresh_token,
         id_token=id_token,
         expires_at=expires_at,
-        account_id=claims.account_id or (previous.account_id if previous else None),
-        email=claims.email or (previous.email if previous else None),
-        plan=claims.plan or (previous.plan if previous else None),
-        scopes=tuple(tokens.scope.split()) if tokens.scope else (previous.scopes if previous else ()),
-        source=previous.source if previous else "",
+        account_id=claims.account_id,
+        email=claims.email,
+        plan=claims.plan,
+        scopes=tuple(tokens.scope.split()) if tokens.scope else (),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class CredentialError(Exception):
@@ -74,6 +74,25 @@ class Credential:
 
     def is_expired(self, now: float | None = None) -> bool:
         return self.expires_within(0, now)
+
+
+def refreshed(
+    previous: Credential | None,
+    access_token: str,
+    *,
+    expires_at: float | None,
+    refresh_expires_at: float | None = None,
+    **kept: Any,
+) -> Credential:
+    """The credential after a token answer. The expiry times are the answer's own (unknown stays unknown);
+    every other field is the answer's value when it gave one, else the previous credential's (every
+    field of a refresh answer is optional, and the CLIs keep the old value too)."""
+    if previous is not None:
+        kept = {k: v or getattr(previous, k) for k, v in kept.items()}
+        kept.setdefault("source", previous.source)
+    return Credential(
+        access_token=access_token, expires_at=expires_at, refresh_expires_at=refresh_expires_at, **kept
+    )
 
 
 class CredentialSource(Protocol):

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ccproxy.formats import common
+from ccproxy.formats import common, media
 from ccproxy.formats.anthropic_events import AnthropicEventStream
 from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, TranslationError, register
 from ccproxy.formats.errors import ErrorInfo, render_stream_error
@@ -86,26 +86,11 @@ def _add_message(builder: common.MessagesBuilder, message: Any, param: str) -> N
 
 
 def _text_only(content: Any, param: str) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for j, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-                raise TranslationError("only text parts are allowed here", param=f"{param}[{j}]")
-            texts.append(str(part.get("text") or part.get("refusal") or ""))
-        return "".join(texts)
-    raise TranslationError("content must be a string or a list of parts", param=param)
+    return "".join(common.chat_texts(content, param))
 
 
 def _user_blocks(content: Any, param: str) -> list[JSON]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if not isinstance(content, list):
-        raise TranslationError("content must be a string or a list of parts", param=param)
-    return [_user_part(part, f"{param}[{j}]") for j, part in enumerate(content)]
+    return common.anthropic_blocks(content, param, _user_part)
 
 
 def _user_part(part: Any, param: str) -> JSON:
@@ -113,14 +98,13 @@ def _user_part(part: Any, param: str) -> JSON:
     if kind == "text":
         return {"type": "text", "text": str(part.get("text", ""))}
     if kind == "image_url":
-        image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image
+        url = common.chat_image_url(part)[0]
         if not isinstance(url, str):
             raise TranslationError("image_url.url must be a string", param=param)
-        return common.anthropic_image_block(url, param)  # ``detail`` has no Anthropic counterpart
+        return media.anthropic_image_block(url, param)  # ``detail`` has no Anthropic counterpart
     if kind == "file":
         file = part.get("file") if isinstance(part.get("file"), dict) else {}
-        return common.anthropic_document_block(file.get("file_data"), None, param)
+        return media.anthropic_document_block(file.get("file_data"), None, param)
     raise TranslationError(f"unsupported content part type {kind!r}", param=param)
 
 
@@ -174,19 +158,9 @@ def _tool_use(call: Any, param: str) -> JSON:
 
 
 def _tool_result(message: JSON, param: str) -> JSON:
-    result: JSON = {
-        "type": "tool_result",
-        "tool_use_id": common.anthropic_tool_id(str(message.get("tool_call_id") or "")),
-    }
+    # text parts, and images some clients send
     content = message.get("content")
-    if isinstance(content, list):
-        blocks = _user_blocks(content, f"{param}.content")  # text parts, and images some clients send
-        blocks = [b for b in blocks if not (b["type"] == "text" and not b["text"])]
-        if blocks:
-            result["content"] = blocks
-    elif content:
-        result["content"] = str(content)
-    return result
+    return common.anthropic_tool_result(message.get("tool_call_id"), content, f"{param}.content", _user_part)
 
 
 def _tools(body: JSON, out: JSON) -> None:
@@ -214,20 +188,12 @@ def _tools(body: JSON, out: JSON) -> None:
     if not converted:
         return  # tool_choice without tools means nothing to Anthropic
     out["tools"] = converted
-    common.set_tool_choice(out, _tool_choice(choice, names), body.get("parallel_tool_calls"))
+    tool_choice = common.openai_tool_choice(choice, names, ("function",), _function_name)
+    common.set_tool_choice(out, tool_choice, body.get("parallel_tool_calls"))
 
 
-def _tool_choice(choice: Any, names: list[str]) -> JSON:
-    if choice is None:
-        return common.anthropic_tool_choice("auto")
-    if choice in ("auto", "none", "required"):
-        return common.anthropic_tool_choice(str(choice))
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
-        if name not in names:
-            raise TranslationError(f"tool_choice names unknown tool {name!r}", param="tool_choice")
-        return common.anthropic_tool_choice("auto", str(name))
-    raise TranslationError("unsupported tool_choice", param="tool_choice")
+def _function_name(choice: JSON) -> Any:
+    return (choice.get("function") or {}).get("name")
 
 
 def _response_format(fmt: Any, out: JSON) -> None:
@@ -293,11 +259,9 @@ def convert_response(message: JSON, ctx: TranslationContext) -> JSON:
 
 
 def _refusal(message: JSON) -> str | None:
-    if message.get("stop_reason") != "refusal":
-        return None
-    details = message.get("stop_details")
-    explanation = details.get("explanation") if isinstance(details, dict) else None
-    return str(explanation) if explanation else "The model refused to answer."
+    return (
+        common.refusal_text(message.get("stop_details")) if message.get("stop_reason") == "refusal" else None
+    )
 
 
 def _chat_id(message_id: Any) -> str:
@@ -447,11 +411,7 @@ class ChatStream(AnthropicEventStream):
         self._done = True
         out = []
         if self._stop_reason == "refusal":
-            out.append(
-                self._chunk(
-                    {"refusal": _refusal({"stop_reason": "refusal", "stop_details": self._stop_details})}
-                )
-            )
+            out.append(self._chunk({"refusal": common.refusal_text(self._stop_details)}))
         finish = common.chat_finish_reason(self._stop_reason)
         out.append(self._prefix + b'{},"logprobs":null,"finish_reason":"' + finish.encode() + b'"}]}\n\n')
         if self._ctx.include_usage:
@@ -465,16 +425,12 @@ class ChatStream(AnthropicEventStream):
         return render_stream_error(Format.CHAT, info) + DONE
 
 
-def _open_stream(ctx: TranslationContext) -> ChatStream:
-    return ChatStream(ctx)
-
-
 TRANSLATION = register(
     Translation(
         client=Format.CHAT,
         upstream=Format.ANTHROPIC,
         request=convert_request,
         response=convert_response,
-        stream=_open_stream,
+        stream=ChatStream,
     )
 )

@@ -16,14 +16,19 @@ from ccproxy.formats.base import JSON, Format, Translation, TranslationContext, 
 from ccproxy.formats.common import (
     assistant_message,
     chat_finish_reason,
+    chat_image_url,
+    chat_texts,
+    each_message,
     new_id,
     now,
     responses_function_tool,
     responses_message,
     responses_stop_reason,
+    responses_tools,
     responses_usage_to_chat,
 )
-from ccproxy.formats.errors import ErrorInfo, log_late_error, parse_stream_error, render_stream_error
+from ccproxy.formats.errors import ErrorInfo, parse_stream_error, render_stream_error
+from ccproxy.formats.responses_events import ResponsesEventStream
 from ccproxy.sse import DONE, frame
 
 # Copied unchanged: same name and meaning in both APIs.
@@ -68,14 +73,9 @@ def convert_request(body: JSON) -> JSON:
 def _input_items(messages: Any) -> tuple[str, list[JSON]]:
     """``(instructions, input)``: leading system/developer messages become ``instructions``; later ones
     keep their position as system/developer input messages."""
-    if not isinstance(messages, list):
-        raise TranslationError("messages must be a list", param="messages")
     leading: list[str] = []
     items: list[JSON] = []
-    for i, message in enumerate(messages):
-        param = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise TranslationError("each message must be an object", param=param)
+    for param, message in each_message(messages):
         role = message.get("role")
         if role in {"system", "developer"}:
             text = _text_content(message.get("content"), f"{param}.content")
@@ -95,16 +95,7 @@ def _input_items(messages: Any) -> tuple[str, list[JSON]]:
 
 
 def _text_content(content: Any, param: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if not isinstance(content, list):
-        raise TranslationError("content must be a string or a list of parts", param=param)
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in {"text", "refusal"}:
-            raise TranslationError("only text parts are allowed here", param=f"{param}[{j}]")
-        texts.append(str(part.get("text") or part.get("refusal") or ""))
-    return "\n".join(texts)
+    return "\n".join(chat_texts(content, param))
 
 
 def _user_parts(content: Any, param: str) -> list[JSON]:
@@ -120,11 +111,9 @@ def _user_part(part: Any, param: str) -> JSON:
     if kind == "text":
         return {"type": "input_text", "text": str(part.get("text", ""))}
     if kind == "image_url":
-        image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image
+        url, detail = chat_image_url(part)
         if not isinstance(url, str) or not url:
             raise TranslationError("image_url needs a url", param=f"{param}.image_url")
-        detail = image.get("detail") if isinstance(image, dict) else None
         return {"type": "input_image", "image_url": url, "detail": detail or "auto"}
     if kind == "file":
         return _file_part(part.get("file"), param)
@@ -175,11 +164,7 @@ def _tool_output(message: JSON, param: str) -> JSON:
 
 
 def _apply_tools(body: JSON, out: JSON) -> None:
-    tools = body.get("tools")
-    if tools:
-        if not isinstance(tools, list):
-            raise TranslationError("tools must be a list", param="tools")
-        out["tools"] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    responses_tools(body, out, _tool)
     choice = body.get("tool_choice")
     if choice is None:
         return
@@ -312,7 +297,7 @@ def _created(response: JSON) -> int:
 # --- stream -------------------------------------------------------------------------------------------------
 
 
-class ChatStream:
+class ChatStream(ResponsesEventStream):
     """Responses events → Chat chunks; constant work per event. The terminal event closes the answer: an
     ``error`` the upstream sends after ``response.completed`` is logged, never turned into a failure of an
     answer the client already has in full."""
@@ -322,36 +307,20 @@ class ChatStream:
         "_call_open",
         "_calls",
         "_current",
-        "_done",
-        "_failed",
         "_head",
         "_include_usage",
-        "_model",
         "_role_sent",
     )
 
     def __init__(self, ctx: TranslationContext) -> None:
-        self._model = ctx.model
+        super().__init__(ctx)
         self._include_usage = ctx.include_usage
         self._head: JSON = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk", "created": now()}
         self._role_sent = False
-        self._done = False  # terminal event seen (finish chunk written)
-        self._failed = False  # an error frame was written: nothing may follow
         self._calls: dict[int, int] = {}  # output_index → tool call ordinal
         self._current = -1  # output_index of the function call being streamed
         self._args_sent = False
         self._call_open = False
-
-    def feed(self, event: str | None, data: JSON) -> bytes:
-        kind = data.get("type") or event
-        handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
-        if handler is None or self._failed:
-            return b""
-        if self._done:
-            if handler is ChatStream._on_error:
-                log_late_error(data)
-            return b""
-        return handler(self, data)
 
     def finish(self) -> bytes:
         if self._failed:
@@ -455,7 +424,7 @@ class ChatStream:
         self._failed = True
         return render_stream_error(Format.CHAT, parse_stream_error(data)) + DONE
 
-    # one table per class, not bound methods per instance (those would make a reference cycle per stream)
+    # one table per class (see ResponsesEventStream)
     _HANDLERS: ClassVar[dict[str, Callable[[ChatStream, JSON], bytes]]] = {
         "response.created": _on_created,
         "response.output_text.delta": _on_text_delta,

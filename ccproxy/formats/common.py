@@ -1,8 +1,9 @@
-"""Helpers shared by the translation modules: stop-reason tables, usage mapping, image and content
-helpers, reasoning effort ⇄ thinking budget, ids, and the lossless encoding of Anthropic thinking blocks.
+"""Helpers shared by the translation modules: stop-reason tables, usage mapping, content helpers,
+reasoning effort ⇄ thinking budget, ids, and the lossless encoding of Anthropic thinking blocks. Images and
+documents are ``formats.media``; OpenAI custom (freeform) tools are ``formats.freeform``.
 
 Pure functions and constant tables only (no I/O). Sources for every table: ``shared/conformance/NOTES.md``
-§4.6 (stop reasons), §4.7 (usage), §4.10 (images), §4.11 (thinking).
+§4.6 (stop reasons), §4.7 (usage), §4.11 (thinking).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import binascii
 import re
 import secrets
 import time
+from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 import orjson
@@ -46,6 +48,12 @@ RESPONSES_INCOMPLETE_TO_ANTHROPIC: dict[str, str] = {
     "max_output_tokens": "max_tokens",
     "content_filter": "refusal",
 }
+
+
+def refusal_text(stop_details: Any) -> str:
+    """What the client sees of an Anthropic refusal: its ``stop_details.explanation``, or a stock sentence."""
+    explanation = stop_details.get("explanation") if isinstance(stop_details, dict) else None
+    return str(explanation) if explanation else "The model refused to answer."
 
 
 def chat_finish_reason(stop_reason: str | None) -> str:
@@ -141,66 +149,6 @@ def anthropic_tool_id(call_id: str) -> str:
     return _TOOL_ID_INVALID.sub("_", call_id)
 
 
-# --- images and documents (NOTES §4.10) ------------------------------------------------------------------
-
-_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(;[^,;]*)*?;base64,(?P<data>.*)$", re.S)
-
-
-def parse_data_url(url: str) -> tuple[str, str] | None:
-    """``(media_type, base64_data)`` of a base64 ``data:`` URL, or ``None`` when ``url`` is not one."""
-    match = _DATA_URL.match(url)
-    if match is None:
-        return None
-    return match.group("type") or "application/octet-stream", match.group("data")
-
-
-def anthropic_source_from_url(url: str, param: str) -> JSON:
-    """Anthropic image/document ``source`` for a data URL (→ base64) or an http(s) URL (→ url)."""
-    parsed = parse_data_url(url)
-    if parsed is not None:
-        return {"type": "base64", "media_type": parsed[0], "data": parsed[1]}
-    if url.startswith(("https://", "http://")):
-        return {"type": "url", "url": url}
-    raise TranslationError("expected an http(s) URL or a base64 data URL", param=param)
-
-
-def anthropic_image_block(url: str, param: str) -> JSON:
-    source = anthropic_source_from_url(url, param)
-    if source["type"] == "base64" and not str(source["media_type"]).startswith("image/"):
-        raise TranslationError(f"unsupported image media type {source['media_type']!r}", param=param)
-    return {"type": "image", "source": source}
-
-
-def anthropic_document_block(file_data: str | None, file_url: str | None, param: str) -> JSON:
-    """Anthropic ``document`` block for an OpenAI file part (PDF or plain text as a data URL, or a URL)."""
-    if file_data:
-        url = file_data if file_data.startswith("data:") else f"data:application/pdf;base64,{file_data}"
-        source = anthropic_source_from_url(url, param)
-        if source["media_type"] == "text/plain":
-            text = _b64_text(source["data"], param)
-            return {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": text}}
-        if source["media_type"] != "application/pdf":
-            raise TranslationError(f"unsupported file type {source['media_type']!r}", param=param)
-        return {"type": "document", "source": source}
-    if file_url:
-        return {"type": "document", "source": anthropic_source_from_url(file_url, param)}
-    raise TranslationError("file parts need file_data or a URL; file ids cannot be resolved", param=param)
-
-
-def _b64_text(data: str, param: str) -> str:
-    try:
-        return base64.b64decode(data, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise TranslationError("file_data is not valid base64 text", param=param) from exc
-
-
-def image_url_from_anthropic(source: JSON) -> str:
-    """An OpenAI image URL (data URL or plain URL) for an Anthropic image ``source``."""
-    if source.get("type") == "base64":
-        return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
-    return str(source.get("url", ""))
-
-
 # --- reasoning effort ⇄ thinking budget (NOTES §4.11) ----------------------------------------------------
 
 MIN_THINKING_BUDGET = 1024  # Anthropic: budget_tokens ≥ 1024 and < max_tokens
@@ -294,6 +242,28 @@ def stop_sequences(value: Any, param: str = "stop") -> list[str]:
     return list(items)
 
 
+def chat_texts(content: Any, param: str) -> list[str]:
+    """The texts of Chat content that may hold text only (a string, or text and refusal parts)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        raise TranslationError("content must be a string or a list of parts", param=param)
+    texts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
+            raise TranslationError("only text parts are allowed here", param=f"{param}[{j}]")
+        texts.append(str(part.get("text") or part.get("refusal") or ""))
+    return texts
+
+
+def chat_image_url(part: JSON) -> tuple[Any, Any]:
+    """``(url, detail)`` of a Chat ``image_url`` part (an object, or the bare URL some clients send)."""
+    image = part.get("image_url")
+    return (image.get("url"), image.get("detail")) if isinstance(image, dict) else (image, None)
+
+
 def json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -385,6 +355,26 @@ def responses_stop_reason(response: JSON, has_tool_calls: bool) -> str:
 # --- Responses request pieces ----------------------------------------------------------------------------
 
 
+def each_message(messages: Any) -> Iterator[tuple[str, JSON]]:
+    """``(param, message)`` for each entry of a client's ``messages``, checked to be a list of objects."""
+    if not isinstance(messages, list):
+        raise TranslationError("messages must be a list", param="messages")
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise TranslationError("each message must be an object", param=param)
+        yield param, message
+
+
+def responses_tools(body: JSON, out: JSON, tool: Callable[[Any, str], JSON]) -> None:
+    """``tools`` of a Responses request: each of the client's tools, converted by ``tool``."""
+    tools = body.get("tools")
+    if tools:
+        if not isinstance(tools, list):
+            raise TranslationError("tools must be a list", param="tools")
+        out["tools"] = [tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
+
+
 # Responses function tools default to ``strict: true``, which rejects ordinary schemas (optional properties,
 # no additionalProperties:false); neither Anthropic nor Chat tools are strict unless asked.
 def responses_function_tool(name: Any, description: Any, parameters: Any, strict: Any, param: str) -> JSON:
@@ -447,6 +437,49 @@ class MessagesBuilder:
                 content.extend(blocks)
             return
         self.messages.append({"role": role, "content": blocks})
+
+
+Part = Callable[[Any, str], JSON]  # one content part of the client's format → an Anthropic block
+
+
+def anthropic_blocks(content: Any, param: str, part: Part) -> list[JSON]:
+    """Anthropic blocks for message content: a string is one text block, a list is converted by ``part``."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise TranslationError("content must be a string or a list of parts", param=param)
+    return [part(p, f"{param}[{j}]") for j, p in enumerate(content)]
+
+
+def anthropic_tool_result(call_id: Any, output: Any, param: str, part: Part) -> JSON:
+    """An Anthropic ``tool_result`` block for a tool's output: a string, or content parts (text, images)."""
+    result: JSON = {"type": "tool_result", "tool_use_id": anthropic_tool_id(str(call_id or ""))}
+    if isinstance(output, list):
+        blocks = [
+            b for b in anthropic_blocks(output, param, part) if not (b["type"] == "text" and not b["text"])
+        ]
+        if blocks:
+            result["content"] = blocks
+    elif output:
+        result["content"] = str(output)
+    return result
+
+
+def openai_tool_choice(
+    choice: Any, names: Container[Any], kinds: tuple[str, ...], name_of: Callable[[JSON], Any]
+) -> JSON:
+    """Anthropic ``tool_choice`` for an OpenAI one: a mode, or one of ``names`` (a dict of one of ``kinds``,
+    whose name ``name_of`` reads)."""
+    if choice is None:
+        return anthropic_tool_choice("auto")
+    if choice in ("auto", "none", "required"):
+        return anthropic_tool_choice(str(choice))
+    if isinstance(choice, dict) and choice.get("type") in kinds:
+        name = name_of(choice)
+        if name not in names:
+            raise TranslationError(f"tool_choice names unknown tool {name!r}", param="tool_choice")
+        return anthropic_tool_choice("auto", str(name))
+    raise TranslationError("unsupported tool_choice", param="tool_choice")
 
 
 def anthropic_tool(name: Any, description: Any, parameters: Any, param: str) -> JSON:
@@ -542,166 +575,6 @@ def user_id(request: JSON) -> JSON | None:
     store-side tagging map with no Anthropic counterpart and is ignored)."""
     value = request.get("user") or request.get("safety_identifier")
     return {"user_id": str(value)} if value else None
-
-
-# --- OpenAI custom (freeform) tools on Anthropic tools ---------------------------------------------------
-# Anthropic tools take a JSON object, OpenAI custom tools a free-form string (optionally constrained by a
-# grammar). A custom tool becomes an Anthropic tool whose schema is one required string property, ``input``;
-# the grammar, which Anthropic cannot enforce, is spelled out in the description instead.
-
-FREEFORM_PROPERTY = "input"
-FREEFORM_SCHEMA: JSON = {
-    "type": "object",
-    "properties": {
-        FREEFORM_PROPERTY: {"type": "string", "description": "The complete free-form input of the tool."}
-    },
-    "required": [FREEFORM_PROPERTY],
-    "additionalProperties": False,
-}
-
-
-def anthropic_freeform_tool(name: Any, description: Any, fmt: Any, param: str) -> JSON:
-    """Anthropic tool definition for an OpenAI custom tool (``format``: text, or a lark/regex grammar)."""
-    if not isinstance(name, str) or not name:
-        raise TranslationError("custom tools need a name", param=f"{param}.name")
-    parts = [description] if isinstance(description, str) and description else []
-    parts.append(
-        f"This tool takes free-form text, not JSON arguments: pass the whole text as the "
-        f"`{FREEFORM_PROPERTY}` string, exactly as the tool should receive it."
-    )
-    if isinstance(fmt, dict) and fmt.get("type") == "grammar":
-        syntax, definition = fmt.get("syntax"), fmt.get("definition")
-        if syntax not in ("lark", "regex") or not isinstance(definition, str) or not definition:
-            raise TranslationError(
-                "grammar formats need a syntax (lark or regex) and a definition", param=f"{param}.format"
-            )
-        grammar = f"```{syntax}\n{definition}\n```"
-        parts.append(f"The `{FREEFORM_PROPERTY}` text must match this {syntax} grammar:\n{grammar}")
-    elif fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        raise TranslationError("custom tool format must be text or grammar", param=f"{param}.format")
-    return {
-        "name": name,
-        "description": "\n\n".join(parts),
-        "input_schema": orjson.loads(orjson.dumps(FREEFORM_SCHEMA)),  # a fresh copy per request
-    }
-
-
-def freeform_input(tool_input: Any) -> str:
-    """The free-form text of an Anthropic ``tool_use`` input for a custom tool: the ``input`` string; a lone
-    string under another key; otherwise (the model ignored the schema) the input as JSON text, so nothing
-    is lost."""
-    if isinstance(tool_input, dict):
-        value = tool_input.get(FREEFORM_PROPERTY)
-        if isinstance(value, str):
-            return value
-        if len(tool_input) == 1:
-            (only,) = tool_input.values()
-            if isinstance(only, str):
-                return only
-        if not tool_input:
-            return ""
-    if isinstance(tool_input, str):
-        return tool_input
-    return json_dumps(tool_input)
-
-
-def _freeform_head_end(text: str) -> int | None:
-    """End of ``{"input": "`` at the start of ``text`` (whitespace allowed between tokens); ``None`` while
-    ``text`` is still a prefix of it, ``-1`` when it cannot become one."""
-    i = 0
-    for token in ("{", f'"{FREEFORM_PROPERTY}"', ":", '"'):
-        while i < len(text) and text[i] in " \t\r\n":
-            i += 1
-        got = text[i : i + len(token)]
-        if got != token[: len(got)]:
-            return -1
-        if len(got) < len(token):
-            return None
-        i += len(token)
-    return i
-
-
-class FreeformInputDecoder:
-    """Streams the ``input`` string of a custom tool's ``tool_use`` out of Anthropic ``input_json_delta``
-    fragments: ``feed`` returns the newly decoded text (escapes resolved, never split inside an escape), work
-    proportional to the fragment. ``text()`` is the authoritative final input (``freeform_input`` of the
-    whole JSON). When the JSON does not start with the ``input`` key, nothing streams and only ``text()``
-    has the input."""
-
-    __slots__ = ("_fragments", "_head", "_pending", "_state", "streamed")
-
-    def __init__(self) -> None:
-        self._fragments: list[str] = []
-        self._head = ""
-        self._pending = ""  # escaped string text not decoded yet (an escape cut by the fragment boundary)
-        self._state = "head"  # head → string → tail; or buffer (no streaming)
-        self.streamed: list[str] = []
-
-    def feed(self, fragment: str) -> str:
-        self._fragments.append(fragment)
-        if self._state == "head":
-            self._head += fragment
-            end = _freeform_head_end(self._head)
-            if end is None:
-                return ""
-            if end < 0:
-                self._state = "buffer"
-                return ""
-            self._state = "string"
-            fragment, self._head = self._head[end:], ""
-        if self._state != "string":
-            return ""
-        text = self._pending + fragment
-        cut, closed = _escaped_prefix(text)
-        self._pending = "" if closed else text[cut:]
-        if closed:
-            self._state = "tail"
-        try:
-            decoded = orjson.loads(b'"' + text[:cut].encode() + b'"')
-        except orjson.JSONDecodeError:
-            self._state = "buffer"
-            return ""
-        if not isinstance(decoded, str) or not decoded:
-            return ""
-        self.streamed.append(decoded)
-        return decoded
-
-    def text(self) -> str:
-        raw = "".join(self._fragments)
-        if not raw.strip():
-            return ""
-        try:
-            return freeform_input(orjson.loads(raw))
-        except orjson.JSONDecodeError:  # cut off (max_tokens): what was decoded so far, else the raw text
-            return "".join(self.streamed) if self._state in ("string", "tail") else raw
-
-
-def _escaped_prefix(text: str) -> tuple[int, bool]:
-    """``(cut, closed)``: the longest prefix of JSON string content in ``text`` that decodes on its own
-    (no escape or surrogate pair cut in half), and whether an unescaped closing quote ends it there."""
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            return i, True
-        if c != "\\":
-            i += 1
-            continue
-        if i + 1 >= n:
-            break
-        if text[i + 1] != "u":
-            i += 2
-            continue
-        if i + 6 > n:
-            break
-        high = text[i + 2 : i + 6].lower()
-        if "d800" <= high <= "dbff":  # a high surrogate needs its low half in the same piece
-            if i + 12 > n:
-                break
-            i += 12
-            continue
-        i += 6
-    return i, False
 
 
 def set_tool_choice(out: JSON, choice: JSON, parallel_tool_calls: Any) -> None:

@@ -20,7 +20,6 @@ where it would otherwise be lost without a word. ``docs/formats.md`` carries the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,11 +28,31 @@ from typing import Any
 import orjson
 
 from ccproxy.formats.base import JSON, Format, TranslationError
-
-# JSON nesting the proxy can always write back (orjson refuses more than 255 levels).
-MAX_DEPTH = 255
-INT64 = (1 << 63) - 1
-MAX_TOKENS = (1 << 31) - 1  # both upstreams' own ceiling for any token count
+from ccproxy.formats.shapes import (
+    INT64,
+    MAX_DEPTH,
+    MAX_TOKENS,
+    Check,
+    Invalid,
+    anything,
+    array,
+    boolean,
+    check_keys,
+    integer,
+    messages,
+    number,
+    obj,
+    objects,
+    shaped,
+    stop,
+    string,
+    string_list,
+    string_or_array,
+    string_or_object,
+    string_values,
+    too_deep,
+)
+from ccproxy.formats.shapes import depth_error as depth_error  # ccproxy.proxy imports it from here
 
 
 class Kind(StrEnum):
@@ -53,27 +72,6 @@ class Disposition:
         if self.kind is not Kind.REFUSED:
             return False
         return not (self.allow(value) if self.allow is not None else value in (None, False, [], {}, ""))
-
-
-Check = Callable[[Any], None]  # raises ``Invalid`` for a value of the wrong shape; never sees ``None``
-
-
-class Invalid(Exception):
-    """A wrong value; the path to it is collected on the way out, so a valid body builds no path strings."""
-
-    def __init__(self, expected: str, value: Any, *steps: str | int) -> None:
-        super().__init__(expected)
-        self.expected = expected
-        self.value = value
-        self.steps = list(steps)
-
-    def at(self, step: str | int) -> Invalid:
-        self.steps.insert(0, step)
-        return self
-
-    def error(self, name: str) -> TranslationError:
-        path = name + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in self.steps)
-        return TranslationError(f"{path}: expected {self.expected}, got {_describe(self.value)}", param=path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,153 +102,7 @@ def refused(reason: str, allow: Callable[[Any], bool] | None = None) -> Disposit
     return Disposition(Kind.REFUSED, reason, allow)
 
 
-# --- shape checks (each is given a non-null value) ----------------------------------------------------------
-
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if type(value) in (int, float):
-        return repr(value)
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def string(value: Any) -> None:
-    if type(value) is not str:
-        raise Invalid("a string", value)
-
-
-def boolean(value: Any) -> None:
-    if type(value) is not bool:
-        raise Invalid("a boolean (true or false)", value)
-
-
-def obj(value: Any) -> None:
-    if type(value) is not dict:
-        raise Invalid("an object", value)
-
-
-def array(value: Any) -> None:
-    if type(value) is not list:
-        raise Invalid("an array", value)
-
-
-def integer(low: int, high: int) -> Check:
-    expected = f"an integer from {low} to {high}"
-
-    def run(value: Any) -> None:
-        if type(value) is not int or not low <= value <= high:
-            raise Invalid(expected, value)
-
-    return run
-
-
-def number(low: float, high: float) -> Check:
-    expected = f"a number from {low:g} to {high:g}"
-
-    def run(value: Any) -> None:
-        if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
-            raise Invalid(expected, value)
-
-    return run
-
-
-def string_or_array(value: Any) -> None:
-    if type(value) not in (str, list):
-        raise Invalid("a string or an array", value)
-
-
-def string_or_object(value: Any) -> None:
-    if type(value) not in (str, dict):
-        raise Invalid("a string or an object", value)
-
-
-def string_list(value: Any) -> None:
-    if type(value) is not list:
-        raise Invalid("an array of strings", value)
-    for i, item in enumerate(value):
-        if type(item) is not str:
-            raise Invalid("a string", item, i)
-
-
-def stop(value: Any) -> None:
-    if type(value) is not str:
-        string_list(value)
-
-
-def string_values(value: Any) -> None:
-    """An object of strings (OpenAI ``metadata``; Anthropic ``metadata``, whose ``user_id`` may be null)."""
-    if type(value) is not dict:
-        raise Invalid("an object of strings", value)
-    for key, item in value.items():
-        if item is not None and type(item) is not str:
-            raise Invalid("a string", item, key)
-
-
-def anything(value: Any) -> None:
-    """No shape required: the upstream judges the value, or the route ignores or refuses the field."""
-
-
-def _keys(value: JSON, checks: dict[str, Check]) -> None:
-    """The optional keys of one object: each present, non-null one is checked (paths built on failure)."""
-    for key, check in checks.items():
-        item = value.get(key)
-        if item is not None:
-            try:
-                check(item)
-            except Invalid as bad:
-                raise bad.at(key) from None
-
-
-def shaped(checks: dict[str, Check]) -> Check:
-    """An object whose listed keys have these shapes."""
-
-    def run(value: Any) -> None:
-        if type(value) is not dict:
-            raise Invalid("an object", value)
-        _keys(value, checks)
-
-    return run
-
-
-def objects(what: str, item_check: Check) -> Check:
-    """An array of objects, each given to ``item_check``."""
-    expected, one = f"an array of {what}", f"an object ({what[:-1]})"
-
-    def run(value: Any) -> None:
-        if type(value) is not list:
-            raise Invalid(expected, value)
-        for i, item in enumerate(value):
-            if type(item) is not dict:
-                raise Invalid(one, item, i)
-            try:
-                item_check(item)
-            except Invalid as bad:
-                raise bad.at(i) from None
-
-    return run
-
-
-def messages(item_check: Check) -> Check:
-    """An array of messages; the common plain message (a string ``role`` and string ``content``, nothing else)
-    is recognised inline, anything else goes to ``item_check``."""
-
-    def run(value: Any) -> None:
-        if type(value) is not list:
-            raise Invalid("an array of messages", value)
-        for i, item in enumerate(value):
-            if type(item) is not dict:
-                raise Invalid("an object (message)", item, i)
-            if len(item) == 2 and type(item.get("role")) is str and type(item.get("content")) is str:
-                continue
-            try:
-                item_check(item)
-            except Invalid as bad:
-                raise bad.at(i) from None
-
-    return run
+# --- per-format nested checks (each is given a non-null value) -------------------------------------------
 
 
 def _typed(item: JSON) -> None:
@@ -279,7 +131,8 @@ def _message(item: JSON) -> None:
 _function_call = shaped({"name": string, "arguments": string_or_object})
 _CHAT_MESSAGE_KEYS: dict[str, Check] = {
     "tool_calls": objects(
-        "tool calls", lambda call: _keys(call, {"type": string, "id": string, "function": _function_call})
+        "tool calls",
+        lambda call: check_keys(call, {"type": string, "id": string, "function": _function_call}),
     ),
     "tool_call_id": string,
     "name": string,
@@ -291,7 +144,7 @@ _CHAT_MESSAGE_KEYS: dict[str, Check] = {
 
 def _chat_message(item: JSON) -> None:
     _message(item)
-    _keys(item, _CHAT_MESSAGE_KEYS)
+    check_keys(item, _CHAT_MESSAGE_KEYS)
 
 
 _function = shaped({"name": string, "description": string, "parameters": obj})
@@ -316,7 +169,7 @@ _ITEM_KEYS: dict[str, Check] = {
 def _responses_item(item: JSON) -> None:
     if "role" in item:
         _message(item)
-    _keys(item, _ITEM_KEYS)
+    check_keys(item, _ITEM_KEYS)
 
 
 def _responses_input(value: Any) -> None:
@@ -392,7 +245,7 @@ ANTHROPIC: dict[str, Field] = {
     "top_p": Field(UNIT, H, _CODEX_SAMPLING),
     "top_k": Field(integer(0, INT64), H, _CODEX_SAMPLING),
     "stop_sequences": Field(string_list, H, refused("the Codex backend has no stop sequences")),
-    "tools": Field(array, H, T, deep=objects("tools", lambda tool: _keys(tool, _FLAT_TOOL_KEYS))),
+    "tools": Field(array, H, T, deep=objects("tools", lambda tool: check_keys(tool, _FLAT_TOOL_KEYS))),
     "tool_choice": Field(obj, H, T, deep=_tool_choice),
     "thinking": Field(obj, H, T, deep=_thinking),
     "output_config": Field(obj, H, T, deep=_output_config),
@@ -433,7 +286,7 @@ CHAT: dict[str, Field] = {
     "thinking": Field(obj, T, _ANTHROPIC_EXT, deep=_thinking),  # Anthropic-native extension
     "stop": Field(stop, T, refused("the Codex backend has no stop sequences")),
     "n": same(integer(1, 128), refused("the upstream returns one choice per request; n must be 1", _one)),
-    "tools": Field(array, T, T, deep=objects("tools", lambda tool: _keys(tool, _CHAT_TOOL_KEYS))),
+    "tools": Field(array, T, T, deep=objects("tools", lambda tool: check_keys(tool, _CHAT_TOOL_KEYS))),
     "tool_choice": Field(anything, T, T, deep=_tool_choice),
     "parallel_tool_calls": Field(boolean, T, H),
     "response_format": Field(obj, T, T, deep=_response_format),
@@ -469,7 +322,9 @@ RESPONSES: dict[str, Field] = {
     "input": Field(string_or_array, T, H, deep=_responses_input),
     "instructions": Field(string, T, H),
     "stream": Field(boolean, T, T),  # the backend always streams; a non-streaming answer is collected
-    "tools": Field(array, T, H, deep=echoed(objects("tools", lambda tool: _keys(tool, _FLAT_TOOL_KEYS)))),
+    "tools": Field(
+        array, T, H, deep=echoed(objects("tools", lambda tool: check_keys(tool, _FLAT_TOOL_KEYS)))
+    ),
     "tool_choice": Field(string_or_object, T, H, deep=echoed(_tool_choice)),
     "parallel_tool_calls": Field(boolean, T, H),
     "text": Field(obj, T, H, deep=echoed(_text_config)),
@@ -560,25 +415,6 @@ def validate(client: Format, upstream: Format, body: JSON) -> None:
             raise bad.error(name) from None
         if refusal is not None and refusal.refuses(value):
             raise TranslationError(f"{name} is not supported on this route: {refusal.reason}", param=name)
-
-
-def too_deep(value: Any, depth: int = 0) -> list[str | int] | None:
-    """The steps to the first place ``value`` nests deeper than ``MAX_DEPTH`` (cold path: only after orjson
-    refused to write a value back)."""
-    if depth >= MAX_DEPTH and type(value) in (dict, list):
-        return []
-    items = value.items() if type(value) is dict else enumerate(value) if type(value) is list else ()
-    for key, item in items:
-        found = too_deep(item, depth + 1)
-        if found is not None:
-            return [key, *found]
-    return None
-
-
-def depth_error(body: JSON) -> TranslationError:
-    """The 400 for a body orjson cannot write back, naming where it nests too deeply."""
-    steps = too_deep(body) or ["(body)"]
-    return Invalid(f"at most {MAX_DEPTH} levels of nesting", {}, *steps[1:]).error(str(steps[0]))
 
 
 def disposition_markdown() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -47,6 +46,8 @@ async def _with_store(config: Any, action: Any) -> Any:
 
 
 def _run(config: Any, action: Any) -> Any:
+    import asyncio
+
     from ccproxy.observe.usage import UsageQueryError
 
     try:

@@ -72,6 +72,7 @@ class Metrics:
         # per (provider, model): tokens by kind, then the cost
         self.usage: dict[Key, list[float]] = {}
         self.in_flight: dict[str, int] = {}
+        self._timing_rows: dict[Key, tuple[list[float], list[float]]] = {}  # both histograms' rows, per key
 
     def model_label(self, model: str | None) -> str:
         if model is None:
@@ -83,6 +84,13 @@ class Metrics:
             return "other"
         models.add(model)
         return model
+
+    def _new_timing_rows(self, key: Key) -> tuple[list[float], list[float]]:
+        """The duration and time-to-first-byte histogram rows of one (provider, route): a count per
+        bucket (the last one is +Inf), then the sum."""
+        duration = self.histograms["duration"][key] = [0.0] * (len(BUCKETS) + 2)
+        ttfb = self.histograms["ttfb"][key] = [0.0] * (len(BUCKETS) + 2)
+        return duration, ttfb
 
     def started(self, event: RequestEvent) -> None:
         flight = self.in_flight
@@ -96,10 +104,15 @@ class Metrics:
         requests = counters["requests"]
         key: Key = (provider, route, event.client_format, model, _STATUS.get(event.status, "other"))
         requests[key] = requests.get(key, 0) + 1
-        where = (provider, route)
-        _observe(self.histograms["duration"], where, event.duration)
+        rows = self._timing_rows.get((provider, route))
+        if rows is None:
+            rows = self._timing_rows[(provider, route)] = self._new_timing_rows((provider, route))
+        duration, ttfb = rows
+        duration[bisect_left(BUCKETS, event.duration)] += 1  # the first bucket whose bound is >= it ("le")
+        duration[-1] += event.duration
         if event.ttfb:
-            _observe(self.histograms["ttfb"], where, event.ttfb)
+            ttfb[bisect_left(BUCKETS, event.ttfb)] += 1
+            ttfb[-1] += event.ttfb
         u = event.usage
         if u is not None or event.cost_usd:
             row = self.usage.get((provider, model))
@@ -128,14 +141,6 @@ class Metrics:
 
 def _add(counter: dict[Key, float], key: Key, value: float = 1) -> None:
     counter[key] = counter.get(key, 0) + value
-
-
-def _observe(histogram: dict[Key, list[float]], key: Key, value: float) -> None:
-    row = histogram.get(key)
-    if row is None:
-        row = histogram[key] = [0.0] * (len(BUCKETS) + 2)
-    row[bisect_left(BUCKETS, value)] += 1  # the first bucket whose bound is >= value (Prometheus "le")
-    row[-1] += value
 
 
 def merge(into: Metrics, snapshot: dict[str, Any], live: bool) -> None:

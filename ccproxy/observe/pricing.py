@@ -37,16 +37,12 @@ class ModelPrice(StrictModel):
     cache_read: float | None = Field(None, ge=0)
     cache_write: float | None = Field(None, ge=0)
 
-    def cost(self, usage: Usage) -> float:
+    def rates(self) -> tuple[float, float, float, float]:
+        """Input, output, cache-read and cache-write prices. Reasoning tokens are part of output_tokens
+        (both APIs bill them as output), so they have no price of their own."""
         read = self.input if self.cache_read is None else self.cache_read
         write = self.input if self.cache_write is None else self.cache_write
-        # Reasoning tokens are part of output_tokens (both APIs bill them as output): not added again.
-        return (
-            usage.input_tokens * self.input
-            + usage.output_tokens * self.output
-            + usage.cache_read_tokens * read
-            + usage.cache_write_tokens * write
-        ) / 1_000_000
+        return (self.input, self.output, read, write)
 
 
 class PriceTable(StrictModel):
@@ -112,6 +108,7 @@ class Prices:
         # longest first, so "gpt-5.1-codex-mini-x" finds "gpt-5.1-codex-mini" before "gpt-5.1"
         self._prefixes = sorted(self.models, key=len, reverse=True)
         self._cache: dict[str, ModelPrice | None] = {}
+        self._rates: dict[str, tuple[float, float, float, float]] = {}  # the hot path's view of the prices
         self._warned: set[str] = set()
 
     def lookup(self, model: str) -> ModelPrice | None:
@@ -132,13 +129,30 @@ class Prices:
     def cost(self, model: str | None, usage: Usage | None) -> float | None:
         if model is None or usage is None:
             return None
+        rates = self._rates.get(model)
+        if rates is None:
+            rates = self._rates_of(model)
+            if rates is None:
+                return None
+        return (
+            usage.input_tokens * rates[0]
+            + usage.output_tokens * rates[1]
+            + usage.cache_read_tokens * rates[2]
+            + usage.cache_write_tokens * rates[3]
+        ) / 1_000_000
+
+    def _rates_of(self, model: str) -> tuple[float, float, float, float] | None:
+        """Per-token-kind prices of ``model`` (cached with its price), or ``None`` with a one-time warning."""
         price = self.lookup(model)
         if price is None:
             if model not in self._warned and len(self._warned) < _CACHE_LIMIT:
                 self._warned.add(model)
                 log.warning("no price for this model; its requests get no cost", model=model)
             return None
-        return price.cost(usage)
+        rates = price.rates()
+        if len(self._rates) < _CACHE_LIMIT:
+            self._rates[model] = rates
+        return rates
 
 
 class PricingPlugin(Plugin):
@@ -156,8 +170,9 @@ class PricingPlugin(Plugin):
     @hookimpl(tryfirst=True)  # the ledger and the metrics read cost_usd after this
     def ccproxy_request_finished(self, event: RequestEvent) -> None:
         # a provider that knows the real cost (SDK mode: the agent's own figure) has set it already
-        if self.prices is not None and event.cost_usd is None:
-            event.cost_usd = self.prices.cost(event.model_served or event.model, event.usage)
+        prices = self.prices
+        if prices is not None and event.cost_usd is None:
+            event.cost_usd = prices.cost(event.model_served or event.model, event.usage)
 
 
 def fetch_table(url: str, timeout: float = 30.0) -> bytes:

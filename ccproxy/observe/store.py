@@ -113,12 +113,26 @@ def _select(columns: Sequence[str]) -> str:
     return f"SELECT {', '.join(columns)} FROM usage WHERE ts >= "
 
 
+def _chunks(rows: Sequence[tuple[Any, ...]], largest: int) -> list[Sequence[tuple[Any, ...]]]:
+    """``rows`` cut into runs whose lengths are powers of two, each at most ``largest`` (a power of two)."""
+    out: list[Sequence[tuple[Any, ...]]] = []
+    at, size = 0, largest
+    while at < len(rows):
+        while size > len(rows) - at:
+            size >>= 1
+        out.append(rows[at : at + size])
+        at += size
+    return out
+
+
 class SQLiteStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = Path(url.removeprefix("sqlite:///")).expanduser()
         self._conn: sqlite3.Connection | None = None
-        self._insert = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        self._values = f"({', '.join('?' * len(COLUMNS))})"
+        self._insert = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES {self._values}"
+        self._max_rows = 1
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.exists():
@@ -149,6 +163,9 @@ class SQLiteStore:
         conn = self._connect()
         self._migrate(conn)
         self._conn = conn
+        # rows per statement: the largest power of two within SQLite's bound-variable limit, at most 512
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(COLUMNS)
+        self._max_rows = min(512, 1 << (max(limit, 1).bit_length() - 1))
 
     async def open(self) -> None:
         await asyncio.to_thread(self._open)
@@ -158,11 +175,18 @@ class SQLiteStore:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(self._insert, rows)
+            for chunk in _chunks(rows, self._max_rows):
+                conn.execute(self._insert_rows(len(chunk)), [value for row in chunk for value in row])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def _insert_rows(self, count: int) -> str:
+        """One INSERT of ``count`` rows: a single sqlite3_step, so the writer thread lets go of the GIL
+        once per statement instead of once per row (executemany), and the serving thread is not made to
+        wait for it hundreds of times per batch. Sizes are powers of two: a handful of cached statements."""
+        return self._insert + (", " + self._values) * (count - 1)
 
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
         await asyncio.to_thread(self._write, rows)

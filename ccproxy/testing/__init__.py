@@ -10,6 +10,8 @@ path                                  served by
 ``POST /v1/messages/count_tokens``    fake Anthropic
 ``GET  /v1/models``, ``/v1/models/{id}``  fake Anthropic
 ``POST /backend-api/codex/responses``  fake ChatGPT Codex backend (SSE only) — ``fake_codex``
+``GET  /backend-api/wham/usage``       fake Codex plan usage; ``/wham/accounts/check`` its workspace
+``GET  /api/oauth/usage``              fake Claude plan usage (both: ``FakeUpstream.plan_usage``)
 OAuth token/profile paths             ``ccproxy.testing.fake_oauth.create_app()``, when that module
                                       exists, at the paths its own routes declare
 ``GET|POST /corpus/cases/{case_id}``  any conformance-corpus case, as recorded — ``corpus``
@@ -45,6 +47,7 @@ from ccproxy.testing.scripting import (
     CorpusReply,
     ErrorReply,
     FakeUpstream,
+    PlanUsage,
     RawReply,
     RecordedRequest,
     Reply,
@@ -62,6 +65,7 @@ __all__ = [
     "CorpusReply",
     "ErrorReply",
     "FakeUpstream",
+    "PlanUsage",
     "RawReply",
     "RecordedRequest",
     "Reply",
@@ -109,6 +113,7 @@ def create_fake_upstreams(
     app = Starlette(
         routes=[
             Mount("/backend-api/codex", app=backend),
+            Route("/backend-api/wham/{rest:path}", backend),  # it sees the full path
             Mount("/corpus", app=corpus.create_app()),
             *_oauth_routes(),
             *claude.routes,

@@ -22,7 +22,9 @@ accepted in the observed runs).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
+from ccproxy.formats.errors import ANTHROPIC_TYPES
 from ccproxy.sse import frame
 from ccproxy.testing.scripting import (
     JSON_INSTRUCTION,
@@ -39,6 +42,7 @@ from ccproxy.testing.scripting import (
     Conversation,
     ErrorReply,
     FakeUpstream,
+    PlanUsage,
     ProviderFake,
     StreamErrorReply,
     ToolSpec,
@@ -51,16 +55,8 @@ from ccproxy.testing.scripting import (
     type_problem,
 )
 
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
+# The statuses the real API answers with, typed as ccproxy types them (one table: formats/errors.py).
+ERROR_TYPES = {status: ANTHROPIC_TYPES[status] for status in (400, 401, 403, 404, 413, 429, 500, 529)}
 STATUS_BY_TYPE = {v: k for k, v in ERROR_TYPES.items()}
 DEFAULT_MESSAGES = {
     400: "Invalid request",
@@ -370,6 +366,11 @@ class AnthropicFake(ProviderFake):
         data = orjson.dumps({"input_tokens": self.input_tokens(recorded.json)})
         return ChunkedResponse(200, {"content-type": "application/json", **self.response_headers()}, [data])
 
+    async def plan_usage(self, request: Request) -> ChunkedResponse:
+        """``GET /api/oauth/usage`` (Claude Code's ``/status`` and status line), in the shape its parser
+        reads: a window per key, ``utilization`` in percent and ``resets_at`` as ISO 8601."""
+        return await self.account_read(request, plan_usage_body)
+
     # Model-list reads are not recorded: a proxy refreshes its catalog at times of its own choosing, and
     # ``requests`` stays the list of model calls tests count.
     async def list_models(self, request: Request) -> ChunkedResponse:
@@ -409,6 +410,7 @@ class AnthropicFake(ProviderFake):
             Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", self.get_model, methods=["GET"]),
+            Route("/api/oauth/usage", self.plan_usage, methods=["GET"]),
         ]
 
 
@@ -418,3 +420,25 @@ def create_app(upstream: FakeUpstream | None = None) -> Starlette:
     app = Starlette(routes=fake.routes)
     app.state.upstream = fake.upstream
     return app
+
+
+def plan_usage_body(usage: PlanUsage) -> dict[str, Any]:
+    now = time.time()
+
+    def window(percent: float, seconds: int) -> dict[str, Any]:
+        resets = datetime.fromtimestamp(now + seconds, UTC).isoformat()
+        return {"utilization": percent, "resets_at": resets}
+
+    return {
+        "five_hour": window(usage.primary_percent, usage.primary_reset_seconds),
+        "seven_day": window(usage.secondary_percent, usage.secondary_reset_seconds),
+        "seven_day_oauth_apps": None,
+        "seven_day_opus": None,
+        "seven_day_sonnet": None,
+        "extra_usage": {
+            "is_enabled": False,
+            "monthly_limit": None,
+            "used_credits": None,
+            "utilization": None,
+        },
+    }

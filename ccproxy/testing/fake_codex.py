@@ -22,6 +22,7 @@ the allow-list below (``max_output_tokens``, ``metadata``, ``temperature``, ``re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,7 @@ from ccproxy.testing.scripting import (
     Conversation,
     ErrorReply,
     FakeUpstream,
+    PlanUsage,
     ProviderFake,
     StreamErrorReply,
     ToolSpec,
@@ -423,6 +425,27 @@ class CodexFake(ProviderFake):
         body = orjson.dumps({"models": MODELS})
         return ChunkedResponse(200, {"content-type": "application/json"}, [body])
 
+    async def plan_usage(self, request: Request) -> ChunkedResponse:
+        """``GET /backend-api/wham/usage`` (the Codex CLI's ``/status``): plan and both windows."""
+        return await self.account_read(request, plan_usage_body)
+
+    async def accounts_check(self, request: Request) -> ChunkedResponse:
+        """``GET /backend-api/wham/accounts/check``: the workspace of the ``chatgpt-account-id`` asking."""
+        account = request.headers.get("chatgpt-account-id", "")
+
+        def body(usage: PlanUsage) -> dict[str, Any]:
+            entry = {
+                "id": account,
+                "plan_type": usage.plan_type,
+                "name": None,
+                "structure": "personal",
+                "workspace_backend_origin": "NO_CONSTRAINT",
+                "account_routing_override": "NO_CONSTRAINT",
+            }
+            return {"accounts": [entry], "account_ordering": [account], "default_account_id": account}
+
+        return await self.account_read(request, body)
+
     @property
     def routes(self) -> list[BaseRoute]:
         return [
@@ -430,6 +453,8 @@ class CodexFake(ProviderFake):
             Route("/backend-api/codex/responses", self.responses, methods=["POST"]),
             Route("/models", self.models, methods=["GET"]),
             Route("/backend-api/codex/models", self.models, methods=["GET"]),
+            Route("/backend-api/wham/usage", self.plan_usage, methods=["GET"]),
+            Route("/backend-api/wham/accounts/check", self.accounts_check, methods=["GET"]),
         ]
 
 
@@ -439,3 +464,26 @@ def create_app(upstream: FakeUpstream | None = None) -> Starlette:
     app = Starlette(routes=fake.routes)
     app.state.upstream = fake.upstream
     return app
+
+
+def plan_usage_body(usage: PlanUsage) -> dict[str, Any]:
+    now = int(time.time())
+
+    def window(percent: float, length: int, seconds: int) -> dict[str, Any]:
+        return {
+            "used_percent": round(percent),
+            "limit_window_seconds": length,
+            "reset_after_seconds": seconds,
+            "reset_at": now + seconds,
+        }
+
+    return {
+        "plan_type": usage.plan_type,
+        "rate_limit": {
+            "allowed": usage.primary_percent < 100 and usage.secondary_percent < 100,
+            "limit_reached": usage.primary_percent >= 100 or usage.secondary_percent >= 100,
+            "primary_window": window(usage.primary_percent, 5 * 3600, usage.primary_reset_seconds),
+            "secondary_window": window(usage.secondary_percent, 7 * 86400, usage.secondary_reset_seconds),
+        },
+        "credits": {"has_credits": False, "unlimited": False, "balance": None},
+    }

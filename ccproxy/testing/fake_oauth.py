@@ -369,29 +369,27 @@ def create_app(oauth: FakeOAuth | None = None) -> Starlette:
 def fake_claude_settings(base_url: str, redirect_uri: str | None = None, **overrides: Any) -> OAuthSettings:
     """Claude ``OAuthSettings`` aimed at a running fake (manual paste page included)."""
     base = base_url.rstrip("/")
-    values: dict[str, Any] = {
+    paths = {
         "authorize_url": f"{base}/oauth/authorize",
         "token_url": f"{base}/v1/oauth/token",
         "manual_redirect_uri": f"{base}/oauth/code/callback",
-        "timeout_seconds": 10.0,
     }
-    if redirect_uri:
-        values["redirect_uri"] = redirect_uri
-    values.update(overrides)
-    return claude_oauth_settings(**values)
+    return claude_oauth_settings(**_fake_values(paths, redirect_uri, overrides))
 
 
 def fake_codex_settings(base_url: str, redirect_uri: str | None = None, **overrides: Any) -> OAuthSettings:
     base = base_url.rstrip("/")
-    values: dict[str, Any] = {
-        "authorize_url": f"{base}/codex/oauth/authorize",
-        "token_url": f"{base}/codex/oauth/token",
-        "timeout_seconds": 10.0,
-    }
+    paths = {"authorize_url": f"{base}/codex/oauth/authorize", "token_url": f"{base}/codex/oauth/token"}
+    return codex_oauth_settings(**_fake_values(paths, redirect_uri, overrides))
+
+
+def _fake_values(
+    paths: dict[str, str], redirect_uri: str | None, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    values: dict[str, Any] = {**paths, "timeout_seconds": 10.0}
     if redirect_uri:
         values["redirect_uri"] = redirect_uri
-    values.update(overrides)
-    return codex_oauth_settings(**values)
+    return {**values, **overrides}
 
 
 class _QuietServer(uvicorn.Server):

@@ -118,6 +118,19 @@ class ReplyOptions(TypedDict, total=False):
 # ------------------------------------------------------------------------------------ requests and rules
 
 
+@dataclass
+class PlanUsage:
+    """What a fake's plan-usage endpoint reports; each fake renders it in its upstream's own shape
+    (Claude: ``five_hour`` / ``seven_day``; Codex: ``primary_window`` / ``secondary_window``)."""
+
+    plan_type: str = "pro"
+    primary_percent: float = 0.0
+    primary_reset_seconds: int = 5 * 3600
+    secondary_percent: float = 0.0
+    secondary_reset_seconds: int = 7 * 86400
+    status: int = 200  # anything else: the endpoint answers this status with an error body
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     method: str
@@ -249,17 +262,21 @@ def schema_instance(schema: Mapping[str, Any], root: Mapping[str, Any] | None = 
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object" or (kind is None and "properties" in schema):
-        props = schema.get("properties") or {}
+        props = schema.get("properties")
+        if not isinstance(props, Mapping):  # a malformed schema (fuzzed): an empty object, never a crash
+            return {}
         return {k: schema_instance(v, root, depth + 1) for k, v in props.items() if isinstance(v, Mapping)}
     if kind == "array":
         items = schema.get("items")
         return [schema_instance(items, root, depth + 1)] if isinstance(items, Mapping) else []
     if kind == "string":
         return "text"
+    minimum = schema.get("minimum", 1)
+    minimum = minimum if isinstance(minimum, int | float) and not isinstance(minimum, bool) else 1
     if kind == "integer":
-        return max(1, int(schema.get("minimum", 1)))
+        return max(1, int(minimum))
     if kind == "number":
-        return float(max(1, schema.get("minimum", 1)))
+        return float(max(1, minimum))
     if kind == "boolean":
         return True
     if kind == "null":
@@ -306,6 +323,7 @@ class FakeUpstream:
         self._rules: list[Rule] = []
         self._requests: deque[RecordedRequest] = deque(maxlen=keep)
         self._ids: dict[str, int] = {}
+        self.plan_usage = PlanUsage()  # what GET of the plan-usage endpoint answers; set it to script one
 
     def reset(self) -> None:
         """Forget requests, queued replies, rules and id counters; require credentials again."""
@@ -315,6 +333,7 @@ class FakeUpstream:
             self._requests.clear()
             self._ids.clear()
             self.require_auth = True
+            self.plan_usage = PlanUsage()
 
     # -- what was received
 
@@ -639,6 +658,18 @@ class ProviderFake(ABC):
     def error_response(self, status: int, message: str, error_type: str | None = None) -> ChunkedResponse:
         data, headers = self.error(ErrorReply(status=status, message=message, error_type=error_type))
         return ChunkedResponse(status, headers, [data])
+
+    async def account_read(self, request: Request, body: Callable[[PlanUsage], Any]) -> ChunkedResponse:
+        """A ``GET`` of the account's own data (plan usage, workspace check): recorded, so a test sees
+        whose token asked; 401 without a Bearer token; the scripted status, else ``body(plan_usage)``."""
+        await record_request(self.upstream, request)
+        auth = request.headers.get("authorization", "")
+        if self.upstream.require_auth and not (auth.lower().startswith("bearer ") and auth[7:].strip()):
+            return self.error_response(401, "Missing or invalid Authorization header")
+        usage = self.upstream.plan_usage
+        if usage.status != 200:
+            return self.error_response(usage.status, f"plan usage unavailable ({usage.status})")
+        return ChunkedResponse(200, {"content-type": "application/json"}, [orjson.dumps(body(usage))])
 
     def respond(self, reply: Reply, body: Mapping[str, Any], stream: bool) -> ChunkedResponse:
         headers = self.response_headers()

@@ -38,6 +38,15 @@ def test_version_and_help() -> None:
     assert "--show-completion" in run("--help").stdout
 
 
+def test_help_imports_no_server_stack() -> None:
+    """``ccproxy --help`` and completion stay fast: building the CLI imports no asyncio, server or HTTP
+    stack (each command imports what it needs when it runs)."""
+    heavy = ("asyncio", "uvicorn", "starlette", "httpx", "pydantic", "orjson", "sqlite3")
+    code = f"import sys, ccproxy.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_bad_flag_is_one_line_and_exit_2() -> None:
     result = run("serve", "--prot", "1")
     assert result.returncode == 2

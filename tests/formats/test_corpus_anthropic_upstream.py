@@ -20,7 +20,7 @@ from corpus_files import Corpus, load_corpus
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from ccproxy.formats import chat_on_anthropic, common, responses_on_anthropic
+from ccproxy.formats import chat_on_anthropic, common, media, responses_on_anthropic
 from ccproxy.formats.base import TranslationContext, TranslationError
 
 # Which corpus cases this direction consumes, and why the others do not apply.
@@ -315,7 +315,7 @@ def _assert_images_and_tools_carried(messages: list[dict[str, Any]], out: dict[s
         if p.get("type") == "image_url"
     ]
     images = [b for b in blocks if b["type"] == "image"]
-    assert [common.image_url_from_anthropic(b["source"]) for b in images] == urls
+    assert [media.image_url_from_anthropic(b["source"]) for b in images] == urls
     calls = [c["id"] for m in messages for c in m.get("tool_calls") or []]
     assert [b["id"] for b in blocks if b["type"] == "tool_use"] == calls
     results = [m["tool_call_id"] for m in messages if m["role"] == "tool"]
@@ -375,7 +375,7 @@ def test_responses_request(corpus: Corpus, case_id: str) -> None:
         for p in i["content"]
         if p.get("type") == "input_image"
     ]
-    assert [common.image_url_from_anthropic(b["source"]) for b in blocks if b["type"] == "image"] == urls
+    assert [media.image_url_from_anthropic(b["source"]) for b in blocks if b["type"] == "image"] == urls
     calls = [i["call_id"] for i in items if i.get("type") == "function_call"]
     assert [b["id"] for b in blocks if b["type"] == "tool_use"] == calls
     outputs = [i["call_id"] for i in items if i.get("type") == "function_call_output"]

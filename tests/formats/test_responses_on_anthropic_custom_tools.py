@@ -15,7 +15,7 @@ from corpus_files import Corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccproxy.formats import common
+from ccproxy.formats import freeform
 from ccproxy.formats.base import TranslationContext, TranslationError
 from ccproxy.formats.responses_on_anthropic import ResponsesStream, convert_request, convert_response
 from ccproxy.sse import frame
@@ -255,7 +255,7 @@ def test_response_custom_and_namespaced_calls() -> None:
     ],
 )
 def test_freeform_input_of_off_schema_tool_use(tool_input: Any, text: str) -> None:
-    assert common.freeform_input(tool_input) == text
+    assert freeform.freeform_input(tool_input) == text
 
 
 def test_round_trip_custom_call_back_to_the_same_tool_use() -> None:
@@ -423,6 +423,6 @@ def test_decoder_streams_exactly_the_input(text: str, cuts: list[int], ascii_onl
     # compact UTF-8 JSON as Anthropic sends it, or ASCII-only JSON with \u escapes and spaces in the head
     raw = json.dumps(payload, ensure_ascii=True) if ascii_only else orjson.dumps(payload).decode()
     points = sorted({c % (len(raw) + 1) for c in cuts} | {0, len(raw)})
-    decoder = common.FreeformInputDecoder()
+    decoder = freeform.FreeformInputDecoder()
     streamed = "".join(decoder.feed(raw[a:b]) for a, b in itertools.pairwise(points))
     assert streamed == text and decoder.text() == text

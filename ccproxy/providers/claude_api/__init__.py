@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import orjson
 from pydantic import Field
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
 from ccproxy.auth.credential import Credential
@@ -17,6 +18,7 @@ from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, forwardable, side_endpoint
 from ccproxy.providers.claude_api.rules import ensure_identity, limit_cache_control, merge_betas
 from ccproxy.providers.models import CLAUDE_ALIASES, CLAUDE_FAMILIES, CLAUDE_MODELS, ModelInfo, model_routes
+from ccproxy.providers.plan_usage import usage_route
 from ccproxy.proxy import Call, Outbound
 
 IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."
@@ -72,7 +74,16 @@ class ClaudeAPIPlugin(ProviderPlugin):
             ),
             *self.response_routes(ctx, "/api/v1/responses"),
             *model_routes("/api/v1/models", self.upstream(ctx).catalog, s.aliases, "anthropic"),
-            # Claude Code's probes and telemetry on its base URL (ANTHROPIC_BASE_URL=.../api).
+            # Claude Code's plan usage (its /status and status line), then its probes and telemetry, on its
+            # base URL (ANTHROPIC_BASE_URL=.../api).
+            usage_route(
+                "/api/api/oauth/usage",
+                self,
+                ctx,
+                Format.ANTHROPIC,
+                lambda request, credential: self._usage_target(s, request, credential),
+                "Anthropic's plan-usage endpoint",
+            ),
             Route("/api/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),
         ]
 
@@ -97,15 +108,28 @@ class ClaudeAPIPlugin(ProviderPlugin):
         url = s.base_url.rstrip("/") + call.upstream_path + (f"?{call.query}" if call.query else "")
         return Outbound(url, headers, call.raw if call.raw is not None else orjson.dumps(body))
 
-    async def fetch_models(self, ctx: PluginContext) -> list[ModelInfo]:
-        s: ClaudeAPISettings = ctx.settings
-        credential = await self.credential(ctx)
-        headers = {
+    def _side_headers(self, s: ClaudeAPISettings, credential: Credential) -> dict[str, str]:
+        """What a GET of the account's own data (model list, plan usage) carries."""
+        return {
             "authorization": f"Bearer {credential.access_token}",
             "anthropic-version": s.anthropic_version,
             "anthropic-beta": merge_betas(None, s.required_betas),
             "accept": "application/json",
         }
+
+    def _usage_target(
+        self, s: ClaudeAPISettings, request: Request, credential: Credential
+    ) -> tuple[str, dict[str, str]]:
+        query = request.url.query
+        url = s.base_url.rstrip("/") + "/api/oauth/usage" + (f"?{query}" if query else "")
+        headers = self._side_headers(s, credential)
+        if agent := request.headers.get("user-agent"):
+            headers["user-agent"] = agent
+        return url, headers
+
+    async def fetch_models(self, ctx: PluginContext) -> list[ModelInfo]:
+        s: ClaudeAPISettings = ctx.settings
+        headers = self._side_headers(s, await self.credential(ctx))
         data = await self.upstream_json(ctx, s.base_url.rstrip("/") + "/v1/models?limit=1000", headers)
         known = {m.id: m for m in s.models}
         return [

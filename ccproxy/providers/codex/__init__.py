@@ -4,12 +4,13 @@ Anthropic Messages APIs, through the ChatGPT Codex backend (which only streams).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import orjson
 import structlog
 from pydantic import Field
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -22,6 +23,7 @@ from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, side_endpoint
 from ccproxy.providers.codex.rules import backend_body
 from ccproxy.providers.models import ModelInfo, model_routes
+from ccproxy.providers.plan_usage import usage_route
 from ccproxy.proxy import SESSION_HEADERS, Call, Outbound
 
 log = structlog.get_logger("ccproxy.codex")
@@ -99,6 +101,7 @@ class CodexPlugin(ProviderPlugin):
             Route("/api/codex/v1/chat/completions", chat, methods=["POST"]),
             Route("/api/codex/v1/messages", messages, methods=["POST"]),
             *model_routes("/api/codex/v1/models", self.upstream(ctx).catalog, s.aliases, "openai"),
+            *self._usage_routes(ctx),
             Route("/api/codex/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),
             Route("/api/codex/{session_id}/responses", responses, methods=["POST"]),
             WebSocketRoute("/api/codex/{session_id}/responses", socket),
@@ -108,6 +111,33 @@ class CodexPlugin(ProviderPlugin):
             Route("/api/codex/{session_id}/v1/chat/completions", chat, methods=["POST"]),
             Route("/api/codex/{session_id}/v1/messages", messages, methods=["POST"]),
         ]
+
+    def _usage_routes(self, ctx: PluginContext) -> list[Route]:
+        """The Codex CLI's plan usage (``/status``) and workspace check, for a ``chatgpt_base_url`` of
+        ``…/api/codex/backend-api/`` (its ``/wham/…`` paths) or ``…/api/codex`` (``/api/codex/usage``)."""
+        s: CodexSettings = ctx.settings
+        backend = s.base_url.rstrip("/").removesuffix("/codex")  # https://chatgpt.com/backend-api
+
+        def target(upstream_path: str) -> Callable[[Request, Credential], tuple[str, dict[str, str]]]:
+            def build(request: Request, credential: Credential) -> tuple[str, dict[str, str]]:
+                query = request.url.query
+                headers = {**self._headers(s, credential), "accept": "application/json"}
+                return backend + upstream_path + (f"?{query}" if query else ""), headers
+
+            return build
+
+        what = "the ChatGPT backend's {} endpoint"
+        usage, check = target("/wham/usage"), target("/wham/accounts/check")
+        routes = []
+        for path, build, name in [
+            ("/api/codex/backend-api/wham/usage", usage, "plan-usage"),
+            ("/api/codex/wham/usage", usage, "plan-usage"),
+            ("/api/codex/api/codex/usage", usage, "plan-usage"),
+            ("/api/codex/backend-api/wham/accounts/check", check, "accounts/check"),
+            ("/api/codex/wham/accounts/check", check, "accounts/check"),
+        ]:
+            routes.append(usage_route(path, self, ctx, Format.RESPONSES, build, what.format(name)))
+        return routes
 
     def build(self, ctx: PluginContext, call: Call, credential: Credential) -> Outbound:
         s: CodexSettings = ctx.settings

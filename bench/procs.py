@@ -14,9 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ccproxy.bench.client import get_status
+from bench.client import get_status
 
 HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: ``bench`` is a top-level folder, not installed
+
+
+def bench_module(name: str = "") -> tuple[list[str], dict[str, str]]:
+    """argv and env that run ``python -m bench[.<name>]`` from any working directory."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return [sys.executable, "-m", f"bench.{name}" if name else "bench"], {"PYTHONPATH": path}
 
 
 def cpus() -> list[int]:

@@ -1,6 +1,6 @@
 """What a ``previous_response_id`` chain costs: a chained request against an unchained one of the same size.
 
-``python -m ccproxy.bench.chain`` serves a proxy and the fakes in-process, keeps one response with a history
+``python -m bench.chain`` serves a proxy and the fakes in-process, keeps one response with a history
 of ``--items`` items, then alternates two requests that send the upstream the identical body: one naming
 the kept response plus one new message, one carrying the whole history itself. Reported: p50 wall time of
 each over ``--rounds`` alternations (alternating cancels drift on a busy machine) and the in-process cost of

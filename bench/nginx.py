@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ccproxy.bench.procs import HOST, Proc, which
+from bench.procs import HOST, Proc, which
 
 CONF = """\
 daemon off;

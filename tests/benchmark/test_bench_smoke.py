@@ -3,17 +3,21 @@ of a smoke run mean nothing; `make bench` is the benchmark."""
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
+from bench.procs import bench_module
+
 
 def test_bench_smoke_produces_a_table(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
+    argv, env = bench_module()
     proc = subprocess.run(
-        [sys.executable, "-m", "ccproxy.bench", "--smoke", "--json", str(out)],
+        [*argv, "--smoke", "--json", str(out)],
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import orjson
 
-from ccproxy.bench import client
-from ccproxy.bench.procs import HOST
+from bench import client
+from bench.procs import HOST
 
 LUA = """\
 local f = assert(io.open("{body}", "rb"))

@@ -1,6 +1,6 @@
 """In-process costs: stream translation per event and per 200-event stream, request/response translation,
 JSON libraries, SSE parsing, and the side-by-side of HTTP client libraries (``python -m
-ccproxy.bench.micro clients --port U``, run pinned to the proxy's CPU)."""
+bench.micro clients --port U``, run pinned to the proxy's CPU)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from ccproxy.bench import payloads as p
-from ccproxy.bench.load import median, percentile
+from bench import payloads as p
+from bench.load import median, percentile
 from ccproxy.formats.base import Format, TranslationContext, get_translation
 from ccproxy.sse import SSEParser
 
@@ -256,7 +256,7 @@ async def _drive(name: str, port: int, conns: int, seconds: float, stream: bool)
 
 
 def clients_main(port: int, seconds: float, conns: int) -> None:
-    from ccproxy.bench.upstream import run_fast
+    from bench.upstream import run_fast
 
     out = []
     for stream in (False, True):

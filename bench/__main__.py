@@ -1,4 +1,4 @@
-"""``python -m ccproxy.bench`` is ``make bench``; ``make bench-check`` adds ``--quick --check FILE``."""
+"""``python -m bench`` is ``make bench``; ``make bench-check`` adds ``--quick --check FILE``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import orjson
 
-from ccproxy.bench import report
-from ccproxy.bench.runner import Settings, run
-from ccproxy.bench.upstream import run_fast
+from bench import report
+from bench.runner import Settings, run
+from bench.upstream import run_fast
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ccproxy.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="short run (~2 min): fewer scenarios, no nginx")
     mode.add_argument("--smoke", action="store_true", help="a few seconds on tiny settings (machinery check)")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ccproxy.bench.load import median
-from ccproxy.bench.runner import Results, Sample
+from bench.load import median
+from bench.runner import Results, Sample
 
 TOLERANCE = 1.20  # a ratio may worsen by at most 20% against the baseline
 

@@ -1,6 +1,6 @@
 """SDK-mode rows of ``make bench``: what ``/claude`` adds on top of ``claude-agent-sdk`` itself.
 
-    python -m ccproxy.bench.sdk [--turns N] [--json FILE]
+    python -m bench.sdk [--turns N] [--json FILE]
 
 The fake Anthropic upstream and ``ccproxy serve`` run as their own processes; this process is the client.
 Rows (medians over ``--turns``):
@@ -139,7 +139,7 @@ async def _measure(fake: str, proxy: str, work: Path, turns: int) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ccproxy.bench.sdk", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.sdk", description=__doc__)
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--json", type=Path, default=Path("bench/latest-sdk.json"))
     args = parser.parse_args(argv)

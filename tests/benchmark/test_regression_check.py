@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ccproxy.bench import report
-from ccproxy.bench.runner import Results, Sample, Settings
+from bench import report
+from bench.runner import Results, Sample, Settings
 
 
 def _results(ccproxy_p50s: list[float], instructions: float) -> Results:

@@ -1,6 +1,6 @@
 """A very fast fake upstream on raw asyncio (uvloop): every answer is rendered once, at start-up.
 
-Run as ``python -m ccproxy.bench.upstream --port 0``; it prints ``READY <port>`` once listening.
+Run as ``python -m bench.upstream --port 0``; it prints ``READY <port>`` once listening.
 
 Answers, chosen by path and by markers in the request body (which survive every request translation):
 
@@ -24,7 +24,7 @@ import socket
 import sys
 from typing import Any, cast
 
-from ccproxy.bench import payloads as p
+from bench import payloads as p
 
 BURST = 20
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ccproxy.bench import instructions
-from ccproxy.bench.upstream import run_fast
+from bench import instructions
+from bench.procs import bench_module
+from bench.upstream import run_fast
 
 
 @pytest.mark.skipif(not instructions.available(), reason="valgrind (callgrind) is not installed")
 def test_counts_are_per_answer_and_repeatable(tmp_path: Path) -> None:
-    up = subprocess.Popen([sys.executable, "-m", "ccproxy.bench.upstream"], stdout=subprocess.PIPE)
+    argv, env = bench_module("upstream")
+    up = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.PIPE)
     try:
         assert up.stdout is not None
         port = int(up.stdout.readline().split()[1])

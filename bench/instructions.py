@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ccproxy.bench import client
-from ccproxy.bench import payloads as p
-from ccproxy.bench.procs import HOST, Proc, ccproxy_env, free_port, wait_healthy, which
+from bench import client
+from bench import payloads as p
+from bench.procs import HOST, Proc, ccproxy_env, free_port, wait_healthy, which
 
 REQUESTS = 20  # per scenario, one keep-alive connection, one at a time
 WARMUP = 5

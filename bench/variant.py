@@ -1,6 +1,6 @@
 """ccproxy's own app under another uvicorn event loop / HTTP parser, for the server decision record.
 
-``python -m ccproxy.bench.variant --loop asyncio --http h11 --port P`` (same env as ``ccproxy serve``).
+``python -m bench.variant --loop asyncio --http h11 --port P`` (same env as ``ccproxy serve``).
 """
 
 from __future__ import annotations

@@ -7,22 +7,22 @@ import asyncio
 import os
 import resource
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
-from ccproxy.bench import client, instructions, micro
-from ccproxy.bench import payloads as p
-from ccproxy.bench.load import Load, Wrk, median, percentile, python_load
-from ccproxy.bench.nginx import nginx_binary, nginx_proc
-from ccproxy.bench.procs import (
+from bench import client, instructions, micro
+from bench import payloads as p
+from bench.load import Load, Wrk, median, percentile, python_load
+from bench.nginx import nginx_binary, nginx_proc
+from bench.procs import (
     HOST,
     OBSERVE_OFF,
     Pinning,
     Proc,
+    bench_module,
     ccproxy_command,
     ccproxy_env,
     ccproxy_proc,
@@ -304,18 +304,17 @@ class Bench:
         _raise_fd_limit()
         if self.pin.load:
             os.sched_setaffinity(0, self.pin.load)
+        up_argv, up_env = bench_module("upstream")
         up = Proc(
             "upstream",
             [
-                sys.executable,
-                "-m",
-                "ccproxy.bench.upstream",
+                *up_argv,
                 "--slow-events",
                 str(self.s.slow_events),
                 "--slow-interval",
                 str(self.s.slow_interval),
             ],
-            {},
+            up_env,
             self.pin.load,
         )
         self.procs["upstream"] = up
@@ -601,10 +600,9 @@ class Bench:
 
     async def run_decisions(self) -> None:
         # HTTP client libraries under 32 connections, on the proxy's CPU
+        micro_argv, micro_env = bench_module("micro")
         argv = [
-            sys.executable,
-            "-m",
-            "ccproxy.bench.micro",
+            *micro_argv,
             "clients",
             "--port",
             str(self.ports["direct"]),
@@ -618,6 +616,7 @@ class Bench:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             preexec_fn=self._pin_proxy,
+            env={**os.environ, **micro_env},
         )
         out, err = await proc.communicate()
         try:
@@ -635,12 +634,11 @@ class Bench:
             ("asyncio", "h11"),
         ):
             port = free_port()
+            variant_argv, variant_env = bench_module("variant")
             vproc = Proc(
                 f"variant-{loop_name}-{http}",
                 [
-                    sys.executable,
-                    "-m",
-                    "ccproxy.bench.variant",
+                    *variant_argv,
                     "--port",
                     str(port),
                     "--loop",
@@ -648,7 +646,7 @@ class Bench:
                     "--http",
                     http,
                 ],
-                ccproxy_env(self.ports["direct"], self.dir),
+                {**ccproxy_env(self.ports["direct"], self.dir), **variant_env},
                 self.pin.proxy,
                 cwd=self.dir,
             )
