@@ -8,7 +8,11 @@ ARGS ?=
 
 .PHONY: setup clients compat-venvs test test-unit test-e2e lint format typecheck pre-commit ci run mock bench bench-check clean
 
+# Debian's chromium drives the dashboard's browser tests (tests/dashboard); they skip where it is missing.
 setup: $(VENV)/.installed
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "chromium not installed (needs root and apt-get): the dashboard browser tests will skip"
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -274,6 +274,14 @@ def tables(res: Results) -> str:
         )
         p50_on, p50_off = median(pr["observe_p50_on"]), median(pr["observe_p50_off"])
         prow.append(["p50 messages 1 conn (ms): on / off", f"{p50_on:.3f} / {p50_off:.3f}"])
+    if pr.get("dashboard_rate_open"):
+        live, shut = median(pr["dashboard_rate_open"]), median(pr["dashboard_rate_closed"])
+        prow.append(
+            [
+                "req/s messages 32 conns: dashboard open (live stream read) / closed",
+                f"{live:,.0f} / {shut:,.0f} = {live / shut:.2f}x",
+            ]
+        )
     out.append(_table(["measure", "value"], prow))
     if res.micro.get("translation"):
         out.append("\n### Stream translation cost (in-process, pre-parsed events)\n")
@@ -544,6 +552,16 @@ def targets(res: Results) -> list[Target]:
                 median(pr["observe_p50_on"]) - median(pr["observe_p50_off"]),
                 0.05,
                 unit="ms",
+            )
+        )
+    if pr.get("dashboard_rate_open"):
+        out.append(
+            Target(
+                "req/s with the dashboard open vs closed, 32 conns",
+                median(pr["dashboard_rate_open"]) / median(pr["dashboard_rate_closed"]),
+                0.95,
+                higher_is_better=True,
+                unit="x",
             )
         )
     if pr.get("workers_rps_1"):

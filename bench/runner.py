@@ -56,6 +56,7 @@ class Settings:
     use_wrk: bool = True
     workers: bool = True
     observe: bool = True  # the request scenarios with metrics + ledger + pricing (default on) vs off
+    dashboard: bool = True  # messages at 32 conns with the dashboard's live stream open vs closed
     decisions: bool = True
     startup_reps: int = 3
     help_reps: int = 5
@@ -78,6 +79,7 @@ class Settings:
             use_nginx=False,
             workers=False,
             observe=False,
+            dashboard=False,
             decisions=False,
             startup_reps=2,
             help_reps=3,
@@ -577,6 +579,27 @@ class Bench:
             self.ports.pop("ccproxy-bare", None)
             self.procs.pop("ccproxy-bare", None)
 
+    async def run_dashboard(self) -> None:
+        """Messages, non-streaming, 32 connections: the dashboard closed against open with a viewer reading
+        its live stream (every finished request is encoded and sent to it), interleaved."""
+        scn = Scenario("json", p.ROUTES["messages"], 32)
+        pr = self.res.process
+        await self.measure(scn, "ccproxy", seconds=1)  # warm
+        for _ in range(self.s.reps):
+            for label in ("closed", "open"):
+                viewer = await _live_viewer(self.ports["ccproxy"]) if label == "open" else None
+                try:
+                    sample = await self.measure(scn, "ccproxy")
+                finally:
+                    if viewer is not None:
+                        viewer.cancel()
+                pr.setdefault(f"dashboard_rate_{label}", []).append(sample.rate)
+                pr["dashboard_errors"] = pr.get("dashboard_errors", 0) + sample.errors
+        if pr.get("dashboard_errors"):
+            self.note(f"dashboard comparison: {pr['dashboard_errors']} failed requests; not valid")
+        shut, live = median(pr["dashboard_rate_closed"]), median(pr["dashboard_rate_open"])
+        print(f"  dashboard: closed {shut:.0f} req/s, open {live:.0f} req/s", flush=True)
+
     async def run_decisions(self) -> None:
         # HTTP client libraries under 32 connections, on the proxy's CPU
         micro_argv, micro_env = bench_module("micro")
@@ -700,6 +723,23 @@ def _own_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+async def _live_viewer(port: int) -> asyncio.Task[None]:
+    """A dashboard viewer: ``/dashboard/live`` opened and read (and dropped) until the task is cancelled."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(f"GET /dashboard/live HTTP/1.1\r\nhost: {HOST}:{port}\r\n\r\n".encode())
+    if b" 200 " not in await reader.readline():
+        raise RuntimeError("the dashboard's live stream did not open")
+
+    async def read() -> None:
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            writer.close()
+
+    return asyncio.create_task(read())
+
+
 async def run(settings: Settings) -> Results:
     bench = Bench(settings)
     started = time.perf_counter()
@@ -714,6 +754,8 @@ async def run(settings: Settings) -> Results:
             await bench.run_workers()
         if settings.observe and settings.mode != "instructions":
             await bench.run_observe()
+        if settings.dashboard and settings.mode != "instructions":
+            await bench.run_dashboard()
         if settings.decisions:
             await bench.run_decisions()
         if settings.instructions:

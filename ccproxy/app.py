@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ccproxy import __version__
 from ccproxy.config import LoadedConfig, load_config
+from ccproxy.dashboard import DashboardPlugin
+from ccproxy.dashboard.access import DashboardGate
 from ccproxy.errors import RouteGuide, error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.keys import load_gate
@@ -130,6 +132,8 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         entry.ctx.http = http
         entry.ctx.proxy = Proxy(http, entry.ctx, recorder)
         entry.ctx.permissions = permissions
+        entry.ctx.state["plugin_set"] = plugins  # the dashboard shows the effective config...
+        entry.ctx.state["app_routes"] = routes  # ...and reads only endpoints that exist
         try:
             routes.extend(entry.plugin.routes(entry.ctx))
         except Exception as exc:
@@ -182,6 +186,14 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         if entry.plugin is not None and entry.ctx is not None
         for path in entry.plugin.loopback_open_paths(entry.ctx)
     )
+    dashboard: DashboardGate | None = next(
+        (
+            e.plugin.make_gate(e.ctx)
+            for e in plugins.active
+            if isinstance(e.plugin, DashboardPlugin) and e.ctx is not None
+        ),
+        None,
+    )
     app = App(
         router,
         auth_token=token.get_secret_value() if token else None,
@@ -190,6 +202,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         bind_host=settings.server.host,
         loopback_open=loopback_open,
         keys=keys,
+        dashboard=dashboard,
     )
     app.config = config
     app.plugins = plugins

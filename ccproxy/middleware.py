@@ -29,6 +29,7 @@ from ccproxy.formats.errors import ErrorInfo
 from ccproxy.memory import IdleTrimmer
 
 if TYPE_CHECKING:
+    from ccproxy.dashboard.access import DashboardGate
     from ccproxy.keys import KeyGate
 
 log = structlog.get_logger("ccproxy.access")
@@ -133,6 +134,7 @@ class CoreMiddleware:
         bind_host: str = "127.0.0.1",
         loopback_open: frozenset[str] = frozenset(),
         keys: KeyGate | None = None,
+        dashboard: DashboardGate | None = None,
     ) -> None:
         security = security if security is not None else SecuritySettings()  # type: ignore[call-arg]
         limits = limits if limits is not None else LimitsSettings()  # type: ignore[call-arg]
@@ -140,6 +142,7 @@ class CoreMiddleware:
         self.auth_token = auth_token.encode() if auth_token else None
         self.loopback_open = loopback_open  # paths loopback clients may use without the token
         self.keys = keys  # client keys (ccproxy.keys): with any, a request needs a key or the auth token
+        self.dashboard = dashboard  # the dashboard's own admission (session cookie, loopback-only)
         self.access_log = access_log
         self.memory = IdleTrimmer()
         self.hosts = HostGuard(bind_host, security.allowed_hosts)
@@ -191,16 +194,26 @@ class CoreMiddleware:
             await send(message)
 
         counted = False
+        admitted = False  # let in by the dashboard's gate: no token or key check after it
         try:
+            if self.dashboard is not None and path.startswith("/dashboard"):
+                refused = self._refusal(raw) or self.dashboard.admit(
+                    scope, raw, self.auth_token is not None and self._authorized(raw)
+                )
+                if refused is not None:
+                    await _answer(scope, receive, send_with_id, raw, request_id, refused, {})
+                    return
+                admitted = True
+                path = scope["path"]  # an /dashboard/api/ alias now names its endpoint
             if cors and _is_preflight(scope, raw) and self._refusal(raw) is None:
                 await send_with_id({"type": "http.response.start", "status": 204, "headers": []})
                 await send_with_id({"type": "http.response.body", "body": b""})
                 return
-            problem = self._admission(scope, raw, path, mock)
+            problem = self._admission(scope, raw, path, mock, admitted)
             if problem is not None:
                 await _answer(scope, receive, send_with_id, raw, request_id, *problem)
                 return
-            refusal = self._key_refusal(scope, raw, path, mock, request_id)
+            refusal = None if admitted else self._key_refusal(scope, raw, path, mock, request_id)
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
                 return
@@ -235,7 +248,7 @@ class CoreMiddleware:
                 )
 
     def _admission(
-        self, scope: Scope, raw: Mapping[bytes, bytes], path: str, mock: bool
+        self, scope: Scope, raw: Mapping[bytes, bytes], path: str, mock: bool, admitted: bool = False
     ) -> tuple[ErrorInfo, dict[str, str]] | None:
         """Why this HTTP request is refused (and the headers to answer with), or None to serve it.
 
@@ -257,11 +270,12 @@ class CoreMiddleware:
             ):
                 return ErrorInfo(413, "request_too_large", self._too_large()), {"connection": "close"}
         if path in OPEN_PATHS:  # open without the token; only a trusted caller sees credential details
-            trusted = self.auth_token is None or self._authorized(raw)
-            scope["state"][TRUSTED] = trusted and _is_loopback_client(scope)
+            trusted = admitted or self.auth_token is None or self._authorized(raw)
+            scope["state"][TRUSTED] = trusted and is_loopback_client(scope)
             return None
         if (
-            self.keys is None
+            not admitted
+            and self.keys is None
             and self.auth_token is not None
             and not self._authorized(raw)
             and not self._open_locally(scope)
@@ -311,7 +325,7 @@ class CoreMiddleware:
         return counted
 
     def _open_locally(self, scope: Scope) -> bool:
-        return scope["path"] in self.loopback_open and _is_loopback_client(scope)
+        return scope["path"] in self.loopback_open and is_loopback_client(scope)
 
     def _key_refusal(
         self, scope: Scope, raw: Mapping[bytes, bytes], path: str, mock: bool, request_id: str
@@ -388,7 +402,8 @@ def _is_preflight(scope: Scope, raw: Mapping[bytes, bytes]) -> bool:
     return scope["method"] == "OPTIONS" and b"access-control-request-method" in raw
 
 
-def _is_loopback_client(scope: Scope) -> bool:
+def is_loopback_client(scope: Scope) -> bool:
+    """The TCP peer is a loopback address."""
     client = scope.get("client")
     if not client:
         return False

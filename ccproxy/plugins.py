@@ -206,6 +206,15 @@ class Hooks:
 
     def register(self, plugin: object, name: str) -> None:
         self.manager.register(plugin, name=name)
+        self._resolve()
+
+    def unregister(self, name: str) -> None:
+        """Stop calling a listener (e.g. the dashboard's live feed once its last viewer left)."""
+        if self.manager.get_plugin(name) is not None:
+            self.manager.unregister(name=name)
+            self._resolve()
+
+    def _resolve(self) -> None:
         hook = self.manager.hook
         self._started = _direct_calls(hook.ccproxy_request_started)
         self._finished = _direct_calls(hook.ccproxy_request_finished)

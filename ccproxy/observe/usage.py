@@ -2,7 +2,8 @@
 
 ``{"since": ISO time, "by": group, "rows": [{"key", "requests", "errors", "input_tokens",
 "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd",
-"p50_ms", "p95_ms"}...], "total": {...}}``; rows are sorted by cost, then requests.
+"p50_ms", "p95_ms", "p50_ttfb_ms", "p95_ttfb_ms"}...], "total": {...}}`` (the total has the same
+percentiles over all rows); rows are sorted by cost, then requests.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _COLUMNS = (
     *_TOKENS,
     "cost_usd",
     "duration_ms",
+    "ttfb_ms",
 )
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -73,6 +75,7 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 def aggregate(rows: Sequence[tuple[Any, ...]], by: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     durations: dict[str, list[float]] = {}
+    ttfbs: dict[str, list[float]] = {}
     total: dict[str, Any] = {"requests": 0, "errors": 0, **dict.fromkeys(_TOKENS, 0), "cost_usd": 0.0}
     for values in rows:
         row = dict(zip(_COLUMNS, values, strict=True))
@@ -87,6 +90,7 @@ def aggregate(rows: Sequence[tuple[Any, ...]], by: str) -> tuple[list[dict[str, 
                 "cost_usd": 0.0,
             }
             durations[key] = []
+            ttfbs[key] = []
         for target in (group, total):
             target["requests"] += 1
             target["errors"] += row["status"] >= 400
@@ -94,16 +98,25 @@ def aggregate(rows: Sequence[tuple[Any, ...]], by: str) -> tuple[list[dict[str, 
                 target[name] += row[name]
             target["cost_usd"] += row["cost_usd"] or 0.0
         durations[key].append(row["duration_ms"])
+        ttfbs[key].append(row["ttfb_ms"])
     out = []
     for key, group in groups.items():
-        spread = sorted(durations[key])
         group["cost_usd"] = round(group["cost_usd"], 10)
-        group["p50_ms"] = _percentile(spread, 0.5)
-        group["p95_ms"] = _percentile(spread, 0.95)
+        _percentiles(group, durations[key], ttfbs[key])
         out.append(group)
     total["cost_usd"] = round(total["cost_usd"], 10)
+    _percentiles(total, [d for v in durations.values() for d in v], [t for v in ttfbs.values() for t in v])
     out.sort(key=lambda g: (-g["cost_usd"], -g["requests"], g["key"]))
     return out, total
+
+
+def _percentiles(target: dict[str, Any], durations: list[float], ttfbs: list[float]) -> None:
+    durations.sort()
+    ttfbs.sort()
+    target["p50_ms"] = _percentile(durations, 0.5)
+    target["p95_ms"] = _percentile(durations, 0.95)
+    target["p50_ttfb_ms"] = _percentile(ttfbs, 0.5)
+    target["p95_ttfb_ms"] = _percentile(ttfbs, 0.95)
 
 
 async def query_usage(store: Store, since: str, by: str) -> dict[str, Any]:

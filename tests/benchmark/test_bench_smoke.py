@@ -27,6 +27,7 @@ def test_bench_smoke_produces_a_table(tmp_path: Path) -> None:
     for heading in ("### Request/response (non-streaming)", "### 200-event streams", "### Targets"):
         assert heading in text
     assert "| messages | 1 |" in text and "| chat | 1 |" in text
+    assert "dashboard open (live stream read) / closed" in text
     data = orjson.loads(out.read_bytes())
     assert data["table"] in text
     # every probe passed and every streamed answer arrived complete, in order, unmerged
