@@ -30,7 +30,6 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Route
 
 from ccproxy.formats.errors import ANTHROPIC_TYPES
 from ccproxy.sse import frame
@@ -136,6 +135,13 @@ def _messages_problem(messages: list[Any]) -> str | None:
 
 class AnthropicFake(ProviderFake):
     name = "anthropic"
+    ROUTES = (
+        ("/v1/messages", "messages", "POST"),
+        ("/v1/messages/count_tokens", "count_tokens", "POST"),
+        ("/v1/models", "list_models", "GET"),
+        ("/v1/models/{model_id:path}", "get_model", "GET"),
+        ("/api/oauth/usage", "plan_usage", "GET"),
+    )
 
     # -- request side
 
@@ -427,23 +433,10 @@ class AnthropicFake(ProviderFake):
                 return ChunkedResponse(200, {"content-type": "application/json"}, [orjson.dumps(model)])
         return self.error_response(404, f"model: {model_id}")
 
-    @property
-    def routes(self) -> list[BaseRoute]:
-        return [
-            Route("/v1/messages", self.messages, methods=["POST"]),
-            Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
-            Route("/v1/models", self.list_models, methods=["GET"]),
-            Route("/v1/models/{model_id:path}", self.get_model, methods=["GET"]),
-            Route("/api/oauth/usage", self.plan_usage, methods=["GET"]),
-        ]
-
 
 def create_app(upstream: FakeUpstream | None = None) -> Starlette:
     """The fake Anthropic API; its ``FakeUpstream`` is ``app.state.upstream``."""
-    fake = AnthropicFake(upstream)
-    app = Starlette(routes=fake.routes)
-    app.state.upstream = fake.upstream
-    return app
+    return AnthropicFake(upstream).app()
 
 
 def plan_usage_body(usage: PlanUsage) -> dict[str, Any]:

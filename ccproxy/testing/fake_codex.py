@@ -29,7 +29,6 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Route
 
 from ccproxy.sse import frame
 from ccproxy.testing.scripting import (
@@ -137,6 +136,14 @@ class _Events:
 
 class CodexFake(ProviderFake):
     name = "codex"
+    ROUTES = (
+        ("/responses", "responses", "POST"),
+        ("/backend-api/codex/responses", "responses", "POST"),
+        ("/models", "models", "GET"),
+        ("/backend-api/codex/models", "models", "GET"),
+        ("/backend-api/wham/usage", "plan_usage", "GET"),
+        ("/backend-api/wham/accounts/check", "accounts_check", "GET"),
+    )
 
     # -- request side
 
@@ -465,24 +472,10 @@ class CodexFake(ProviderFake):
 
         return await self.account_read(request, body)
 
-    @property
-    def routes(self) -> list[BaseRoute]:
-        return [
-            Route("/responses", self.responses, methods=["POST"]),
-            Route("/backend-api/codex/responses", self.responses, methods=["POST"]),
-            Route("/models", self.models, methods=["GET"]),
-            Route("/backend-api/codex/models", self.models, methods=["GET"]),
-            Route("/backend-api/wham/usage", self.plan_usage, methods=["GET"]),
-            Route("/backend-api/wham/accounts/check", self.accounts_check, methods=["GET"]),
-        ]
-
 
 def create_app(upstream: FakeUpstream | None = None) -> Starlette:
     """The fake Codex backend; its ``FakeUpstream`` is ``app.state.upstream``."""
-    fake = CodexFake(upstream)
-    app = Starlette(routes=fake.routes)
-    app.state.upstream = fake.upstream
-    return app
+    return CodexFake(upstream).app()
 
 
 def plan_usage_body(usage: PlanUsage) -> dict[str, Any]:

@@ -41,7 +41,9 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import anyio
 import orjson
+from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from ccproxy.testing.corpus import get_case, split_frames
@@ -663,8 +665,23 @@ class ProviderFake(ABC):
 
     name: str
 
+    # (path, handler method name, HTTP method) of each route the fake serves
+    ROUTES: tuple[tuple[str, str, str], ...] = ()
+
     def __init__(self, upstream: FakeUpstream | None = None) -> None:
         self.upstream = upstream if upstream is not None else FakeUpstream(self.name)
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(path, getattr(self, handler), methods=[method]) for path, handler, method in self.ROUTES
+        ]
+
+    def app(self) -> Starlette:
+        """The fake as an app; its ``FakeUpstream`` is ``app.state.upstream``."""
+        app = Starlette(routes=self.routes)
+        app.state.upstream = self.upstream
+        return app
 
     @abstractmethod
     def conversation(self, body: Mapping[str, Any]) -> Conversation: ...
