@@ -215,6 +215,7 @@ class KeyGate:
     def __init__(self, store: KeyFile, spend: SpendFile, clock: Any = time.time) -> None:
         self.store, self.spend_store, self.clock = store, spend, clock
         self.by_hash: dict[str, _Live] = {}
+        self._digests: dict[str, str] = {}  # presented key → its hash (no SHA-256 per request)
         self.mtime = -1.0
         self.spend = spend.load()
         self._flush: asyncio.Task[None] | None = None
@@ -237,7 +238,11 @@ class KeyGate:
         path: str = scope["path"]
         live = None
         for candidate in presented(headers):
-            digest = hash_key(candidate)
+            digest = self._digests.get(candidate)
+            if digest is None:
+                digest = hash_key(candidate)
+                if len(self._digests) < 256:  # a client sends the same key each time; bounded
+                    self._digests[candidate] = digest
             found = self.by_hash.get(digest)
             if found is not None and hmac.compare_digest(found.key.hash, digest):
                 live = found
