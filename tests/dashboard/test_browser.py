@@ -6,6 +6,7 @@ Screenshots of every view (light and dark, 1280 px desktop and 390 px phone) go 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -21,7 +22,7 @@ from ccproxy.app import create_app
 from ccproxy.config import load_config
 from ccproxy.observe.store import TOKEN_COLUMNS
 from ccproxy.testing import Completion, RunningFakes, serve_app
-from tests.observe.conftest import observe_config
+from tests.observe.conftest import CLAUDE_TOKEN, observe_config
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("CCPROXY_CHROMIUM", "/usr/bin/chromium")
@@ -266,3 +267,24 @@ def _ask(url: str, prompt: str, out: dict[str, Any]) -> threading.Thread:
     thread = threading.Thread(target=run)
     thread.start()
     return thread
+
+
+def test_a_limited_account_shows_its_window_and_reset_countdown(
+    browser: Any, fakes: RunningFakes, tmp_path: Path
+) -> None:
+    """The fake limits the account's 5-hour window (429 with reset headers): the Accounts view shows the
+    window as rejected and full, with its reset counting down, from ``GET /accounts``."""
+    config = observe_config(fakes, **{"ledger.url": f"sqlite:///{tmp_path / 'usage.sqlite3'}"})
+    with serve_app(create_app(config)) as url:
+        fakes.anthropic.set_limits(CLAUDE_TOKEN, limited_until=time.time() + 2 * 3600 + 600)
+        assert httpx.post(url + "/api/v1/messages", json=MESSAGES).status_code == 429
+        page = Page(browser, url, viewport={"width": 1280, "height": 900})
+        try:
+            section = page.view("accounts")
+            card = section.locator(".account[data-account='config']").first
+            playwright_sync.expect(card).to_contain_text("5h: 100% used · rejected")
+            reset = card.locator(".countdown").first
+            playwright_sync.expect(reset).to_have_text(re.compile(r"resets in 2h \d+m"))
+            assert page.errors == []
+        finally:
+            page.close()
