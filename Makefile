@@ -6,7 +6,7 @@ CLAUDE_CODE_VERSION := 2.1.331
 CODEX_VERSION := 0.169.0
 ARGS ?=
 
-.PHONY: setup clients compat-venvs test test-unit test-e2e lint format typecheck pre-commit ci run mock bench bench-check clean
+.PHONY: setup clients compat-venvs test test-unit test-e2e lint format typecheck pre-commit ci run mock bench bench-tools bench-check clean
 
 # Debian's chromium drives the dashboard's browser tests (tests/dashboard); they skip where it is missing.
 setup: $(VENV)/.installed
@@ -65,11 +65,20 @@ run: setup
 mock: setup
 	$(VENV)/bin/ccproxy serve --mock $(ARGS)
 
-bench: setup
+# The references and the load generator the benchmark compares against: nginx, wrk and valgrind from
+# Debian's packages, installed where missing (root and apt-get); without them the report says what it skipped.
+bench-tools:
+	@missing=""; for tool in nginx:nginx-light wrk:wrk valgrind:valgrind; do \
+		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; done; \
+	[ -z "$$missing" ] || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && apt-get install -y -qq $$missing; } \
+		|| echo "not installed:$$missing (needs root and apt-get): the benchmark skips what needs them"
+
+bench: setup bench-tools
 	$(PY) -m bench $(ARGS)
 	$(PY) -m bench.sdk
 
-bench-check: setup
+bench-check: setup bench-tools
 	$(PY) -m bench --quick --check bench/baseline.json $(ARGS)
 
 clean:

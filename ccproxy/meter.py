@@ -25,16 +25,20 @@ USAGE_EVENTS = frozenset(
 )
 _USAGE = b'"usage":'
 _MODEL = b'"model":'
+_COMPACT_MODEL = b'"model":"'
 _SPACE = b" \t\r\n"
+# message_delta's usage holds these (cumulative) in today's API: message_start's is then not needed
+_COMPLETE_ANTHROPIC = frozenset({"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"})
 _PARSE_BELOW = 2048  # smaller answers: one full parse is cheaper than the scan
 
 
 class UsageMeter:
-    __slots__ = ("event", "fmt", "usage")
+    __slots__ = ("event", "fmt", "head", "usage")
 
     def __init__(self, fmt: Format, event: RequestEvent) -> None:
         self.fmt = fmt
         self.event = event
+        self.head = b""  # a passthrough stream's first frame, read only if its last usage is partial
         event.usage = self.usage = Usage()  # filled in as the answer passes
 
     def observe(self, name: str | None, data: dict[str, Any]) -> None:
@@ -57,67 +61,41 @@ class UsageMeter:
             with contextlib.suppress(orjson.JSONDecodeError):
                 self.observe(name, orjson.loads(data))
 
-    def observe_body(self, body: Any) -> None:
-        """A parsed upstream JSON answer."""
-        if not isinstance(body, dict):
-            return
-        model = body.get("model")
-        if isinstance(model, str):
-            self.event.model_served = model
-        self._usage(body.get("usage") or {})
-
-    def observe_raw_body(self, content: bytes) -> None:
-        """An upstream JSON answer as bytes (passthrough)."""
-        if len(content) < _PARSE_BELOW:  # one parse of a small answer is cheaper than the scan
-            try:
-                body = orjson.loads(content)
-            except orjson.JSONDecodeError:
-                return
-            if isinstance(body, dict):
-                model = body.get("model")
-                if isinstance(model, str):
-                    self.event.model_served = model
-                usage = body.get("usage")
-                if isinstance(usage, dict):
-                    self._usage(usage)
-            return
-        found = _usage_object(content, 0, len(content))
-        if found is None:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                self.observe_body(orjson.loads(content))
-            return
-        model = _first_model(content, 0, len(content))
-        if model is not None:
-            self.event.model_served = model
-        self._usage(found)
-
     def observe_head(self, out: bytes) -> None:
         """The first frames of a passthrough stream: the first one (message_start, response.created)
-        names the served model, and Anthropic's carries the input usage."""
+        names the served model. Anthropic's also carries the input usage, but message_delta repeats it
+        (its counts are cumulative), so it is kept and read only when the end of the stream does not."""
         end = out.find(b"\n\n")
         end = len(out) if end < 0 else end
         model = _first_model(out, 0, end)
         if model is not None:
             self.event.model_served = model
         if self.fmt is Format.ANTHROPIC:
-            usage = _usage_object(out, 0, end)
-            if usage is not None:
-                self._anthropic(usage)
+            self.head = out[:end] if end < len(out) else out
 
     def observe_tail(self, last: bytes, before: bytes) -> None:
         """The last two pieces of a passthrough stream (whole frames): the final usage (message_delta,
-        response.completed) is the last usage object, found by searching back from the end."""
+        response.completed) is the last usage object, found by searching back from the end. Also called
+        when the stream broke or the client left, so what was known (the input usage) is kept."""
+        if self.fmt is not Format.ANTHROPIC:
+            for piece in (last, before):
+                usage = _usage_object(piece, 0, len(piece))
+                if usage is not None:
+                    self._responses(usage)
+                    return
+            return
+        usage = None
         for piece in (last, before):
-            usage = _usage_object(piece, 0, len(piece))
+            usage = _usage_object(piece, 0, len(piece), True)  # message_delta ends with its usage
             if usage is not None:
-                self._usage(usage)
-                return
-
-    def _usage(self, usage: dict[str, Any]) -> None:
-        if self.fmt is Format.ANTHROPIC:
+                break
+        if usage is None or not _COMPLETE_ANTHROPIC.issubset(usage):  # an older shape, or no end at all
+            head = self.head
+            first = _usage_object(head, 0, len(head)) if head else None
+            if first is not None:
+                self._anthropic(first)
+        if usage is not None:
             self._anthropic(usage)
-        else:
-            self._responses(usage)
 
     def _anthropic(self, usage: dict[str, Any]) -> None:
         u = self.usage
@@ -135,17 +113,96 @@ class UsageMeter:
         u.reasoning_tokens = (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
 
 
-def _usage_object(data: bytes, start: int, end: int) -> dict[str, Any] | None:
+def observe_body(event: RequestEvent, fmt: Format, body: Any) -> None:
+    """A parsed upstream JSON answer: its served model and usage onto the event."""
+    if not isinstance(body, dict):
+        return
+    model = body.get("model")
+    if isinstance(model, str):
+        event.model_served = model
+    usage = body.get("usage")
+    event.usage = _usage_of(fmt, usage if isinstance(usage, dict) else {})
+
+
+def observe_raw_body(event: RequestEvent, fmt: Format, content: bytes) -> None:
+    """An upstream JSON answer as bytes (passthrough): its served model and usage onto the event.
+
+    The usual answer (Anthropic's message) ends with its usage: ``..."usage":{...}}``. When the bytes after
+    the last ``"usage":`` key, less the closing brace, parse as one object, that object is the top-level
+    usage (a nested one would leave unbalanced braces behind it): a third of the instructions of a full
+    parse. Other shapes: a full parse of a small answer, the scan of a large one."""
+    at = content.rfind(_USAGE)
+    if at > 0 and content[-1] == 125 and content[at - 1] != 92:  # ends with "}"; no backslash before the key
+        try:
+            usage = orjson.loads(content[at + len(_USAGE) : -1])
+        except orjson.JSONDecodeError:
+            usage = None
+        model = _first_model(content, 0, at) if type(usage) is dict else None
+        if model is not None:  # else (no plain model name before the usage): the full parse decides
+            event.model_served = model
+            event.usage = _usage_of(fmt, usage)
+            return
+    if len(content) < _PARSE_BELOW:  # one parse of a small answer is cheaper than the scan
+        with contextlib.suppress(orjson.JSONDecodeError):
+            observe_body(event, fmt, orjson.loads(content))
+        return
+    found = _usage_object(content, 0, len(content))
+    if found is None:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            observe_body(event, fmt, orjson.loads(content))
+        return
+    model = _first_model(content, 0, len(content))
+    if model is not None:
+        event.model_served = model
+    event.usage = _usage_of(fmt, found)
+
+
+def _usage_of(fmt: Format, usage: dict[str, Any]) -> Usage:
+    get = usage.get
+    if fmt is Format.ANTHROPIC:
+        return Usage(
+            get("input_tokens") or 0,
+            get("output_tokens") or 0,
+            get("cache_read_input_tokens") or 0,
+            get("cache_creation_input_tokens") or 0,
+        )
+    cached = (get("input_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(
+        (get("input_tokens") or 0) - cached,
+        get("output_tokens") or 0,
+        cached,
+        0,
+        (get("output_tokens_details") or {}).get("reasoning_tokens") or 0,
+    )
+
+
+def _usage_object(data: bytes, start: int, end: int, last_member: bool = False) -> dict[str, Any] | None:
     """The last ``"usage":{...}`` object in ``data[start:end]``, parsed; ``None`` if there is none
-    (a ``"usage":null`` or ``"usage":"text"`` is passed over) or it does not parse as an object."""
+    (a ``"usage":null`` or ``"usage":"text"`` is passed over) or it does not parse as an object.
+
+    ``last_member``: the usage is likely its event's last member (``..."usage":{...}}`` and the line's
+    end), so the bytes up to that closing brace are tried first, without matching braces."""
     at = data.rfind(_USAGE, start, end)
     while at >= 0:
-        begin = _skip_space(data, at + len(_USAGE), end)
+        begin = at + len(_USAGE)
+        if begin < end and data[begin] == 123:  # "{" right after the colon (compact JSON)
+            break
+        begin = _skip_space(data, begin, end)
         if data[begin : begin + 1] == b"{":
             break
         at = data.rfind(_USAGE, start, at)
     else:
         return None
+    if last_member:
+        stop = data.find(b"\n", begin, end)
+        stop = (end if stop < 0 else stop) - 1
+        if stop > begin and data[stop] == 125:  # "}": the event's own
+            try:
+                found = orjson.loads(data[begin:stop])
+            except orjson.JSONDecodeError:
+                found = None
+            if isinstance(found, dict):
+                return found
     # Usage holds numbers, short strings and small objects: it ends at the first "}" before which as
     # many "{" as "}" have been seen.
     closes, pos = 0, begin
@@ -166,6 +223,13 @@ def _usage_object(data: bytes, start: int, end: int) -> dict[str, Any] | None:
 
 def _first_model(data: bytes, start: int, end: int) -> str | None:
     """The first ``"model":"..."`` string value (a schema's ``"model": {...}`` is passed over)."""
+    at = data.find(_COMPACT_MODEL, start, end)  # what both upstreams send: no space after the colon
+    if at >= 0:
+        begin = at + len(_COMPACT_MODEL)
+        close = data.find(b'"', begin, end)
+        if close >= 0 and data.find(b"\\", begin, close) < 0:  # model names hold no escapes
+            return data[begin:close].decode("utf-8", "replace")
+        return None
     at = data.find(_MODEL, start, end)
     while at >= 0:
         begin = _skip_space(data, at + len(_MODEL), end)

@@ -35,7 +35,7 @@ from ccproxy.formats.errors import (
     parse_error,
 )
 from ccproxy.formats.fields import depth_error, validate
-from ccproxy.meter import UsageMeter
+from ccproxy.meter import UsageMeter, observe_body, observe_raw_body
 from ccproxy.plugins import PluginContext, RequestEvent
 from ccproxy.recorder import NULL_RECORD, Recorder
 from ccproxy.responses_store import ResponseStore, input_items
@@ -287,8 +287,9 @@ class Proxy:
         is_sse = resp.content_type == "text/event-stream"
         ctx = TranslationContext(call.client_model or "", client_body)
         restore = _restore_model(call)
-        meter = UsageMeter(upstream_format, event) if self.ctx.hooks.listening else None
+        listening = self.ctx.hooks.listening  # someone reads the usage: the meter runs
         if is_sse and call.stream:
+            meter = UsageMeter(upstream_format, event) if listening else None
             if translation is None:
                 body_iter = _passthrough(resp, upstream_format, call.client_format, restore, meter)
             else:
@@ -300,8 +301,8 @@ class Proxy:
         try:
             if is_sse:
                 final = await _collect(resp, upstream_format)
-                if meter is not None:
-                    meter.observe_body(final)
+                if listening:
+                    observe_body(event, upstream_format, final)
                 body = final if translation is None else translation.response(final, ctx)
                 if translation is None and restore:
                     body["model"] = call.client_model
@@ -312,8 +313,8 @@ class Proxy:
                 content = await resp.read()
                 if translation is not None or restore:
                     parsed = orjson.loads(content)
-                    if meter is not None:
-                        meter.observe_body(parsed)
+                    if listening:
+                        observe_body(event, upstream_format, parsed)
                     if translation is not None:
                         parsed = translation.response(parsed, ctx)
                     elif restore:
@@ -321,8 +322,8 @@ class Proxy:
                     if call.remember is not None:
                         call.remember(parsed)
                     content = orjson.dumps(parsed)
-                elif meter is not None:
-                    meter.observe_raw_body(content)
+                elif listening:
+                    observe_raw_body(event, upstream_format, content)
         except _STREAM_ERRORS as exc:
             # Nothing has reached the client yet: the answer is an error in its format, not a 500.
             log.warning("upstream response failed", error=_reason(exc))
@@ -505,7 +506,12 @@ def _retried(event: RequestEvent, reason: str) -> None:
     event.retry_reasons = (*event.retry_reasons, reason)
 
 
+_SESSION_HEADER_SET = frozenset(SESSION_HEADERS)
+
+
 def _session_header(headers: dict[str, str]) -> str | None:
+    if headers.keys().isdisjoint(_SESSION_HEADER_SET):  # the usual case: four lookups in one C call
+        return None
     for name in SESSION_HEADERS:
         if value := headers.get(name):
             return value

@@ -91,6 +91,10 @@ async def _passthrough(
                 out = normalize_responses_failures(out)
             last, before = out, last
             yield out
+    except GeneratorExit:  # the client left: what was seen (the input usage) is still counted
+        if meter is not None:
+            meter.observe_tail(last, before)
+        raise
     except _STREAM_ERRORS as exc:
         if meter is not None:
             meter.observe_tail(last, before)

@@ -72,7 +72,9 @@ class Metrics:
         # per (provider, model): tokens by kind, then the cost
         self.usage: dict[Key, list[float]] = {}
         self.in_flight: dict[str, int] = {}
-        self._timing_rows: dict[Key, tuple[list[float], list[float]]] = {}  # both histograms' rows, per key
+        # per request label set: [count, duration row, ttfb row, usage row] (the rows shared with the
+        # dicts above), so a request costs one lookup; the counts join ``counters["requests"]`` when read
+        self._cells: dict[Key, list[Any]] = {}
 
     def model_label(self, model: str | None) -> str:
         if model is None:
@@ -85,54 +87,67 @@ class Metrics:
         models.add(model)
         return model
 
-    def _new_timing_rows(self, key: Key) -> tuple[list[float], list[float]]:
-        """The duration and time-to-first-byte histogram rows of one (provider, route): a count per
-        bucket (the last one is +Inf), then the sum."""
-        duration = self.histograms["duration"][key] = [0.0] * (len(BUCKETS) + 2)
-        ttfb = self.histograms["ttfb"][key] = [0.0] * (len(BUCKETS) + 2)
-        return duration, ttfb
+    def _cell(self, key: Key) -> list[Any]:
+        provider, route, _, model, _ = key
+        width = len(BUCKETS) + 2  # a count per bucket (the last one is +Inf), then the sum
+        duration = self.histograms["duration"].setdefault((provider, route), [0.0] * width)
+        ttfb = self.histograms["ttfb"].setdefault((provider, route), [0.0] * width)
+        usage = self.usage.setdefault((provider, model), [0.0] * 6)  # tokens by kind, then the cost
+        cell = self._cells[key] = [0, duration, ttfb, usage]
+        return cell
 
     def started(self, event: RequestEvent) -> None:
         flight = self.in_flight
         flight[event.plugin] = flight.get(event.plugin, 0) + 1
 
     def finished(self, event: RequestEvent) -> None:
-        provider, route = event.plugin, event.route or event.path
-        model = self.model_label(event.model_served or event.model)
+        provider = event.plugin
+        model = event.model_served or event.model
+        if model not in self.models:
+            model = self.model_label(model)
         self.in_flight[provider] = self.in_flight.get(provider, 1) - 1
-        counters = self.counters
-        requests = counters["requests"]
-        key: Key = (provider, route, event.client_format, model, _STATUS.get(event.status, "other"))
-        requests[key] = requests.get(key, 0) + 1
-        rows = self._timing_rows.get((provider, route))
-        if rows is None:
-            rows = self._timing_rows[(provider, route)] = self._new_timing_rows((provider, route))
-        duration, ttfb = rows
+        key: Key = (
+            provider,
+            event.route or event.path,
+            event.client_format,
+            model,
+            _STATUS.get(event.status, "other"),
+        )
+        cell = self._cells.get(key) or self._cell(key)
+        cell[0] += 1
+        duration, ttfb, row = cell[1], cell[2], cell[3]
         duration[bisect_left(BUCKETS, event.duration)] += 1  # the first bucket whose bound is >= it ("le")
         duration[-1] += event.duration
         if event.ttfb:
             ttfb[bisect_left(BUCKETS, event.ttfb)] += 1
             ttfb[-1] += event.ttfb
         u = event.usage
-        if u is not None or event.cost_usd:
-            row = self.usage.get((provider, model))
-            if row is None:
-                row = self.usage[(provider, model)] = [0.0] * 6
-            if u is not None:
-                row[0] += u.input_tokens
-                row[1] += u.output_tokens
-                row[2] += u.cache_read_tokens
-                row[3] += u.cache_write_tokens
-                row[4] += u.reasoning_tokens
-            row[5] += event.cost_usd or 0.0
+        if u is not None:
+            row[0] += u.input_tokens
+            row[1] += u.output_tokens
+            row[2] += u.cache_read_tokens
+            row[3] += u.cache_write_tokens
+            row[4] += u.reasoning_tokens
+        if event.cost_usd:
+            row[5] += event.cost_usd
         if event.status >= 400 or event.error is not None:
-            _add(counters["errors"], (provider, event.error_kind or "unknown"))
+            _add(self.counters["errors"], (provider, event.error_kind or "unknown"))
         for reason in event.retry_reasons:
-            _add(counters["retries"], (provider, reason))
+            _add(self.counters["retries"], (provider, reason))
+
+    def request_counts(self) -> dict[Key, float]:
+        """Requests per label set: this process's live counts plus what was merged in."""
+        counts = dict(self.counters["requests"])
+        for key, cell in self._cells.items():
+            counts[key] = counts.get(key, 0) + cell[0]
+        return counts
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "counters": {n: [[*k, v] for k, v in c.items()] for n, c in self.counters.items()},
+            "counters": {
+                n: [[*k, v] for k, v in (self.request_counts() if n == "requests" else c).items()]
+                for n, c in self.counters.items()
+            },
             "histograms": {n: [[*k, *v] for k, v in h.items()] for n, h in self.histograms.items()},
             "usage": [[*k, *v] for k, v in self.usage.items()],
             "in_flight": self.in_flight,
@@ -167,7 +182,7 @@ def merge(into: Metrics, snapshot: dict[str, Any], live: bool) -> None:
 def families(m: Metrics) -> Iterator[Metric]:
     for name, (metric, doc, labels) in COUNTERS.items():
         family = CounterMetricFamily(metric, doc, labels=labels)
-        for key, value in m.counters[name].items():
+        for key, value in (m.request_counts() if name == "requests" else m.counters[name]).items():
             family.add_metric(key, value)
         yield family
     for name, (metric, doc) in HISTOGRAMS.items():
