@@ -36,7 +36,8 @@ _PRUNE_EVERY = 3600.0
 
 
 def row_of(event: RequestEvent, now: float) -> tuple[Any, ...]:
-    """The ledger row of one finished request (``ccproxy.observe.store.COLUMNS`` order)."""
+    """The ledger row of one finished request (``ccproxy.observe.store.COLUMNS`` order); a missing text
+    value is "" (``store.OPTIONAL_TEXT``: stored as NULL)."""
     u = event.usage or _NO_USAGE
     return (
         now - event.duration,
@@ -44,11 +45,11 @@ def row_of(event: RequestEvent, now: float) -> tuple[Any, ...]:
         event.plugin,
         event.route or event.path,
         event.client_format,
-        event.model,
-        event.model_served,
+        event.model or "",
+        event.model_served or "",
         int(event.stream),
         event.status,
-        event.error_kind,
+        event.error_kind or "" if event.status >= 400 or event.error is not None else "",
         u.input_tokens,
         u.output_tokens,
         u.cache_read_tokens,
@@ -59,9 +60,9 @@ def row_of(event: RequestEvent, now: float) -> tuple[Any, ...]:
         event.ttfb * 1000,
         event.upstream_status,
         event.retries,
-        event.session_id,
-        event.client,
-        event.account,
+        event.session_id or "",
+        event.client or "",
+        event.account or "",
     )
 
 
