@@ -203,8 +203,9 @@ class LedgerPlugin(Plugin):
 
     @hookimpl
     def ccproxy_request_finished(self, event: RequestEvent) -> None:
-        if self.writer is not None:
-            self.writer.add(row_of(event, time.time()))
+        writer = self.writer
+        if writer is not None:
+            writer.add(row_of(event, time.time()))
 
     async def _usage_endpoint(self, request: Request) -> Response:
         writer = self.writer

@@ -122,12 +122,15 @@ class Metrics:
             ttfb[bisect_left(BUCKETS, event.ttfb)] += 1
             ttfb[-1] += event.ttfb
         u = event.usage
-        if u is not None:
+        if u is not None:  # a zero is skipped: adding it would still allocate a new float
             row[0] += u.input_tokens
             row[1] += u.output_tokens
-            row[2] += u.cache_read_tokens
-            row[3] += u.cache_write_tokens
-            row[4] += u.reasoning_tokens
+            if u.cache_read_tokens:
+                row[2] += u.cache_read_tokens
+            if u.cache_write_tokens:
+                row[3] += u.cache_write_tokens
+            if u.reasoning_tokens:
+                row[4] += u.reasoning_tokens
         if event.cost_usd:
             row[5] += event.cost_usd
         if event.status >= 400 or event.error is not None:

@@ -8,6 +8,7 @@ event loop. Rows are plain tuples in ``COLUMNS`` order.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -190,6 +191,8 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
 
+    @functools.cache  # noqa: B019  (a handful of sizes per store): the same str, its hash kept, finds the
+    # connection's prepared statement without re-hashing ~75 KB of SQL per batch
     def _insert_rows(self, count: int) -> str:
         """One INSERT of ``count`` rows: a single sqlite3_step, so the writer thread lets go of the GIL
         once per statement instead of once per row (executemany), and the serving thread is not made to
