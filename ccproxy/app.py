@@ -296,9 +296,7 @@ def _worse(a: str, b: str) -> str:
 
 def _disabled_app(entry: LoadedPlugin) -> Any:
     assert entry.plugin is not None
-    message = (
-        f"the {entry.name} provider is disabled; {entry.plugin.enable_hint or 'enable it in the config'}"
-    )
+    message = f"the {entry.name} provider is disabled; {entry.plugin.how_to_enable()}"
 
     async def disabled(scope: Any, receive: Any, send: Any) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}

@@ -163,9 +163,15 @@ class Plugin:
     # URL prefix owned by the plugin: while it is disabled, requests under it get an error that says
     # how to enable it (instead of a bare 404).
     prefix: ClassVar[str | None] = None
-    enable_hint: ClassVar[str] = ""
+    enable_hint: ClassVar[str] = ""  # how to switch it on, where that is not the plugin's own setting
     # A core setting that switches the plugin when its own ``enabled`` is unset (e.g. "ledger.enabled").
     core_switch: ClassVar[str | None] = None
+
+    @classmethod
+    def how_to_enable(cls) -> str:
+        return cls.enable_hint or (
+            f"set plugins.{cls.name}.enabled = true (or PLUGINS__{cls.name.upper()}__ENABLED=true)"
+        )
 
     def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
         return ()
@@ -372,7 +378,7 @@ def _enabled(plugin: Plugin, settings: PluginSettings, config: LoadedConfig, nam
         default = plugin.default_enabled
         return (
             default,
-            "enabled by default" if default else f"disabled by default; {plugin.enable_hint}".rstrip("; "),
+            "enabled by default" if default else f"disabled by default; {plugin.how_to_enable()}",
         )
     source = config.source_of(f"plugins.{name}.enabled")
     where = {"cli": "on the command line", "env": "by environment", "file": "in the config file"}.get(

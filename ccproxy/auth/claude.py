@@ -11,61 +11,47 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ccproxy.auth import files
 from ccproxy.auth.credential import Credential, CredentialError, CredentialSource, refreshed
-from ccproxy.auth.files import ccproxy_data_dir, delete_file, lock_path_for, read_json, write_json_atomic
+from ccproxy.auth.files import JsonFileSource
 from ccproxy.auth.manager import ProviderSpec
 from ccproxy.auth.oauth import OAuthSettings, TokenResponse, claude_oauth_settings
 
 ENV_TOKEN = "CLAUDE_CODE_OAUTH_TOKEN"
 OAUTH_KEY = "claudeAiOauth"
-LOGIN_HINT = "run `ccproxy auth login claude` (or log in with `claude`)"
 
 
 def claude_config_dir() -> Path:
-    env = os.environ.get("CLAUDE_CONFIG_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".claude"
+    return files.dir_from_env("CLAUDE_CONFIG_DIR", Path.home() / ".claude")
 
 
 def claude_code_credentials_path() -> Path:
     # CLAUDE_SECURESTORAGE_CONFIG_DIR overrides only where Claude Code keeps credentials.
-    secure = os.environ.get("CLAUDE_SECURESTORAGE_CONFIG_DIR")
-    base = Path(secure).expanduser() if secure else claude_config_dir()
+    base = files.dir_from_env("CLAUDE_SECURESTORAGE_CONFIG_DIR", claude_config_dir())
     return base / ".credentials.json"
 
 
 def ccproxy_claude_path() -> Path:
-    return ccproxy_data_dir() / "claude_credentials.json"
+    return files.ccproxy_data_dir() / "claude_credentials.json"
 
 
 def _claude_global_state_path() -> Path:
-    env = os.environ.get("CLAUDE_CONFIG_DIR")
-    return Path(env).expanduser() / ".claude.json" if env else Path.home() / ".claude.json"
+    # with CLAUDE_CONFIG_DIR set, inside it; else beside ~/.claude, not in it
+    return files.dir_from_env("CLAUDE_CONFIG_DIR", Path.home()) / ".claude.json"
 
 
-class ClaudeFileSource:
+class ClaudeFileSource(JsonFileSource):
     """A ``.credentials.json``-shaped file. ``own`` marks ccproxy's store, which also keeps the account."""
 
-    writable = True
-
     def __init__(self, path: Path, name: str, *, own: bool) -> None:
-        self.path: Path | None = path
-        self._path = path
-        self.name = name
+        super().__init__(path, name)
         self.own = own
 
-    @property
-    def lock_path(self) -> Path | None:
-        return lock_path_for(self._path)
-
     def load(self) -> Credential | None:
-        data = read_json(self._path)
-        if data is None:
-            return None
-        oauth = data.get(OAUTH_KEY)
-        if oauth is None:
-            return None  # the file exists but holds no Claude.ai login (e.g. only mcpOAuth)
-        if not isinstance(oauth, dict):
-            raise CredentialError(f"{self._path}: '{OAUTH_KEY}' is not an object")
+        found = self._read(OAUTH_KEY)
+        if found is None:
+            return None  # no file, or no Claude.ai login in it (e.g. only mcpOAuth)
+        data, oauth = found
         access = oauth.get("accessToken")
         if access in (None, ""):
             return None  # Claude Code blanks the tokens after a failed refresh: logged out
@@ -98,7 +84,7 @@ class ClaudeFileSource:
 
     def save(self, credential: Credential) -> None:
         # Re-read and merge: only our token fields change; other keys (mcpOAuth, rateLimitTier, ...) stay.
-        data = read_json(self._path) or {}
+        data = files.read_json(self._path) or {}
         oauth = data.get(OAUTH_KEY)
         if not isinstance(oauth, dict):
             oauth = {}
@@ -120,10 +106,10 @@ class ClaudeFileSource:
                 "email": credential.email,
                 "organization_uuid": credential.organization_id,
             }
-        write_json_atomic(self._path, data)
+        files.write_json_atomic(self._path, data)
 
     def delete(self) -> bool:
-        return delete_file(self._path)
+        return files.delete_file(self._path)
 
 
 class ClaudeEnvSource:
@@ -190,21 +176,20 @@ def claude_credential_from_tokens(
     )
 
 
+LOGIN_HINT = "run `ccproxy auth login claude` (or log in with `claude`)"
+
+
 def claude_provider(settings: OAuthSettings | None = None) -> ProviderSpec:
+    settings = settings or claude_oauth_settings()
     return ProviderSpec(
-        name="claude",
-        settings=settings or claude_oauth_settings(),
-        sources=claude_sources,
-        login_store=claude_own_store,
-        from_tokens=claude_credential_from_tokens,
-        login_hint=LOGIN_HINT,
+        "claude", settings, claude_sources, claude_own_store, claude_credential_from_tokens, LOGIN_HINT
     )
 
 
 def _claude_code_account() -> dict[str, Any]:
     """Best effort: Claude Code keeps the account (not the tokens) in ``~/.claude.json``."""
     try:
-        data = read_json(_claude_global_state_path())
+        data = files.read_json(_claude_global_state_path())
     except CredentialError:
         return {}
     acct = data.get("oauthAccount") if data else None

@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ccproxy.auth import files
 from ccproxy.auth.credential import Credential, CredentialError, CredentialSource, refreshed
-from ccproxy.auth.files import ccproxy_data_dir, delete_file, lock_path_for, read_json, write_json_atomic
+from ccproxy.auth.files import JsonFileSource
 from ccproxy.auth.manager import ProviderSpec
 from ccproxy.auth.oauth import OAuthSettings, TokenResponse, codex_oauth_settings
 
 AUTH_CLAIM = "https://api.openai.com/auth"
 PROFILE_CLAIM = "https://api.openai.com/profile"
-LOGIN_HINT = "run `ccproxy auth login codex` (or `codex login`)"
 
 
 def codex_home() -> Path:
-    env = os.environ.get("CODEX_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".codex"
+    return files.dir_from_env("CODEX_HOME", Path.home() / ".codex")
 
 
 def codex_auth_path() -> Path:
@@ -36,7 +34,7 @@ def codex_auth_path() -> Path:
 
 
 def ccproxy_codex_path() -> Path:
-    return ccproxy_data_dir() / "codex_auth.json"
+    return files.ccproxy_data_dir() / "codex_auth.json"
 
 
 def decode_jwt_claims(token: str | None) -> dict[str, Any]:
@@ -98,29 +96,14 @@ class CodexClaims:
         return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
-class CodexAuthFileSource:
+class CodexAuthFileSource(JsonFileSource):
     """An ``auth.json``-shaped file (the Codex CLI's, or ccproxy's own copy of the same shape)."""
 
-    writable = True
-
-    def __init__(self, path: Path, name: str) -> None:
-        self.path: Path | None = path
-        self._path = path
-        self.name = name
-
-    @property
-    def lock_path(self) -> Path | None:
-        return lock_path_for(self._path)
-
     def load(self) -> Credential | None:
-        data = read_json(self._path)
-        if data is None:
-            return None
-        tokens = data.get("tokens")
-        if tokens is None:
-            return None  # API-key mode (`codex login --with-api-key`): no ChatGPT login here
-        if not isinstance(tokens, dict):
-            raise CredentialError(f"{self._path}: 'tokens' is not an object")
+        found = self._read("tokens")
+        if found is None:
+            return None  # no file, or API-key mode (`codex login --with-api-key`): no ChatGPT login here
+        tokens = found[1]
         access = tokens.get("access_token")
         if not isinstance(access, str) or not access:
             raise CredentialError(f"{self._path}: 'tokens.access_token' is missing or not a string")
@@ -145,7 +128,7 @@ class CodexAuthFileSource:
         )
 
     def save(self, credential: Credential) -> None:
-        existing = read_json(self._path)
+        existing = files.read_json(self._path)
         # A new file gets the CLI's full shape; an existing one keeps auth_mode, OPENAI_API_KEY, etc.
         data: dict[str, Any] = existing if existing is not None else {}
         if existing is None:
@@ -161,10 +144,10 @@ class CodexAuthFileSource:
         tokens["account_id"] = account
         data["tokens"] = tokens
         data["last_refresh"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        write_json_atomic(self._path, data)
+        files.write_json_atomic(self._path, data)
 
     def delete(self) -> bool:
-        return delete_file(self._path)
+        return files.delete_file(self._path)
 
 
 def codex_own_store() -> CredentialSource:
@@ -197,12 +180,11 @@ def codex_credential_from_tokens(
     )
 
 
+LOGIN_HINT = "run `ccproxy auth login codex` (or `codex login`)"
+
+
 def codex_provider(settings: OAuthSettings | None = None) -> ProviderSpec:
+    settings = settings or codex_oauth_settings()
     return ProviderSpec(
-        name="codex",
-        settings=settings or codex_oauth_settings(),
-        sources=codex_sources,
-        login_store=codex_own_store,
-        from_tokens=codex_credential_from_tokens,
-        login_hint=LOGIN_HINT,
+        "codex", settings, codex_sources, codex_own_store, codex_credential_from_tokens, LOGIN_HINT
     )

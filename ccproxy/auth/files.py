@@ -173,6 +173,31 @@ async def file_lock(path: Path, *, timeout: float = 30.0) -> AsyncIterator[None]
         os.close(fd)
 
 
+class JsonFileSource:
+    """A credential source kept in one JSON file (a CLI's or ccproxy's own): its path, name and lock."""
+
+    writable = True
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path: Path | None = path
+        self._path = path
+        self.name = name
+
+    @property
+    def lock_path(self) -> Path | None:
+        return lock_path_for(self._path)
+
+    def _read(self, key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The file's object and the object under ``key``; ``None`` when the file or the key is absent."""
+        data = read_json(self._path)
+        section = data.get(key) if data is not None else None
+        if section is None or data is None:
+            return None
+        if not isinstance(section, dict):
+            raise CredentialError(f"{self._path}: '{key}' is not an object")
+        return data, section
+
+
 def delete_file(path: Path) -> bool:
     """Remove a credential file; True if something was removed."""
     try:
@@ -182,6 +207,12 @@ def delete_file(path: Path) -> bool:
     except OSError as exc:
         raise CredentialError(f"cannot delete {path}: {exc.strerror or exc}") from None
     return True
+
+
+def dir_from_env(variable: str, default: Path) -> Path:
+    """The folder an environment variable names (``~`` expanded), else ``default``."""
+    value = os.environ.get(variable)
+    return Path(value).expanduser() if value else default
 
 
 def ccproxy_data_dir() -> Path:

@@ -108,7 +108,6 @@ class DashboardPlugin(Plugin):
     name = "dashboard"
     settings_model = DashboardSettings
     prefix = PREFIX
-    enable_hint = "set plugins.dashboard.enabled = true"
 
     def __init__(self) -> None:
         self.feed = LiveFeed()

@@ -47,24 +47,20 @@ def _describe(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def string(value: Any) -> None:
-    if type(value) is not str:
-        raise Invalid("a string", value)
+def of_type(kind: type, expected: str) -> Check:
+    """A check that the value is exactly of JSON type ``kind`` (``bool`` is not an ``int`` here)."""
+
+    def run(value: Any) -> None:
+        if type(value) is not kind:
+            raise Invalid(expected, value)
+
+    return run
 
 
-def boolean(value: Any) -> None:
-    if type(value) is not bool:
-        raise Invalid("a boolean (true or false)", value)
-
-
-def obj(value: Any) -> None:
-    if type(value) is not dict:
-        raise Invalid("an object", value)
-
-
-def array(value: Any) -> None:
-    if type(value) is not list:
-        raise Invalid("an array", value)
+string = of_type(str, "a string")
+boolean = of_type(bool, "a boolean (true or false)")
+obj = of_type(dict, "an object")
+array = of_type(list, "an array")
 
 
 def integer(low: int, high: int) -> Check:

@@ -121,7 +121,6 @@ class RawHttpLoggerPlugin(Plugin):
     name = "raw_http_logger"
     settings_model = RawHttpLoggerSettings
     default_enabled = False
-    enable_hint = "enable it with PLUGINS__RAW_HTTP_LOGGER__ENABLED=true"
 
     def __init__(self) -> None:
         self.files: _Files | None = None

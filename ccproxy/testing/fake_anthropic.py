@@ -33,26 +33,14 @@ from starlette.requests import Request
 
 from ccproxy.formats.errors import ANTHROPIC_TYPES
 from ccproxy.sse import frame
+from ccproxy.testing import scripting
 from ccproxy.testing.scripting import (
-    JSON_INSTRUCTION,
-    NUMBER,
     ChunkedResponse,
     Completion,
-    Conversation,
     ErrorReply,
-    FakeLimits,
-    FakeUpstream,
-    PlanUsage,
-    ProviderFake,
-    StreamErrorReply,
-    ToolSpec,
-    estimate_tokens,
     output_tokens,
-    record_request,
     signature,
-    split_json,
     split_text,
-    type_problem,
 )
 
 # The statuses the real API answers with, typed as ccproxy types them (one table: formats/errors.py).
@@ -89,8 +77,8 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "metadata": (dict,),
     "stop_sequences": (list,),
     "stream": (bool,),
-    "temperature": NUMBER,
-    "top_p": NUMBER,
+    "temperature": scripting.NUMBER,
+    "top_p": scripting.NUMBER,
     "top_k": (int,),
 }
 MAX_TOKENS_CEILING = 1 << 31
@@ -133,7 +121,7 @@ def _messages_problem(messages: list[Any]) -> str | None:
     return None
 
 
-class AnthropicFake(ProviderFake):
+class AnthropicFake(scripting.ProviderFake):
     name = "anthropic"
     ROUTES = (
         ("/v1/messages", "messages", "POST"),
@@ -145,12 +133,12 @@ class AnthropicFake(ProviderFake):
 
     # -- request side
 
-    def conversation(self, body: Mapping[str, Any]) -> Conversation:
+    def conversation(self, body: Mapping[str, Any]) -> scripting.Conversation:
         messages = [
             m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"
         ]
         tools = tuple(
-            ToolSpec(str(t["name"]), t.get("input_schema") or {})
+            scripting.ToolSpec(str(t["name"]), t.get("input_schema") or {})
             for t in body.get("tools") or []
             if isinstance(t, dict) and "name" in t
         )
@@ -171,19 +159,19 @@ class AnthropicFake(ProviderFake):
         output_format = (body.get("output_config") or {}).get("format") or body.get("output_format")
         schema = output_format.get("schema") if isinstance(output_format, dict) else None
         system = _text(body.get("system"))
-        return Conversation(
+        return scripting.Conversation(
             prompt=prompt,
             tool_output=tool_output,
             tools=tools,
             forced_tool=forced,
             output_schema=schema if isinstance(schema, dict) else None,
-            json_mode=JSON_INSTRUCTION.search(system) is not None,
+            json_mode=scripting.JSON_INSTRUCTION.search(system) is not None,
             system=system,
         )
 
     @staticmethod
     def input_tokens(body: Mapping[str, Any]) -> int:
-        return estimate_tokens(body.get("system"), body.get("messages"), body.get("tools"))
+        return scripting.estimate_tokens(body.get("system"), body.get("messages"), body.get("tools"))
 
     # -- rendering
 
@@ -227,7 +215,7 @@ class AnthropicFake(ProviderFake):
             tool_id = call.id or self.upstream.next_id("toolu_fake")
             args = orjson.dumps(dict(call.arguments)).decode()
             # The first input_json_delta is "" in real streams; a tool without arguments sends only that.
-            fragments = ["", *split_json(args)]
+            fragments = ["", *scripting.split_json(args)]
             deltas = [{"type": "input_json_delta", "partial_json": f} for f in fragments]
             start = {"type": "tool_use", "id": tool_id, "name": call.name, "input": {}}
             final = {"type": "tool_use", "id": tool_id, "name": call.name, "input": dict(call.arguments)}
@@ -279,7 +267,7 @@ class AnthropicFake(ProviderFake):
         frames.append(MESSAGE_STOP)
         return frames
 
-    def stream_error_frames(self, reply: StreamErrorReply, body: Mapping[str, Any]) -> list[bytes]:
+    def stream_error_frames(self, reply: scripting.StreamErrorReply, body: Mapping[str, Any]) -> list[bytes]:
         usage = self._usage(Completion(), body, 1)
         frames = self._start_frames(body, usage)
         if reply.text_before:
@@ -296,7 +284,7 @@ class AnthropicFake(ProviderFake):
         frames.append(_event({"type": "error", "error": error}))
         return frames
 
-    def stream_error_as_http(self, reply: StreamErrorReply) -> ErrorReply:
+    def stream_error_as_http(self, reply: scripting.StreamErrorReply) -> ErrorReply:
         error_type = reply.error_type or "overloaded_error"
         return ErrorReply(
             status=STATUS_BY_TYPE.get(error_type, 500),
@@ -329,7 +317,7 @@ class AnthropicFake(ProviderFake):
 
     limit_error_type = "rate_limit_error"
 
-    def quota_headers(self, limits: FakeLimits, now: float) -> dict[str, str]:
+    def quota_headers(self, limits: scripting.FakeLimits, now: float) -> dict[str, str]:
         limited = limits.limited(now)
         short_reset = limits.limited_until if limited and limits.limited_until else now + 5 * 3600
         short = 1.0 if limited or limits.overage else limits.used
@@ -366,7 +354,7 @@ class AnthropicFake(ProviderFake):
                 return self.error_response(400, f"{name}: Field required")
         if not isinstance(body["messages"], list):
             return self.error_response(400, "messages: Input should be a valid list")
-        problem = type_problem(body, FIELD_TYPES) or _messages_problem(body["messages"])
+        problem = scripting.type_problem(body, FIELD_TYPES) or _messages_problem(body["messages"])
         if problem is not None:
             return self.error_response(400, problem)
         max_tokens = body.get("max_tokens")
@@ -380,7 +368,7 @@ class AnthropicFake(ProviderFake):
         return None
 
     async def messages(self, request: Request) -> ChunkedResponse:
-        recorded = await record_request(self.upstream, request)
+        recorded = await scripting.record_request(self.upstream, request)
         problem = self._check(request, recorded.json, generate=True)
         if problem is not None:
             return problem
@@ -389,7 +377,7 @@ class AnthropicFake(ProviderFake):
         return self.answer(request, reply, body, stream=body.get("stream") is True)
 
     async def count_tokens(self, request: Request) -> ChunkedResponse:
-        recorded = await record_request(self.upstream, request)
+        recorded = await scripting.record_request(self.upstream, request)
         problem = self._check(request, recorded.json, generate=False)
         if problem is not None:
             return problem
@@ -434,12 +422,12 @@ class AnthropicFake(ProviderFake):
         return self.error_response(404, f"model: {model_id}")
 
 
-def create_app(upstream: FakeUpstream | None = None) -> Starlette:
+def create_app(upstream: scripting.FakeUpstream | None = None) -> Starlette:
     """The fake Anthropic API; its ``FakeUpstream`` is ``app.state.upstream``."""
     return AnthropicFake(upstream).app()
 
 
-def plan_usage_body(usage: PlanUsage) -> dict[str, Any]:
+def plan_usage_body(usage: scripting.PlanUsage) -> dict[str, Any]:
     now = time.time()
 
     def window(percent: float, seconds: int) -> dict[str, Any]:

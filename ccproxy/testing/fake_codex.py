@@ -31,26 +31,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from ccproxy.sse import frame
-from ccproxy.testing.scripting import (
-    JSON_INSTRUCTION,
-    ChunkedResponse,
-    Completion,
-    Conversation,
-    ErrorReply,
-    FakeLimits,
-    FakeUpstream,
-    PlanUsage,
-    ProviderFake,
-    StreamErrorReply,
-    ToolSpec,
-    estimate_tokens,
-    output_tokens,
-    record_request,
-    signature,
-    split_json,
-    split_text,
-    type_problem,
-)
+from ccproxy.testing import scripting
+from ccproxy.testing.scripting import ChunkedResponse, output_tokens, split_text
 
 # Keys the Codex CLI (0.169) and ccproxy send; LiteLLM also settled on an allow-list for this backend.
 ALLOWED_KEYS = frozenset(
@@ -134,7 +116,7 @@ class _Events:
         self.seq += 1
 
 
-class CodexFake(ProviderFake):
+class CodexFake(scripting.ProviderFake):
     name = "codex"
     ROUTES = (
         ("/responses", "responses", "POST"),
@@ -147,19 +129,19 @@ class CodexFake(ProviderFake):
 
     # -- request side
 
-    def conversation(self, body: Mapping[str, Any]) -> Conversation:
+    def conversation(self, body: Mapping[str, Any]) -> scripting.Conversation:
         items = body.get("input")
         if isinstance(items, str):
             items = [{"type": "message", "role": "user", "content": items}]
         items = [i for i in items or [] if isinstance(i, dict)]
-        tools: list[ToolSpec] = []
+        tools: list[scripting.ToolSpec] = []
         for tool in body.get("tools") or []:
             if not isinstance(tool, dict):
                 continue
             nested = tool.get("function")  # tolerate Chat-style definitions
             spec: dict[str, Any] = nested if isinstance(nested, dict) else tool
             if isinstance(spec.get("name"), str):
-                tools.append(ToolSpec(spec["name"], spec.get("parameters") or {}))
+                tools.append(scripting.ToolSpec(spec["name"], spec.get("parameters") or {}))
         tool_output = None
         if items and items[-1].get("type") in TOOL_OUTPUT_TYPES:
             output = items[-1].get("output")
@@ -179,13 +161,13 @@ class CodexFake(ProviderFake):
         system = str(body.get("instructions") or "") + "\n".join(
             _text(i.get("content")) for i in items if i.get("role") in ("system", "developer")
         )
-        return Conversation(
+        return scripting.Conversation(
             prompt=prompt,
             tool_output=tool_output,
             tools=tuple(tools),
             forced_tool=forced,
             output_schema=schema if isinstance(schema, dict) else None,
-            json_mode=kind == "json_object" or JSON_INSTRUCTION.search(system) is not None,
+            json_mode=kind == "json_object" or scripting.JSON_INSTRUCTION.search(system) is not None,
             system=system,
         )
 
@@ -225,10 +207,12 @@ class CodexFake(ProviderFake):
             **fields,
         }
 
-    def _usage(self, completion: Completion, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _usage(self, completion: scripting.Completion, body: Mapping[str, Any]) -> dict[str, Any]:
         uncached = completion.input_tokens
         if uncached is None:
-            uncached = estimate_tokens(body.get("instructions"), body.get("input"), body.get("tools"))
+            uncached = scripting.estimate_tokens(
+                body.get("instructions"), body.get("input"), body.get("tools")
+            )
         visible, reasoning = output_tokens(completion)
         out = completion.output_tokens if completion.output_tokens is not None else visible + reasoning
         # OpenAI counts cached tokens inside input_tokens (Anthropic keeps the buckets disjoint).
@@ -253,7 +237,7 @@ class CodexFake(ProviderFake):
         item_id = self.upstream.next_id("rs_fake")
         item: dict[str, Any] = {"id": item_id, "type": "reasoning", "summary": []}
         if "reasoning.encrypted_content" in (body.get("include") or []):
-            item["encrypted_content"] = "gAAAAAB" + signature(thinking)
+            item["encrypted_content"] = "gAAAAAB" + scripting.signature(thinking)
         events.add("response.output_item.added", output_index=index, item=item)
         summary = []
         if thinking:
@@ -310,7 +294,7 @@ class CodexFake(ProviderFake):
             "name": name,
         }
         events.add("response.output_item.added", output_index=index, item=item)
-        for piece in split_json(args):
+        for piece in scripting.split_json(args):
             events.add(
                 "response.function_call_arguments.delta", item_id=item_id, output_index=index, delta=piece
             )
@@ -321,7 +305,7 @@ class CodexFake(ProviderFake):
         events.add("response.output_item.done", output_index=index, item=done)
         return done
 
-    def stream_frames(self, completion: Completion, body: Mapping[str, Any]) -> list[bytes]:
+    def stream_frames(self, completion: scripting.Completion, body: Mapping[str, Any]) -> list[bytes]:
         resp_id = self.upstream.next_id("resp_fake")
         events = self._start(body, resp_id)
         incomplete = completion.stop_reason in ("max_tokens", "model_context_window_exceeded")
@@ -349,7 +333,7 @@ class CodexFake(ProviderFake):
             )
         return events.frames
 
-    def stream_error_frames(self, reply: StreamErrorReply, body: Mapping[str, Any]) -> list[bytes]:
+    def stream_error_frames(self, reply: scripting.StreamErrorReply, body: Mapping[str, Any]) -> list[bytes]:
         resp_id = self.upstream.next_id("resp_fake")
         events = self._start(body, resp_id)
         if reply.text_before:
@@ -363,7 +347,7 @@ class CodexFake(ProviderFake):
             events.add("response.failed", response=self._response(body, resp_id, "failed", error=error))
         return events.frames
 
-    def error(self, reply: ErrorReply) -> tuple[bytes, dict[str, str]]:
+    def error(self, reply: scripting.ErrorReply) -> tuple[bytes, dict[str, str]]:
         headers = {"x-request-id": self.upstream.next_id("req_fake")}
         if reply.status == 429:
             headers["retry-after"] = "1"
@@ -391,7 +375,7 @@ class CodexFake(ProviderFake):
 
     limit_error_type = "usage_limit_reached"
 
-    def quota_headers(self, limits: FakeLimits, now: float) -> dict[str, str]:
+    def quota_headers(self, limits: scripting.FakeLimits, now: float) -> dict[str, str]:
         limited = limits.limited(now)
         after = limits.limited_until - now if limited and limits.limited_until else 5 * 3600
         headers = {
@@ -425,7 +409,7 @@ class CodexFake(ProviderFake):
         for key in body:
             if key not in ALLOWED_KEYS:
                 return self.error_response(400, f"Unsupported parameter: {key}")
-        problem = type_problem(body, FIELD_TYPES)
+        problem = scripting.type_problem(body, FIELD_TYPES)
         if problem is not None:
             return self.error_response(400, problem)
         items = body.get("input")
@@ -434,7 +418,7 @@ class CodexFake(ProviderFake):
         return None
 
     async def responses(self, request: Request) -> ChunkedResponse:
-        recorded = await record_request(self.upstream, request)
+        recorded = await scripting.record_request(self.upstream, request)
         problem = self._check(request, recorded.json)
         if problem is not None:
             return problem
@@ -459,7 +443,7 @@ class CodexFake(ProviderFake):
         """``GET /backend-api/wham/accounts/check``: the workspace of the ``chatgpt-account-id`` asking."""
         account = request.headers.get("chatgpt-account-id", "")
 
-        def body(usage: PlanUsage) -> dict[str, Any]:
+        def body(usage: scripting.PlanUsage) -> dict[str, Any]:
             entry = {
                 "id": account,
                 "plan_type": usage.plan_type,
@@ -473,12 +457,12 @@ class CodexFake(ProviderFake):
         return await self.account_read(request, body)
 
 
-def create_app(upstream: FakeUpstream | None = None) -> Starlette:
+def create_app(upstream: scripting.FakeUpstream | None = None) -> Starlette:
     """The fake Codex backend; its ``FakeUpstream`` is ``app.state.upstream``."""
     return CodexFake(upstream).app()
 
 
-def plan_usage_body(usage: PlanUsage) -> dict[str, Any]:
+def plan_usage_body(usage: scripting.PlanUsage) -> dict[str, Any]:
     now = int(time.time())
 
     def window(percent: float, length: int, seconds: int) -> dict[str, Any]:

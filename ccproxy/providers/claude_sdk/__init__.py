@@ -237,7 +237,6 @@ class ClaudeSDKPlugin(Plugin):
     name = "claude_sdk"
     settings_model = ClaudeSDKSettings
     prefix = PREFIX
-    enable_hint = "set plugins.claude_sdk.enabled = true"
 
     def routes(self, ctx: PluginContext) -> Sequence[BaseRoute]:
         if not sdk_available():
