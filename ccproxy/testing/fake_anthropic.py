@@ -34,8 +34,8 @@ from starlette.requests import Request
 from ccproxy.formats.errors import ANTHROPIC_TYPES
 from ccproxy.sse import frame
 from ccproxy.testing import scripting
+from ccproxy.testing.playback import ChunkedResponse, ProviderFake
 from ccproxy.testing.scripting import (
-    ChunkedResponse,
     Completion,
     ErrorReply,
     output_tokens,
@@ -121,7 +121,7 @@ def _messages_problem(messages: list[Any]) -> str | None:
     return None
 
 
-class AnthropicFake(scripting.ProviderFake):
+class AnthropicFake(ProviderFake):
     name = "anthropic"
     ROUTES = (
         ("/v1/messages", "messages", "POST"),

@@ -32,7 +32,8 @@ from starlette.requests import Request
 
 from ccproxy.sse import frame
 from ccproxy.testing import scripting
-from ccproxy.testing.scripting import ChunkedResponse, output_tokens, split_text
+from ccproxy.testing.playback import ChunkedResponse, ProviderFake
+from ccproxy.testing.scripting import output_tokens, split_text
 
 # Keys the Codex CLI (0.169) and ccproxy send; LiteLLM also settled on an allow-list for this backend.
 ALLOWED_KEYS = frozenset(
@@ -116,7 +117,7 @@ class _Events:
         self.seq += 1
 
 
-class CodexFake(scripting.ProviderFake):
+class CodexFake(ProviderFake):
     name = "codex"
     ROUTES = (
         ("/responses", "responses", "POST"),
