@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from difflib import SequenceMatcher, get_close_matches
 
 import orjson
@@ -36,6 +36,45 @@ def error_response(
 ) -> Response:
     status, body = render_error(fmt, info, request_id)
     return Response(orjson.dumps(body), status, headers=dict(headers or {}), media_type="application/json")
+
+
+def upstream_error_response(
+    client: Format,
+    upstream: Format,
+    status: int,
+    data: bytes,
+    request_id: str,
+    headers: dict[str, str],
+    asked: set[str | None],
+    model_help: Callable[[], str],
+) -> Response:
+    """An upstream's error answer for the client. Same format and the right envelope: handed over untouched.
+    Anything else is re-rendered; an error about the model asked for (``asked``) also names the models the
+    provider takes (``model_help``)."""
+    unknown_model = status in (400, 404) and _names_model(data, asked)
+    if client is upstream and not unknown_model and _is_envelope(client, data):
+        return Response(data, status, headers=headers, media_type="application/json")
+    info = parse_error(status, data)
+    if unknown_model:
+        info = replace(info, message=f"{info.message}. {model_help()}")
+    return error_response(client, info, request_id, headers)
+
+
+def _names_model(data: bytes, asked: set[str | None]) -> bool:
+    """Whether an upstream error is about the model asked for (``model: x``, ``The 'x' model is not ...``)."""
+    text = data.decode("utf-8", "replace")
+    names = asked - {None, ""}
+    return "model" in text.lower() and any(str(name) in text for name in names)
+
+
+def _is_envelope(fmt: Format, data: bytes) -> bool:
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+        return False
+    return body.get("type") == "error" if fmt is Format.ANTHROPIC else True
 
 
 def failure_reason(status: int, body: bytes) -> str:

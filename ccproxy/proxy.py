@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ccproxy import logs
-from ccproxy.errors import ProxyError, error_response
+from ccproxy.errors import ProxyError, error_response, upstream_error_response
 from ccproxy.formats.base import (
     Format,
     Translation,
@@ -281,8 +281,16 @@ class Proxy:
         if resp.status >= 400:
             data = await _read_capped(resp)
             event.status = resp.status
-            return _upstream_error(
-                call.client_format, upstream_format, resp.status, data, call, passthrough, provider
+            asked = {call.client_model, call.body.get("model")}
+            return upstream_error_response(
+                call.client_format,
+                upstream_format,
+                resp.status,
+                data,
+                call.request_id,
+                passthrough,
+                asked,
+                provider.model_help,
             )
         is_sse = resp.content_type == "text/event-stream"
         ctx = TranslationContext(call.client_model or "", client_body)
@@ -576,43 +584,6 @@ async def _read_capped(resp: UpstreamResponse) -> bytes:
         return await resp.read(_MAX_ERROR_BODY)
     finally:
         resp.release()
-
-
-def _upstream_error(
-    client: Format,
-    upstream: Format,
-    status: int,
-    data: bytes,
-    call: Call,
-    headers: dict[str, str],
-    provider: Provider,
-) -> Response:
-    # Same format and the right envelope: hand it over untouched. Anything else is re-rendered; an
-    # unknown model also learns which names the provider takes.
-    unknown_model = status in (400, 404) and _names_model(data, call)
-    if client is upstream and not unknown_model and _is_envelope(client, data):
-        return Response(data, status, headers=headers, media_type="application/json")
-    info = parse_error(status, data)
-    if unknown_model:
-        info = replace(info, message=f"{info.message}. {provider.model_help()}")
-    return error_response(client, info, call.request_id, headers)
-
-
-def _names_model(data: bytes, call: Call) -> bool:
-    """Whether an upstream error is about the model asked for (``model: x``, ``The 'x' model is not ...``)."""
-    text = data.decode("utf-8", "replace")
-    names = {call.client_model, call.body.get("model")} - {None, ""}
-    return "model" in text.lower() and any(str(name) in text for name in names)
-
-
-def _is_envelope(fmt: Format, data: bytes) -> bool:
-    try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
-        return False
-    return body.get("type") == "error" if fmt is Format.ANTHROPIC else True
 
 
 def _restore_model(call: Call) -> str | None:
