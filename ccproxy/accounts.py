@@ -108,6 +108,7 @@ class Account:
     __slots__ = (
         "_name",
         "last_seen",
+        "limited_until",
         "priority",
         "quota",
         "raw",
@@ -133,6 +134,7 @@ class Account:
         self.raw: tuple[str | None, ...] = ()  # the rate-limit header values last parsed
         self.resting_until = 0.0  # epoch seconds; 0: not resting
         self.rest_reason: AccountState = "ok"
+        self.limited_until = 0.0  # a lone account's last 429 or rejected window: shown, never parked
         self.last_seen: float | None = None
 
     @property
@@ -158,6 +160,8 @@ class Account:
     def state(self, now: float) -> AccountState:
         if self.resting_until > now:
             return self.rest_reason
+        if self.limited_until > now:  # a lone account is never parked, but it is shown as limited
+            return "limited"
         return "ok"
 
 
@@ -262,21 +266,26 @@ class Accounts:
             account.raw = raw
         quota = self.parse(headers, now)
         if quota is None:
-            if status == 429 and not self.single:
-                self.rest(account, now + self.settings.rest_seconds, "limited")
+            if status == 429:
+                self._limited(account, now + self.settings.rest_seconds)
             return
         changed = account.quota is None or _change_key(quota) != _change_key(account.quota)
         account.quota = quota
         # A 529 (overloaded) is the upstream's, not the account's: the request moves on, the account
         # does not rest.
         if status == 429 or quota.rejected:
-            if not self.single:
-                self.rest(account, quota.resets_at or now + self.settings.rest_seconds, "limited")
+            self._limited(account, quota.resets_at or now + self.settings.rest_seconds)
         elif quota.overage_in_use and not self.allow_overage:
             resets = quota.resets_at or quota.overage_resets_at or now + self.settings.rest_seconds
             self.rest(account, resets, "overage")
         if changed:
             self._schedule_save()
+
+    def _limited(self, account: Account, until: float) -> None:
+        if self.single:  # nowhere to go: the upstream's own 429 reaches the client; the state shows it
+            account.limited_until = until
+        else:
+            self.rest(account, until, "limited")
 
     def rest(self, account: Account, until: float, reason: AccountState) -> None:
         until += self.rand() * self.settings.jitter_seconds

@@ -325,6 +325,11 @@ def test_a_single_account_passes_the_upstreams_429_on_unchanged(
         assert info.value.response.headers["retry-after"] == "30"
         assert info.value.body["error"]["message"] == "rate limited"  # type: ignore[index]
     assert len(fakes.anthropic.requests) == 2
+    # shown as limited until the reset (GET /accounts, the dashboard, `auth status`), though not parked
+    only = proxy.accounts()["providers"]["claude"]["accounts"][0]
+    assert only["name"] == "only" and only["state"] == "limited" and only["resting_until"] is None
+    proxy.advance(31)
+    assert proxy.accounts()["providers"]["claude"]["accounts"][0]["state"] == "ok"
 
 
 # -------------------------------------------------------------------------------------- billing guard
