@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,12 +225,14 @@ def ccproxy_proc(
     home: str,
     cpus: set[int] | None,
     workers: int = 1,
-    extra_env: dict[str, str] | None = None,
+    extra_env: Mapping[str, str | None] | None = None,
 ) -> Proc:
+    """``extra_env``: a ``None`` value removes the variable."""
     argv = [*ccproxy_command(), "serve", "--host", HOST, "--port", str(port)]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    env = {**ccproxy_env(upstream_port, home), **(extra_env or {})}
+    merged = {**ccproxy_env(upstream_port, home), **(extra_env or {})}
+    env = {k: v for k, v in merged.items() if v is not None}
     return Proc(f"ccproxy (workers={workers})", argv, env, cpus, cwd=home)
 
 

@@ -274,6 +274,18 @@ def tables(res: Results) -> str:
         )
         p50_on, p50_off = median(pr["observe_p50_on"]), median(pr["observe_p50_off"])
         prow.append(["p50 messages 1 conn (ms): on / off", f"{p50_on:.3f} / {p50_off:.3f}"])
+    if pr.get("accounts_rate_on"):
+        on, off = median(pr["accounts_rate_on"]), median(pr["accounts_rate_off"])
+        prow.append(
+            [
+                "req/s messages 32 conns: two accounts + a client key / one login",
+                f"{on:,.0f} / {off:,.0f} = {on / off:.2f}x",
+            ]
+        )
+        p50_on, p50_off = median(pr["accounts_p50_on"]), median(pr["accounts_p50_off"])
+        prow.append(
+            ["p50 messages 1 conn (ms): two accounts + key / one login", f"{p50_on:.3f} / {p50_off:.3f}"]
+        )
     if pr.get("dashboard_rate_open"):
         live, shut = median(pr["dashboard_rate_open"]), median(pr["dashboard_rate_closed"])
         prow.append(
@@ -550,6 +562,24 @@ def targets(res: Results) -> list[Target]:
             Target(
                 "added p50 of metrics + ledger + pricing, 1 conn",
                 median(pr["observe_p50_on"]) - median(pr["observe_p50_off"]),
+                0.05,
+                unit="ms",
+            )
+        )
+    if pr.get("accounts_rate_on"):
+        out.append(
+            Target(
+                "req/s with two accounts + a client key vs one login, 32 conns",
+                median(pr["accounts_rate_on"]) / median(pr["accounts_rate_off"]),
+                0.9,
+                higher_is_better=True,
+                unit="x",
+            )
+        )
+        out.append(
+            Target(
+                "added p50 of two accounts + a client key, 1 conn",
+                median(pr["accounts_p50_on"]) - median(pr["accounts_p50_off"]),
                 0.05,
                 unit="ms",
             )

@@ -8,6 +8,7 @@ import os
 import resource
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -287,6 +288,7 @@ class Bench:
         self.res = Results(settings, self.pin.note)
         self.ports: dict[str, int] = {}
         self.procs: dict[str, Proc] = {}
+        self.keys: dict[str, str] = {}  # target → the client key its requests carry
         self.wrk: Wrk | None = None
         self.expected: dict[str, bytes] = {}
         self.peak_rss = 0.0
@@ -397,6 +399,9 @@ class Bench:
         """One request checked in full before the timed runs (wrk does not look at answers)."""
         port = self.ports[target]
         path, body, headers, fmt = scn.request(target, port)
+        key = self.keys.get(target)
+        if key is not None:  # a client key in place of the SDK's dummy API key
+            headers = [(k, key if k.lower() == "x-api-key" else v) for k, v in headers]
         raw = p.raw_request(path, body, headers)
         conn, answer = await client.fetch(None, HOST, port, raw, 30)
         if conn.transport is not None:
@@ -428,6 +433,9 @@ class Bench:
     async def _measure(self, scn: Scenario, target: str, seconds: float | None = None) -> Sample:
         port = self.ports[target]
         path, body, headers, fmt = scn.request(target, port)
+        key = self.keys.get(target)
+        if key is not None:  # a client key in place of the SDK's dummy API key
+            headers = [(k, key if k.lower() == "x-api-key" else v) for k, v in headers]
         if scn.kind == "json":
             load: Load
             dur = seconds if seconds is not None else self.s.json_seconds
@@ -555,29 +563,45 @@ class Bench:
     async def run_observe(self) -> None:
         """Messages, non-streaming: ccproxy as shipped (metrics + ledger + pricing on) against the same
         server with the three off, interleaved: req/s at 32 connections and p50 at 1 connection."""
+        await self._versus("observe", "observability", OBSERVE_OFF, variant_is="off")
+
+    async def run_accounts(self) -> None:
+        """The same comparison for issue 15's hot path: two accounts per provider and a client key on every
+        request (the variant) against ccproxy as shipped with one login."""
+        env, key = instructions.accounts_home(self.dir)
+        await self._versus("accounts", "two accounts + a client key", env, variant_is="on", key=key)
+
+    async def _versus(
+        self, name: str, title: str, env: Mapping[str, str | None], *, variant_is: str, key: str | None = None
+    ) -> None:
         port = free_port()
-        proc = ccproxy_proc(port, self.ports["direct"], self.dir, self.pin.proxy, extra_env=OBSERVE_OFF)
+        proc = ccproxy_proc(port, self.ports["direct"], self.dir, self.pin.proxy, extra_env=env)
         proc.start()
+        target = f"ccproxy-{name}"
         try:
             await wait_healthy(proc, port)
-            self.ports["ccproxy-bare"], self.procs["ccproxy-bare"] = port, proc
+            self.ports[target], self.procs[target] = port, proc
+            if key is not None:
+                self.keys[target] = key
+            labels = {target: variant_is, "ccproxy": "off" if variant_is == "on" else "on"}
             pr = self.res.process
             for conns, measure in ((1, "p50"), (32, "rate")):
                 scn = Scenario("json", p.ROUTES["messages"], conns)
-                await self.measure(scn, "ccproxy-bare", seconds=1)  # warm
+                await self.measure(scn, target, seconds=1)  # warm
                 for _ in range(self.s.reps):
-                    for target, label in (("ccproxy", "on"), ("ccproxy-bare", "off")):
-                        sample = await self.measure(scn, target)
-                        pr.setdefault(f"observe_{measure}_{label}", []).append(getattr(sample, measure))
-                        pr["observe_errors"] = pr.get("observe_errors", 0) + sample.errors
-            if pr.get("observe_errors"):
-                self.note(f"observability comparison: {pr['observe_errors']} failed requests; not valid")
-            on, off = median(pr["observe_rate_on"]), median(pr["observe_rate_off"])
-            print(f"  observability: on {on:.0f} req/s, off {off:.0f} req/s", flush=True)
+                    for each in ("ccproxy", target):
+                        sample = await self.measure(scn, each)
+                        pr.setdefault(f"{name}_{measure}_{labels[each]}", []).append(getattr(sample, measure))
+                        pr[f"{name}_errors"] = pr.get(f"{name}_errors", 0) + sample.errors
+            if pr.get(f"{name}_errors"):
+                self.note(f"{title} comparison: {pr[f'{name}_errors']} failed requests; not valid")
+            on, off = median(pr[f"{name}_rate_on"]), median(pr[f"{name}_rate_off"])
+            print(f"  {title}: on {on:.0f} req/s, off {off:.0f} req/s", flush=True)
         finally:
             proc.stop()
-            self.ports.pop("ccproxy-bare", None)
-            self.procs.pop("ccproxy-bare", None)
+            self.ports.pop(target, None)
+            self.procs.pop(target, None)
+            self.keys.pop(target, None)
 
     async def run_dashboard(self) -> None:
         """Messages, non-streaming, 32 connections: the dashboard closed against open with a viewer reading
@@ -754,6 +778,7 @@ async def run(settings: Settings) -> Results:
             await bench.run_workers()
         if settings.observe and settings.mode != "instructions":
             await bench.run_observe()
+            await bench.run_accounts()
         if settings.dashboard and settings.mode != "instructions":
             await bench.run_dashboard()
         if settings.decisions:

@@ -188,6 +188,7 @@ class Accounts:
         # Stable: equal priorities keep their order (the default login first, then named ones by name).
         self.accounts = sorted(accounts, key=lambda a: a.priority)
         self.single = len(accounts) == 1
+        self.fill_first = settings.strategy == "fill-first"
         self.provider = provider
         self.settings = settings
         self.parse = parse
@@ -218,6 +219,11 @@ class Accounts:
             if not tried and only.resting_until <= self.clock():
                 return only  # the common case: one account, not parked
         now = self.clock()
+        if session_id is None and self.fill_first:  # the first with room (accounts are in priority order)
+            for account in self.accounts:
+                if account.resting_until <= now and account not in tried:
+                    return account
+            raise self.all_limited(now)
         if session_id is not None and self.settings.affinity:
             kept = self._affinity.get(session_id)
             if kept is not None and kept.resting_until <= now and kept not in tried:

@@ -26,6 +26,7 @@ import re
 import secrets
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +39,7 @@ from starlette.types import Scope
 from ccproxy.auth.files import ccproxy_data_dir, read_json, write_json_atomic
 from ccproxy.errors import error_response, format_for
 from ccproxy.formats.errors import ErrorInfo
-from ccproxy.middleware import presented
+from ccproxy.middleware import decoded, presented
 from ccproxy.plugins import RequestEvent, hookimpl
 
 log = structlog.get_logger("ccproxy.keys")
@@ -215,14 +216,20 @@ class KeyGate:
     def __init__(self, store: KeyFile, spend: SpendFile, clock: Any = time.time) -> None:
         self.store, self.spend_store, self.clock = store, spend, clock
         self.by_hash: dict[str, _Live] = {}
-        self._digests: dict[str, str] = {}  # presented key → its hash (no SHA-256 per request)
-        self.mtime = -1.0
+        self.by_name: dict[str, _Live] = {}
+        self._digests: dict[bytes, str] = {}  # presented key → its hash (no SHA-256 per request)
+        self._path = os.fspath(store.path)
+        self.mtime = -1
+        self._periods: dict[Period, tuple[float, float]] = {}  # the current day/week/month, while it lasts
         self.spend = spend.load()
         self._flush: asyncio.Task[None] | None = None
         self._reload()
 
     def _reload(self) -> None:
-        mtime = self.store.mtime()
+        try:
+            mtime = os.stat(self._path).st_mtime_ns
+        except FileNotFoundError:
+            mtime = 0
         if mtime == self.mtime:
             return
         self.mtime = mtime
@@ -231,37 +238,44 @@ class KeyGate:
         for key in self.store.load():
             live = old.get(key.hash)
             self.by_hash[key.hash] = _Live(key, live.calls if live else deque())
+        self.by_name = {live.key.name: live for live in self.by_hash.values()}
 
-    def admit(self, scope: Scope, headers: dict[str, str], request_id: str) -> Response | None:
+    def _period(self, period: Period, now: float) -> tuple[float, float]:
+        bounds = self._periods.get(period)
+        if bounds is None or not bounds[0] <= now < bounds[1]:
+            bounds = self._periods[period] = period_bounds(period, now)
+        return bounds
+
+    def admit(self, scope: Scope, raw: Mapping[bytes, bytes], request_id: str) -> Response | None:
         """None to let the request through (the key's name put on the scope), or the refusal to send."""
         self._reload()  # one stat per request: a revoke or a new key takes effect at once
         path: str = scope["path"]
         live = None
-        for candidate in presented(headers):
+        for candidate in presented(raw):
             digest = self._digests.get(candidate)
             if digest is None:
-                digest = hash_key(candidate)
+                digest = hash_key(candidate.decode("latin-1"))
                 if len(self._digests) < 256:  # a client sends the same key each time; bounded
                     self._digests[candidate] = digest
             found = self.by_hash.get(digest)
             if found is not None and hmac.compare_digest(found.key.hash, digest):
                 live = found
-        fmt = format_for(path, headers)
         if live is None:
             info = ErrorInfo(401, "authentication_error", "missing or invalid ccproxy key or auth token")
-            return error_response(fmt, info, request_id, {"www-authenticate": "Bearer"})
+            return _refuse(path, raw, info, request_id, {"www-authenticate": "Bearer"})
         key, now = live.key, self.clock()
         if key.revoked:
             info = ErrorInfo(401, "authentication_error", f"ccproxy key {key.name!r} was revoked")
-            return error_response(fmt, info, request_id, {"www-authenticate": "Bearer"})
+            return _refuse(path, raw, info, request_id, {"www-authenticate": "Bearer"})
         if key.expires is not None and now >= key.expires:
             when = _iso(key.expires)
             info = ErrorInfo(401, "authentication_error", f"ccproxy key {key.name!r} expired at {when}")
-            return error_response(fmt, info, request_id, {"www-authenticate": "Bearer"})
-        provider = provider_of(path)
-        if key.providers and provider not in key.providers:
-            message = f"ccproxy key {key.name!r} may not use the {provider} provider"
-            return error_response(fmt, ErrorInfo(403, "permission_error", message), request_id)
+            return _refuse(path, raw, info, request_id, {"www-authenticate": "Bearer"})
+        if key.providers:
+            provider = provider_of(path)
+            if provider not in key.providers:
+                message = f"ccproxy key {key.name!r} may not use the {provider} provider"
+                return _refuse(path, raw, ErrorInfo(403, "permission_error", message), request_id)
         if key.rpm is not None:
             calls = live.calls
             while calls and calls[0] <= now - 60:
@@ -269,16 +283,16 @@ class KeyGate:
             if len(calls) >= key.rpm:
                 reset = calls[0] + 60
                 message = f"ccproxy key {key.name!r} is over its limit of {key.rpm} requests per minute"
-                return _limited(fmt, message, reset, now, request_id)
+                return _limited(path, raw, message, reset, now, request_id)
         if key.budget_usd is not None:
-            start, end = period_bounds(key.period, now)
+            start, end = self._period(key.period, now)
             spent = self._spent(key.name, start)
             if spent >= key.budget_usd:
                 message = (
                     f"ccproxy key {key.name!r} has spent ${spent:.2f} of its ${key.budget_usd:.2f} "
                     f"budget for this {key.period}"
                 )
-                return _limited(fmt, message, end, now, request_id)
+                return _limited(path, raw, message, end, now, request_id)
         if key.rpm is not None:
             live.calls.append(now)
         scope.setdefault("state", {})["client_key"] = key.name
@@ -292,9 +306,8 @@ class KeyGate:
     def ccproxy_request_finished(self, event: RequestEvent) -> None:
         if not event.client or not event.cost_usd:
             return
-        live = next((v for v in self.by_hash.values() if v.key.name == event.client), None)
-        period: Period = live.key.period if live else "month"
-        start, _ = period_bounds(period, self.clock())
+        live = self.by_name.get(event.client)
+        start, _ = self._period(live.key.period if live else "month", self.clock())
         self.spend[event.client] = [start, self._spent(event.client, start) + event.cost_usd]
         self._schedule_flush()
 
@@ -332,10 +345,23 @@ def load_gate() -> KeyGate | None:
     return KeyGate(store, SpendFile())
 
 
-def _limited(fmt: Any, message: str, reset: float, now: float, request_id: str) -> Response:
+def _refuse(
+    path: str,
+    raw: Mapping[bytes, bytes],
+    info: ErrorInfo,
+    request_id: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The refusal in the caller's format (the headers are decoded only now, to tell which)."""
+    return error_response(format_for(path, decoded(raw)), info, request_id, headers)
+
+
+def _limited(
+    path: str, raw: Mapping[bytes, bytes], message: str, reset: float, now: float, request_id: str
+) -> Response:
     wait = max(1, int(reset - now + 0.999))
     info = ErrorInfo(429, "rate_limit_error", f"{message}; resets at {_iso(reset)}")
-    return error_response(fmt, info, request_id, {"retry-after": str(wait)})
+    return _refuse(path, raw, info, request_id, {"retry-after": str(wait)})
 
 
 def _iso(ts: float) -> str:

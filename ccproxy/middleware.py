@@ -335,24 +335,20 @@ class CoreMiddleware:
             return None
         if self.auth_token is not None and self._authorized(raw):
             return None
-        return self.keys.admit(scope, _decoded(raw), request_id)
+        return self.keys.admit(scope, raw, request_id)
 
     def _ws_authorized(self, scope: Scope, raw: Mapping[bytes, bytes]) -> bool:
         if self.auth_token is None and self.keys is None:
             return True
         if self.auth_token is not None and self._authorized(raw):
             return True
-        return self.keys is not None and self.keys.admit(scope, _decoded(raw), "") is None
+        return self.keys is not None and self.keys.admit(scope, raw, "") is None
 
     def _authorized(self, raw: Mapping[bytes, bytes]) -> bool:
         assert self.auth_token is not None
         token = self.auth_token
-        presented = [raw.get(b"x-api-key", b"")]
-        auth = raw.get(b"authorization", b"")
-        if auth[:7].lower() == b"bearer ":
-            presented.append(auth[7:].strip())
         # compare every candidate so timing does not reveal which header matched
-        matches = [hmac.compare_digest(p, token) for p in presented if p]
+        matches = [hmac.compare_digest(p, token) for p in presented(raw)]
         return any(matches)
 
 
@@ -371,7 +367,7 @@ async def _answer(
     the body is read and dropped for up to ``LINGER_SECONDS``, then the connection closes. Closing at once
     with unread data makes the kernel send a reset, which can destroy the answer before the client reads it.
     """
-    response = error_response(format_for(scope["path"], _decoded(raw)), info, request_id, headers)
+    response = error_response(format_for(scope["path"], decoded(raw)), info, request_id, headers)
     if info.status != 413:
         await response(scope, receive, send)
         return
@@ -413,14 +409,14 @@ def is_loopback_client(scope: Scope) -> bool:
         return False
 
 
-def _decoded(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+def decoded(raw: Mapping[bytes, bytes]) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw.items()}
 
 
-def presented(headers: dict[str, str]) -> list[str]:
+def presented(raw: Mapping[bytes, bytes]) -> list[bytes]:
     """The credentials a caller presents: ``x-api-key`` and a Bearer ``authorization``, non-empty ones."""
-    found = [headers.get("x-api-key", "")]
-    auth = headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
+    found = [raw.get(b"x-api-key", b"")]
+    auth = raw.get(b"authorization", b"")
+    if auth[:7].lower() == b"bearer ":
         found.append(auth[7:].strip())
     return [p for p in found if p]
