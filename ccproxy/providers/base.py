@@ -319,12 +319,14 @@ class ProviderPlugin(Plugin):
         tried: tuple[Account, ...] = (),
         *,
         session: str | None = None,
+        chosen: dict[str, Any] | None = None,
     ) -> Credential:
         """Choose the account for ``call`` (kept in ``call.state["account"]``) and return its credential.
 
         Without a call (a side request such as plan usage), ``session`` picks the account that session's
-        model requests use. An account whose login is unusable is skipped while others remain; with a
-        single account the error is the one a single login has always given."""
+        model requests use, and ``chosen["account"]`` receives it. An account whose login is unusable is
+        skipped while others remain; with a single account the error is the one a single login has always
+        given."""
         accounts: Accounts | None = ctx.state.get("accounts")
         if accounts is None:
             raise ProxyError(503, f"{ctx.name} is not started")
@@ -347,6 +349,8 @@ class ProviderPlugin(Plugin):
                 accounts.login_needed(account)
                 tried = (*tried, account)
                 continue
+            if chosen is not None:  # a side request that wants the account too (plan usage)
+                chosen["account"] = account
             if call is not None:
                 call.state["account"] = account
                 event = call.state.get("event")

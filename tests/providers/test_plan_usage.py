@@ -75,15 +75,17 @@ def test_codex_accounts_check_is_the_accounts_workspace(proxy: str, fakes: Fakes
     assert fakes.codex.last_request.headers["authorization"] == f"Bearer {CODEX_TOKEN}"
 
 
-def test_upstream_errors_arrive_in_the_callers_format(proxy: str, fakes: Fakes) -> None:
+def test_upstream_errors_arrive_in_the_callers_format(make_proxy: MakeProxy, fakes: Fakes) -> None:
     fakes.anthropic.plan_usage.status = 503
     fakes.codex.plan_usage.status = 403
-    claude = get(proxy + "/api/api/oauth/usage")
+    tokens = {"plugins.claude_api.access_token": CLAUDE_TOKEN, "plugins.codex.access_token": CODEX_TOKEN}
+    with make_proxy(**tokens) as proxy:  # a fresh proxy: no rate-limit headers seen to answer from
+        claude = get(proxy + "/api/api/oauth/usage")
+        codex = get(proxy + "/api/codex/backend-api/wham/usage")
     assert claude.status_code == 503
     error = claude.json()
     assert error["type"] == "error" and error["error"]["type"] == "overloaded_error"
     assert "plan-usage endpoint answered 503" in error["error"]["message"]
-    codex = get(proxy + "/api/codex/backend-api/wham/usage")
     assert codex.status_code == 403
     assert "answered 403" in codex.json()["error"]["message"]
 
@@ -131,13 +133,14 @@ def test_an_unreachable_or_silent_upstream_is_a_clear_error(
     assert resp.json()["type"] == "error" and message in resp.json()["error"]["message"]
 
 
-def test_an_oversized_answer_is_refused(proxy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_oversized_answer_is_refused(make_proxy: MakeProxy, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plan_usage, "MAX_BYTES", 64)  # the fake's answer is ~300 bytes
-    resp = get(proxy + "/api/codex/wham/usage")
-    assert resp.status_code == 502
-    assert "answered more than" in resp.json()["error"]["message"]
-    monkeypatch.undo()
-    assert get(proxy + "/api/codex/wham/usage").status_code == 200  # the connection pool is still sound
+    with make_proxy(**{"plugins.codex.access_token": CODEX_TOKEN}) as proxy:  # nothing seen to fall back on
+        resp = get(proxy + "/api/codex/wham/usage")
+        assert resp.status_code == 502
+        assert "answered more than" in resp.json()["error"]["message"]
+        monkeypatch.undo()
+        assert get(proxy + "/api/codex/wham/usage").status_code == 200  # the connection pool is still sound
 
 
 def test_the_routes_are_guarded(make_proxy: MakeProxy, fakes: Fakes) -> None:
@@ -164,3 +167,51 @@ def test_the_routes_are_guarded(make_proxy: MakeProxy, fakes: Fakes) -> None:
             headers={"authorization": f"Bearer {secret}", "origin": "https://evil.example"},
         )
         assert evil.status_code == 403
+
+
+def test_a_failing_usage_endpoint_is_answered_from_the_last_seen_headers(
+    make_proxy: MakeProxy, fakes: Fakes
+) -> None:
+    """Issue 15 item 4's fallback: the endpoint answers 404 or 500 (or is missing), and the caller still gets
+    the windows in the endpoint's own shape, from the rate-limit headers of the account's last answer."""
+    fakes.anthropic.set_limits(CLAUDE_TOKEN, used=0.42, weekly=0.7)
+    fakes.codex.set_limits(CODEX_TOKEN, used=0.3, weekly=0.55)
+    fakes.anthropic.plan_usage.status = 404
+    fakes.codex.plan_usage.status = 500
+    tokens = {"plugins.claude_api.access_token": CLAUDE_TOKEN, "plugins.codex.access_token": CODEX_TOKEN}
+    with make_proxy(**tokens) as proxy:
+        _answers_from_the_last_seen_headers(proxy, fakes)
+
+
+def _answers_from_the_last_seen_headers(proxy: str, fakes: Fakes) -> None:
+    # nothing seen yet for the account: the upstream's error, saying so
+    early = get(proxy + "/api/api/oauth/usage")
+    assert early.status_code == 404 and "no rate-limit headers seen" in early.json()["error"]["message"]
+
+    ask = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(proxy + "/api/v1/messages", json=ask, timeout=10).status_code == 200
+    codex_ask = {"model": "gpt-5.1-codex", "input": "hi"}
+    assert httpx.post(proxy + "/api/codex/v1/responses", json=codex_ask, timeout=10).status_code == 200
+
+    claude = get(proxy + "/api/api/oauth/usage")
+    assert claude.status_code == 200, claude.text
+    assert claude.headers["x-ccproxy-plan-usage"] == "last-seen"
+    assert claude.headers["x-ccproxy-last-seen"].endswith("Z")
+    body = claude.json()
+    assert body["five_hour"]["utilization"] == 42.0 and body["seven_day"]["utilization"] == 70.0
+    assert body["five_hour"]["resets_at"].endswith("+00:00")
+    assert {"seven_day_opus", "seven_day_sonnet", "extra_usage"} <= body.keys()
+
+    codex = get(proxy + "/api/codex/wham/usage")
+    assert codex.status_code == 200, codex.text
+    assert codex.headers["x-ccproxy-plan-usage"] == "last-seen"
+    limits = codex.json()["rate_limit"]
+    assert limits["primary_window"]["used_percent"] == 30 and limits["secondary_window"]["used_percent"] == 55
+    assert limits["primary_window"]["limit_window_seconds"] == 18000 and limits["allowed"] is True
+
+    # a refused credential is not papered over; the endpoint's own answer wins again once it is back
+    fakes.codex.plan_usage.status = 403
+    assert get(proxy + "/api/codex/wham/usage").status_code == 403
+    fakes.anthropic.plan_usage.status = 200
+    fresh = get(proxy + "/api/api/oauth/usage")
+    assert fresh.status_code == 200 and "x-ccproxy-plan-usage" not in fresh.headers

@@ -22,6 +22,7 @@ from ccproxy.providers.claude_api.rules import (
     limit_cache_control,
     merge_betas,
     parse_quota,
+    usage_from_quota,
 )
 from ccproxy.providers.models import CLAUDE_ALIASES, CLAUDE_FAMILIES, CLAUDE_MODELS, ModelInfo, model_routes
 from ccproxy.providers.plan_usage import usage_route
@@ -91,6 +92,7 @@ class ClaudeAPIPlugin(ProviderPlugin):
                 Format.ANTHROPIC,
                 lambda request, credential: self._usage_target(s, request, credential),
                 "Anthropic's plan-usage endpoint",
+                lambda quota, now, credential: usage_from_quota(quota, now),
             ),
             Route("/api/api/{rest:path}", side_endpoint, methods=["GET", "HEAD", "POST"]),
         ]

@@ -6,6 +6,7 @@ own bytes instead of being re-serialised.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from ccproxy.accounts import Quota, Window, number
@@ -127,3 +128,30 @@ def parse_quota(headers: Any, now: float) -> Quota | None:
         overage_resets_at=number(get(_OVERAGE_RESET)),
         overage_in_use=in_use,
     )
+
+
+def usage_from_quota(quota: Quota, now: float) -> dict[str, Any]:
+    """``/api/oauth/usage``'s shape (utilization in percent, ISO resets) from the last-seen headers, for when
+    the endpoint cannot be asked."""
+
+    def window(name: str) -> dict[str, Any] | None:
+        w = next((w for w in quota.windows if w.name == name), None)
+        if w is None:
+            return None
+        percent = round(w.utilization * 100, 1) if w.utilization is not None else None
+        resets = datetime.fromtimestamp(w.resets_at, UTC).isoformat() if w.resets_at is not None else None
+        return {"utilization": percent, "resets_at": resets}
+
+    return {
+        "five_hour": window("5h"),
+        "seven_day": window("7d"),
+        "seven_day_oauth_apps": None,
+        "seven_day_opus": None,
+        "seven_day_sonnet": None,
+        "extra_usage": {
+            "is_enabled": quota.overage_status in ("allowed", "allowed_warning"),
+            "monthly_limit": None,
+            "used_credits": None,
+            "utilization": None,
+        },
+    }

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from ccproxy.accounts import Quota
 from ccproxy.auth.codex import CodexClaims
 from ccproxy.auth.credential import Credential
 from ccproxy.errors import ProxyError
@@ -21,7 +22,7 @@ from ccproxy.formats.aliases import AliasRule
 from ccproxy.formats.base import Format
 from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, side_endpoint
-from ccproxy.providers.codex.rules import QUOTA_HEADERS, backend_body, parse_quota
+from ccproxy.providers.codex.rules import QUOTA_HEADERS, backend_body, parse_quota, usage_from_quota
 from ccproxy.providers.models import ModelInfo, model_routes
 from ccproxy.providers.plan_usage import usage_route
 from ccproxy.proxy import SESSION_HEADERS, Call, Outbound
@@ -131,14 +132,18 @@ class CodexPlugin(ProviderPlugin):
         what = "the ChatGPT backend's {} endpoint"
         usage, check = target("/wham/usage"), target("/wham/accounts/check")
         routes = []
-        for path, build, name in [
-            ("/api/codex/backend-api/wham/usage", usage, "plan-usage"),
-            ("/api/codex/wham/usage", usage, "plan-usage"),
-            ("/api/codex/api/codex/usage", usage, "plan-usage"),
-            ("/api/codex/backend-api/wham/accounts/check", check, "accounts/check"),
-            ("/api/codex/wham/accounts/check", check, "accounts/check"),
+
+        def from_headers(quota: Quota, now: float, credential: Credential) -> dict[str, Any]:
+            return usage_from_quota(quota, now, credential.plan)
+
+        for path, build, name, fallback in [
+            ("/api/codex/backend-api/wham/usage", usage, "plan-usage", from_headers),
+            ("/api/codex/wham/usage", usage, "plan-usage", from_headers),
+            ("/api/codex/api/codex/usage", usage, "plan-usage", from_headers),
+            ("/api/codex/backend-api/wham/accounts/check", check, "accounts/check", None),
+            ("/api/codex/wham/accounts/check", check, "accounts/check", None),
         ]:
-            routes.append(usage_route(path, self, ctx, Format.RESPONSES, build, what.format(name)))
+            routes.append(usage_route(path, self, ctx, Format.RESPONSES, build, what.format(name), fallback))
         return routes
 
     def build(self, ctx: PluginContext, call: Call, credential: Credential) -> Outbound:

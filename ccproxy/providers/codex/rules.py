@@ -127,3 +127,21 @@ def parse_quota(headers: Any, now: float) -> Quota | None:
         windows=tuple(windows),
         resets_at=binding or (soonest if rejected else None),
     )
+
+
+_WINDOW_SECONDS = {"primary": 5 * 3600, "secondary": 7 * 86400}  # the plans' windows (no header says)
+
+
+def usage_from_quota(quota: Quota, now: float, plan: str | None) -> dict[str, Any]:
+    """``/wham/usage``'s shape from the last-seen ``x-codex-*`` headers, for when the endpoint cannot be
+    asked (the credits are not in the headers: ``null``)."""
+    limits: dict[str, Any] = {"allowed": not quota.rejected, "limit_reached": quota.rejected}
+    for w in quota.windows:
+        resets = w.resets_at
+        limits[f"{w.name}_window"] = {
+            "used_percent": round(w.utilization * 100) if w.utilization is not None else None,
+            "limit_window_seconds": _WINDOW_SECONDS.get(w.name),
+            "reset_after_seconds": max(0, round(resets - now)) if resets is not None else None,
+            "reset_at": round(resets) if resets is not None else None,
+        }
+    return {"plan_type": plan, "rate_limit": limits, "credits": None}
