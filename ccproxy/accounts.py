@@ -91,6 +91,7 @@ class Quota:
     overage_status: str | None = None
     overage_resets_at: float | None = None
     overage_in_use: bool = False  # this answer is billed as overage (extra usage)
+    credits: dict[str, Any] | None = None  # Codex: has_credits, unlimited, balance (x-codex-credits-*)
 
     @property
     def rejected(self) -> bool:
@@ -345,6 +346,7 @@ class Accounts:
                         for w in (quota.windows if quota is not None else ())
                     ],
                     "overage": overage,
+                    "credits": quota.credits if quota is not None else None,
                     "last_seen": _iso(a.last_seen),
                 }
             )
@@ -475,6 +477,7 @@ def _dump(account: Account) -> dict[str, Any]:
             "overage_resets_at": quota.overage_resets_at,
             "overage_in_use": quota.overage_in_use,
             "windows": [[w.name, w.status, w.utilization, w.resets_at] for w in quota.windows],
+            "credits": quota.credits,
         },
     }
 
@@ -495,6 +498,7 @@ def _restore(account: Account, entry: Mapping[str, Any]) -> None:
             overage_status=q.get("overage_status"),
             overage_resets_at=q.get("overage_resets_at"),
             overage_in_use=bool(q.get("overage_in_use")),
+            credits=q["credits"] if isinstance(q.get("credits"), dict) else None,
         )
 
 
@@ -546,4 +550,11 @@ def number(value: str | None) -> float | None:
 
 def _change_key(quota: Quota) -> tuple[Any, ...]:
     # Reset times drift with every answer (Codex sends "seconds from now"): only real changes are written.
-    return (quota.status, quota.overage_in_use, quota.overage_status, *(w.utilization for w in quota.windows))
+    credits = tuple(quota.credits.values()) if quota.credits else ()
+    return (
+        quota.status,
+        quota.overage_in_use,
+        quota.overage_status,
+        *(w.utilization for w in quota.windows),
+        *credits,
+    )

@@ -14,6 +14,7 @@ from ccproxy.errors import ProxyError
 from ccproxy.providers.claude_api.rules import QUOTA_HEADERS as CLAUDE_HEADERS
 from ccproxy.providers.claude_api.rules import parse_quota as claude_quota
 from ccproxy.providers.codex.rules import parse_quota as codex_quota
+from ccproxy.providers.codex.rules import usage_from_quota as codex_usage
 from ccproxy.testing.corpus import all_cases, corpus_available
 
 NOW = 1_800_000_000.0
@@ -75,6 +76,28 @@ def test_codex_headers_recorded_from_the_real_backend_parse() -> None:
         assert primary.resets_at == NOW + float(headers["x-codex-primary-reset-after-seconds"])
 
 
+def test_codex_credits_headers_are_kept_and_reported_as_last_seen() -> None:
+    headers = {
+        "x-codex-primary-used-percent": "40",
+        "x-codex-primary-reset-after-seconds": "600",
+        "x-codex-secondary-used-percent": "10",
+        "x-codex-secondary-reset-after-seconds": "86400",
+        "x-codex-credits-has-credits": "true",
+        "x-codex-credits-unlimited": "false",
+        "x-codex-credits-balance": "12.50",
+    }
+    quota = codex_quota(headers, NOW)
+    assert quota is not None
+    assert quota.credits == {"has_credits": True, "unlimited": False, "balance": "12.50"}
+    body = codex_usage(quota, NOW, "plus")
+    assert body["plan_type"] == "plus" and body["credits"] == quota.credits
+    primary = body["rate_limit"]["primary_window"]
+    assert (primary["used_percent"], primary["limit_window_seconds"]) == (40, 18000)
+    assert (primary["reset_after_seconds"], primary["reset_at"]) == (600, round(NOW + 600))
+    no_credits = codex_quota({k: v for k, v in headers.items() if "credits" not in k}, NOW)
+    assert no_credits is not None and no_credits.credits is None
+
+
 def test_fill_first_priorities_round_robin_and_affinity() -> None:
     assert registry("a", "b").choose().name == "a"
     assert registry("a", "b", priorities={"b": -1}).choose().name == "b"
@@ -119,6 +142,7 @@ def test_state_is_written_only_on_change_and_read_back(tmp_path: Path) -> None:
     restored = again.accounts[0]
     assert restored.resting_until == a.resting_until and restored.rest_reason == "limited"
     assert isinstance(restored.quota, Quota) and restored.quota.windows == a.quota.windows  # type: ignore[union-attr]
+    assert restored.quota == a.quota  # credits and overage included
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
 
 

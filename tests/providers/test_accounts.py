@@ -188,7 +188,7 @@ def test_fill_first_fails_over_on_429_and_returns_after_the_reset(
     assert state["strategy"] == "fill-first"
     assert set(rows["a"]) == {
         "name", "source", "plan", "priority", "state", "expires_at", "resting_until", "windows", "overage",
-        "last_seen",
+        "credits", "last_seen",
     }  # fmt: skip
     assert (
         rows["b"]["source"] == "b"

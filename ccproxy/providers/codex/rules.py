@@ -93,16 +93,19 @@ _CODEX_WINDOWS = tuple(
     for name in ("primary", "secondary")
 )
 _WARN_AT = 80.0
+_CREDITS = ("x-codex-credits-has-credits", "x-codex-credits-unlimited", "x-codex-credits-balance")
 QUOTA_HEADERS = (
     *(name for window in _CODEX_WINDOWS for name in window[1:]),
     "x-codex-rate-limit-reached-type",
+    *_CREDITS,
 )
 
 
 def parse_quota(headers: Any, now: float) -> Quota | None:
     """The plan's windows from ``x-codex-primary-*`` / ``x-codex-secondary-*`` (upstreams.md §6), or None.
 
-    The backend has no overage header (credits are reported apart and are not read here)."""
+    The backend has no overage header; its credits (``x-codex-credits-*``, paid usage beyond the plan) are
+    kept as they come, for ``GET /accounts`` and the plan-usage answer."""
     get = headers.get
     windows = []
     binding: float | None = None
@@ -122,10 +125,17 @@ def parse_quota(headers: Any, now: float) -> Quota | None:
     if not rejected and get("x-codex-rate-limit-reached-type"):
         rejected = True
     soonest = min((w.resets_at for w in windows if w.resets_at is not None), default=None)
+    has, unlimited, balance = map(get, _CREDITS)
+    credits = None
+    if has is not None or unlimited is not None or balance is not None:
+        true = ("true", "True", "1")
+        # the balance stays the decimal string the backend sends
+        credits = {"has_credits": has in true, "unlimited": unlimited in true, "balance": balance}
     return Quota(
         status="rejected" if rejected else "allowed",
         windows=tuple(windows),
         resets_at=binding or (soonest if rejected else None),
+        credits=credits,
     )
 
 
@@ -134,7 +144,7 @@ _WINDOW_SECONDS = {"primary": 5 * 3600, "secondary": 7 * 86400}  # the plans' wi
 
 def usage_from_quota(quota: Quota, now: float, plan: str | None) -> dict[str, Any]:
     """``/wham/usage``'s shape from the last-seen ``x-codex-*`` headers, for when the endpoint cannot be
-    asked (the credits are not in the headers: ``null``)."""
+    asked (the credits as their headers last said, ``null`` when they said nothing)."""
     limits: dict[str, Any] = {"allowed": not quota.rejected, "limit_reached": quota.rejected}
     for w in quota.windows:
         resets = w.resets_at
@@ -144,4 +154,4 @@ def usage_from_quota(quota: Quota, now: float, plan: str | None) -> dict[str, An
             "reset_after_seconds": max(0, round(resets - now)) if resets is not None else None,
             "reset_at": round(resets) if resets is not None else None,
         }
-    return {"plan_type": plan, "rate_limit": limits, "credits": None}
+    return {"plan_type": plan, "rate_limit": limits, "credits": quota.credits}
