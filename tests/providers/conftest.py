@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccproxy.app import create_app
 from ccproxy.config import load_config
-from ccproxy.testing import FakeUpstream, create_fake_upstreams, fake_oauth, serve_app
+from ccproxy.testing import FakeUpstream, RunningFakes, create_fake_upstreams, fake_oauth, serve_app
 from ccproxy.testing.fake_oauth import FakeOAuth, make_unsigned_jwt
 
 CLAUDE_TOKEN = "sk-ant-oat01-static-test-token"
@@ -112,19 +112,13 @@ class DisconnectWatch:
 
 
 @dataclass(frozen=True)
-class Fakes:
-    url: str
-    anthropic: FakeUpstream
-    codex: FakeUpstream
+class Fakes(RunningFakes):
+    """The combined fakes (``ccproxy.testing.RunningFakes``) behind a watch for early client disconnects."""
+
     watch: DisconnectWatch
 
-    @property
-    def codex_url(self) -> str:
-        return self.url + "/backend-api/codex"
-
     def reset(self) -> None:
-        self.anthropic.reset()
-        self.codex.reset()
+        super().reset()
         self.watch.reset()
 
 
