@@ -222,3 +222,14 @@ def test_seed_spelling_is_the_raw_http_logger_plugin() -> None:
 def test_unknown_plugin_suggests_by_folded_spelling() -> None:
     with pytest.raises(ConfigError, match="did you mean 'claude_api'"):
         load_plugins(load_config(env={"PLUGINS__CLAUDEAPICONFIG__ENABLED": "true"}))
+
+
+def test_default_limits_serve_the_thousand_stream_burst() -> None:
+    """The benchmark's target (1,000 concurrent slow streams, bench/runner.py slow_conns) must be served by a
+    proxy as shipped: a lower in-flight default once refused half of them with 503s."""
+    from bench.runner import Settings
+    from ccproxy.config import LimitsSettings
+
+    limits = LimitsSettings()
+    burst = Settings().slow_conns
+    assert limits.max_requests_in_flight >= burst and limits.max_connections >= burst
