@@ -150,6 +150,11 @@ class SQLiteStore:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses no committed batch
+        # A checkpoint (copy into the database, then fsync) every ~40 MB of log instead of SQLite's 4 MB: at
+        # thousands of requests a second that is one every ~30 s, not every ~3 s (the fsyncs cost the serving
+        # CPU measurable time on a busy proxy); the log is cut back to 64 MB after each.
+        conn.execute("PRAGMA wal_autocheckpoint=10000")
+        conn.execute("PRAGMA journal_size_limit=67108864")
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
