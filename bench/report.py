@@ -31,6 +31,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+# The interleaved comparisons of bench/runner.py ``_versus``: name → (label on, label off, target wording).
+# Targets: req/s at 32 connections ≥ 90% of the other side's, p50 at 1 connection ≤ +0.05 ms.
+VERSUS = {
+    "observe": ("metrics + ledger + pricing on", "off", "metrics + ledger + pricing vs without"),
+    "accounts": ("two accounts + a client key", "one login", "two accounts + a client key vs one login"),
+}
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -264,28 +272,19 @@ def tables(res: Results) -> str:
                 f"{one:,.0f} / {two:,.0f} = {two / one:.2f}x",
             ]
         )
-    if pr.get("observe_rate_on"):
-        on, off = median(pr["observe_rate_on"]), median(pr["observe_rate_off"])
-        prow.append(
-            [
-                "req/s messages 32 conns: metrics + ledger + pricing on / off",
-                f"{on:,.0f} / {off:,.0f} = {on / off:.2f}x",
-            ]
-        )
-        p50_on, p50_off = median(pr["observe_p50_on"]), median(pr["observe_p50_off"])
-        prow.append(["p50 messages 1 conn (ms): on / off", f"{p50_on:.3f} / {p50_off:.3f}"])
-    if pr.get("accounts_rate_on"):
-        on, off = median(pr["accounts_rate_on"]), median(pr["accounts_rate_off"])
-        prow.append(
-            [
-                "req/s messages 32 conns: two accounts + a client key / one login",
-                f"{on:,.0f} / {off:,.0f} = {on / off:.2f}x",
-            ]
-        )
-        p50_on, p50_off = median(pr["accounts_p50_on"]), median(pr["accounts_p50_off"])
-        prow.append(
-            ["p50 messages 1 conn (ms): two accounts + key / one login", f"{p50_on:.3f} / {p50_off:.3f}"]
-        )
+    for name, (on_label, off_label, _) in VERSUS.items():
+        if pr.get(f"{name}_rate_on"):
+            on, off = median(pr[f"{name}_rate_on"]), median(pr[f"{name}_rate_off"])
+            prow.append(
+                [
+                    f"req/s messages 32 conns: {on_label} / {off_label}",
+                    f"{on:,.0f} / {off:,.0f} = {on / off:.2f}x",
+                ]
+            )
+            p50_on, p50_off = median(pr[f"{name}_p50_on"]), median(pr[f"{name}_p50_off"])
+            prow.append(
+                [f"p50 messages 1 conn (ms): {on_label} / {off_label}", f"{p50_on:.3f} / {p50_off:.3f}"]
+            )
     if pr.get("dashboard_rate_open"):
         live, shut = median(pr["dashboard_rate_open"]), median(pr["dashboard_rate_closed"])
         prow.append(
@@ -548,42 +547,12 @@ def targets(res: Results) -> list[Target]:
         out.append(Target("start to healthy", median(pr["startup_s"]), 0.5, unit="s"))
     if pr.get("help_s"):
         out.append(Target("`ccproxy --help`", median(pr["help_s"]), 0.2, unit="s"))
-    if pr.get("observe_rate_on"):
-        out.append(
-            Target(
-                "req/s with metrics + ledger + pricing vs without, 32 conns",
-                median(pr["observe_rate_on"]) / median(pr["observe_rate_off"]),
-                0.9,
-                higher_is_better=True,
-                unit="x",
-            )
-        )
-        out.append(
-            Target(
-                "added p50 of metrics + ledger + pricing, 1 conn",
-                median(pr["observe_p50_on"]) - median(pr["observe_p50_off"]),
-                0.05,
-                unit="ms",
-            )
-        )
-    if pr.get("accounts_rate_on"):
-        out.append(
-            Target(
-                "req/s with two accounts + a client key vs one login, 32 conns",
-                median(pr["accounts_rate_on"]) / median(pr["accounts_rate_off"]),
-                0.9,
-                higher_is_better=True,
-                unit="x",
-            )
-        )
-        out.append(
-            Target(
-                "added p50 of two accounts + a client key, 1 conn",
-                median(pr["accounts_p50_on"]) - median(pr["accounts_p50_off"]),
-                0.05,
-                unit="ms",
-            )
-        )
+    for name, (_, _, what) in VERSUS.items():
+        if pr.get(f"{name}_rate_on"):
+            ratio = median(pr[f"{name}_rate_on"]) / median(pr[f"{name}_rate_off"])
+            out.append(Target(f"req/s with {what}, 32 conns", ratio, 0.9, higher_is_better=True, unit="x"))
+            added = median(pr[f"{name}_p50_on"]) - median(pr[f"{name}_p50_off"])
+            out.append(Target(f"added p50 with {what}, 1 conn", added, 0.05, unit="ms"))
     if pr.get("dashboard_rate_open"):
         out.append(
             Target(

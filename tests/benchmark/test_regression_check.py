@@ -38,3 +38,31 @@ def test_check_fails_on_a_bad_stream_whatever_the_ratios() -> None:
     res.samples["json:messages:1"]["ccproxy"][0].bad = 1
     ok, summary, _ = report.check(res, {"ratios": report.ratios(res)})
     assert not ok and "streams incomplete" in summary
+
+
+def test_the_interleaved_comparisons_become_rows_and_targets() -> None:
+    """``_versus`` results (observability on/off, two accounts + key vs one login) reach the process table and
+    the targets: req/s at 32 connections ≥ 90%, p50 at 1 connection ≤ +0.05 ms."""
+    res = Results(Settings.quick(), "test")
+    res.process.update(
+        {
+            "observe_rate_on": [900.0, 950.0],
+            "observe_rate_off": [1000.0, 1000.0],
+            "observe_p50_on": [0.40],
+            "observe_p50_off": [0.38],
+            "accounts_rate_on": [800.0],
+            "accounts_rate_off": [1000.0],
+            "accounts_p50_on": [0.50],
+            "accounts_p50_off": [0.40],
+        }
+    )
+    found = {t.name: t for t in report.targets(res)}
+    observe = found["req/s with metrics + ledger + pricing vs without, 32 conns"]
+    assert observe.value is not None and abs(observe.value - 0.925) < 1e-9 and observe.met
+    assert not found["req/s with two accounts + a client key vs one login, 32 conns"].met
+    assert not found["added p50 with two accounts + a client key vs one login, 1 conn"].met
+    assert found["added p50 with metrics + ledger + pricing vs without, 1 conn"].met
+    table = report.tables(res)
+    assert (
+        "metrics + ledger + pricing on / off" in table and "two accounts + a client key / one login" in table
+    )
