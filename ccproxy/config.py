@@ -105,7 +105,9 @@ class LimitsSettings(StrictModel):
     )
     max_requests_in_flight: int = Field(
         # as many as connections: 1,000 concurrent streams (the benchmark's burst) must be served as shipped
-        1000, ge=1, description="Requests in progress past which new ones get 503 (health checks excepted)"
+        1000,
+        ge=1,
+        description="Requests in progress past which new ones get 503 (health checks excepted)",
     )
     retry_after_seconds: int = Field(1, ge=0, description="The retry-after value sent with a 503")
 
