@@ -223,7 +223,7 @@ class Proxy:
         if hooks.listening:
             route = scope.get("route")
             event.route = getattr(route, "path", path)  # FixedPaths skips the router: path is the template
-            event.session_id = call.session_id or _session_header(headers)
+            event.session_id = call.session_id or session_header(headers)
             # the client key's name when keys are configured, else the client's product name
             event.client = scope["state"].get("client_key") or client_name(headers.get("user-agent"))
         hooks.request_started(event)
@@ -362,7 +362,7 @@ class Proxy:
         if hooks.listening:
             sid = call.session_id  # the WebSocket's path, made a template again
             event.route = path.replace(f"/{sid}/", "/{session_id}/", 1) if sid else path
-            event.session_id = call.session_id or _session_header(call.headers)
+            event.session_id = call.session_id or session_header(call.headers)
             event.client = client_name(call.headers.get("user-agent"))
         hooks.request_started(event)
         meter = UsageMeter(provider.upstream_format, event) if hooks.listening else None
@@ -517,7 +517,8 @@ def _retried(event: RequestEvent, reason: str) -> None:
 _SESSION_HEADER_SET = frozenset(SESSION_HEADERS)
 
 
-def _session_header(headers: dict[str, str]) -> str | None:
+def session_header(headers: dict[str, str]) -> str | None:
+    """The session a request names in its headers (``SESSION_HEADERS``), or None."""
     if headers.keys().isdisjoint(_SESSION_HEADER_SET):  # the usual case: four lookups in one C call
         return None
     for name in SESSION_HEADERS:

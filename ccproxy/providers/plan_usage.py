@@ -51,10 +51,9 @@ async def account_credential(
     With one account per provider that is the provider's credential; with several, the account registry's
     choice for the request's session (its session headers), without taking a round-robin turn.
     """
-    from ccproxy.proxy import SESSION_HEADERS
+    from ccproxy.proxy import session_header
 
-    headers = request.headers
-    session = next((value for name in SESSION_HEADERS if (value := headers.get(name))), None)
+    session = session_header(dict(request.headers))
     return await plugin.account_credential(ctx, None, session=session, chosen=chosen)
 
 
