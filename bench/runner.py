@@ -562,7 +562,7 @@ class Bench:
 
     async def run_observe(self) -> None:
         """Messages, non-streaming: ccproxy as shipped (metrics + ledger + pricing on) against the same
-        server with the three off, interleaved: req/s at 32 connections and p50 at 1 connection."""
+        server with the three off: req/s at 32 connections and p50 at 1 connection."""
         await self._versus("observe", "observability", OBSERVE_OFF, variant_is="off")
 
     async def run_accounts(self) -> None:
@@ -571,36 +571,61 @@ class Bench:
         env, key = instructions.accounts_home(self.dir)
         await self._versus("accounts", "two accounts + a client key", env, variant_is="on", key=key)
 
+    async def run_aged(self) -> None:
+        """The server that served the whole main table against a fresh one with the same settings: what a
+        long day of traffic (bursts of 1,000 streams, 128 connections) leaves behind."""
+        await self._versus("aged", "after the main table vs fresh", {}, variant_is="off", reference="ccproxy")
+
     async def _versus(
-        self, name: str, title: str, env: Mapping[str, str | None], *, variant_is: str, key: str | None = None
+        self,
+        name: str,
+        title: str,
+        env: Mapping[str, str | None],
+        *,
+        variant_is: str,
+        key: str | None = None,
+        reference: str | None = None,
     ) -> None:
-        port = free_port()
-        proc = ccproxy_proc(port, self.ports["direct"], self.dir, self.pin.proxy, extra_env=env)
-        proc.start()
+        """``env`` (the variant) against ``reference``: by default a fresh server as shipped, so neither
+        side carries the main table's history. Rounds alternate the order (ABBA) and each round's ratio is
+        kept: a drift of the machine's speed over the minute cancels out within a round."""
+        started: list[str] = []
+        ref = reference or f"ccproxy-{name}-ref"
         target = f"ccproxy-{name}"
         try:
-            await wait_healthy(proc, port)
-            self.ports[target], self.procs[target] = port, proc
+            for each, extra in ((target, env), (ref, None)) if reference is None else ((target, env),):
+                port = free_port()
+                proc = ccproxy_proc(port, self.ports["direct"], self.dir, self.pin.proxy, extra_env=extra)
+                started.append(each)
+                self.ports[each], self.procs[each] = port, proc
+                proc.start()
+                await wait_healthy(proc, port)
             if key is not None:
                 self.keys[target] = key
-            labels = {target: variant_is, "ccproxy": "off" if variant_is == "on" else "on"}
+            labels = {target: variant_is, ref: "off" if variant_is == "on" else "on"}
             pr = self.res.process
             for conns, measure in ((1, "p50"), (32, "rate")):
                 scn = Scenario("json", p.ROUTES["messages"], conns)
-                await self.measure(scn, target, seconds=1)  # warm
-                for _ in range(self.s.reps):
-                    for each in ("ccproxy", target):
+                for each in (target, ref):
+                    await self.measure(scn, each, seconds=1)  # warm
+                for round_ in range(2 * self.s.reps):
+                    got: dict[str, float] = {}
+                    for each in (ref, target) if round_ % 2 == 0 else (target, ref):
                         sample = await self.measure(scn, each)
-                        pr.setdefault(f"{name}_{measure}_{labels[each]}", []).append(getattr(sample, measure))
+                        got[labels[each]] = getattr(sample, measure)
+                        pr.setdefault(f"{name}_{measure}_{labels[each]}", []).append(got[labels[each]])
                         pr[f"{name}_errors"] = pr.get(f"{name}_errors", 0) + sample.errors
+                    if measure == "rate":
+                        pr.setdefault(f"{name}_rate_pairs", []).append(got["on"] / got["off"])
             if pr.get(f"{name}_errors"):
                 self.note(f"{title} comparison: {pr[f'{name}_errors']} failed requests; not valid")
             on, off = median(pr[f"{name}_rate_on"]), median(pr[f"{name}_rate_off"])
-            print(f"  {title}: on {on:.0f} req/s, off {off:.0f} req/s", flush=True)
+            paired = median(pr[f"{name}_rate_pairs"])
+            print(f"  {title}: on {on:.0f} req/s, off {off:.0f} req/s, paired ratio {paired:.3f}", flush=True)
         finally:
-            proc.stop()
-            self.ports.pop(target, None)
-            self.procs.pop(target, None)
+            for each in started:
+                self.procs.pop(each).stop()
+                self.ports.pop(each, None)
             self.keys.pop(target, None)
 
     async def run_dashboard(self) -> None:
@@ -774,6 +799,8 @@ async def run(settings: Settings) -> Results:
         await bench.start()
         if settings.mode != "instructions":
             await bench.run_scenarios()
+            if settings.observe:
+                await bench.run_aged()
         if settings.workers:
             await bench.run_workers()
         if settings.observe and settings.mode != "instructions":

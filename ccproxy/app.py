@@ -27,7 +27,7 @@ from ccproxy.network import ProxyConfig
 from ccproxy.permissions import PermissionService
 from ccproxy.permissions.mcp import LazyMCP
 from ccproxy.permissions.routes import permission_routes
-from ccproxy.plugins import HealthCheck, LoadedPlugin, PluginSet, load_plugins
+from ccproxy.plugins import HealthCheck, Hooks, LoadedPlugin, PluginSet, load_plugins
 from ccproxy.proxy import Proxy
 from ccproxy.recorder import Recorder
 from ccproxy.upstream import UpstreamClient, UpstreamResponse
@@ -103,6 +103,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
     keys = load_gate()
     if keys is not None:
         plugins.hooks.register(keys, "client_keys")
+        keys.drain = plugins.hooks.drain
     recorder = Recorder(verbose=settings.logging.verbose_api, hooks=plugins.hooks)
     permissions = PermissionService(settings.permissions)
     mcp = LazyMCP(permissions)
@@ -166,6 +167,7 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
         try:
             yield
         finally:
+            plugins.hooks.drain()  # the last finished requests reach the ledger before it closes
             for entry in plugins.active:
                 assert entry.plugin is not None and entry.ctx is not None
                 try:
@@ -178,6 +180,9 @@ def create_app(config: LoadedConfig, *, mock: bool = False, plugins: PluginSet |
             if keys is not None:
                 await keys.close()
 
+    for route in routes:
+        if isinstance(route, Route) and route.app is not route.endpoint:
+            route.app = _observed(route.app, plugins.hooks)
     guide = RouteGuide(routes)  # 404s and 405s that name the right route; only on the miss path
     router = FixedPaths(Router([*routes, *guide.method_routes(routes)], lifespan=lifespan, default=guide))
     loopback_open = frozenset(
@@ -220,6 +225,18 @@ def create_app_from_env() -> App:
     config = load_config(config_file=config_file, cli=layer)
     configure(config.settings.logging.level, config.settings.logging.format)
     return create_app(config, mock=mock)
+
+
+def _observed(app: ASGIApp, hooks: Hooks) -> ASGIApp:
+    """An endpoint that answers from the server's own state (/metrics, /usage, /health, a plugin's page):
+    the finished requests still waiting for their observers reach them first (``plugins.Hooks``). The
+    proxied routes are raw ASGI apps and are not wrapped."""
+
+    async def observed(scope: Scope, receive: Receive, send: Send) -> None:
+        hooks.drain()
+        await app(scope, receive, send)
+
+    return observed
 
 
 def _accounts_endpoint(plugins: PluginSet) -> Any:

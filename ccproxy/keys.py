@@ -26,7 +26,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,6 +223,9 @@ class KeyGate:
         self._periods: dict[Period, tuple[float, float]] = {}  # the current day/week/month, while it lasts
         self.spend = spend.load()
         self._flush: asyncio.Task[None] | None = None
+        # The finished requests still waiting for their observers (``plugins.Hooks.drain``): a key with a
+        # budget brings its spend up to date before it is checked.
+        self.drain: Callable[[], None] | None = None
         self._reload()
 
     def _reload(self) -> None:
@@ -285,6 +288,8 @@ class KeyGate:
                 message = f"ccproxy key {key.name!r} is over its limit of {key.rpm} requests per minute"
                 return _limited(path, raw, message, reset, now, request_id)
         if key.budget_usd is not None:
+            if self.drain is not None:
+                self.drain()
             start, end = self._period(key.period, now)
             spent = self._spent(key.name, start)
             if spent >= key.budget_usd:

@@ -30,6 +30,7 @@ _SPACE = b" \t\r\n"
 # message_delta's usage holds these (cumulative) in today's API: message_start's is then not needed
 _COMPLETE_ANTHROPIC = frozenset({"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"})
 _PARSE_BELOW = 2048  # smaller answers: one full parse is cheaper than the scan
+_LATER_BELOW = 65536  # answers read in the observers' batch (at most FINISH_BATCH of them wait)
 
 
 class UsageMeter:
@@ -122,6 +123,23 @@ def observe_body(event: RequestEvent, fmt: Format, body: Any) -> None:
         event.model_served = model
     usage = body.get("usage")
     event.usage = _usage_of(fmt, usage if isinstance(usage, dict) else {})
+
+
+def observe_later(event: RequestEvent, fmt: Format, content: bytes) -> None:
+    """``observe_raw_body`` when the event reaches its observers (``settle``, in their batch), not on the
+    request path; a large answer is read now, so a batch of waiting events holds little memory."""
+    if len(content) <= _LATER_BELOW:
+        event.answer = (fmt, content)
+    else:
+        observe_raw_body(event, fmt, content)
+
+
+def settle(event: RequestEvent) -> None:
+    """The first observer of every finished request (``plugins.Hooks``): a kept answer's usage."""
+    answer = event.answer
+    if answer is not None:
+        event.answer = None
+        observe_raw_body(event, answer[0], answer[1])
 
 
 def observe_raw_body(event: RequestEvent, fmt: Format, content: bytes) -> None:

@@ -35,7 +35,7 @@ from ccproxy.formats.errors import (
     parse_error,
 )
 from ccproxy.formats.fields import depth_error, validate
-from ccproxy.meter import UsageMeter, observe_body, observe_raw_body
+from ccproxy.meter import UsageMeter, observe_body, observe_later
 from ccproxy.plugins import PluginContext, RequestEvent
 from ccproxy.recorder import NULL_RECORD, Recorder
 from ccproxy.responses_store import ResponseStore, input_items
@@ -331,7 +331,7 @@ class Proxy:
                         call.remember(parsed)
                     content = orjson.dumps(parsed)
                 elif listening:
-                    observe_raw_body(event, upstream_format, content)
+                    observe_later(event, upstream_format, content)
         except _STREAM_ERRORS as exc:
             # Nothing has reached the client yet: the answer is an error in its format, not a 500.
             log.warning("upstream response failed", error=_reason(exc))

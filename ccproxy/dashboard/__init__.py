@@ -26,7 +26,7 @@ from ccproxy.dashboard.access import PREFIX, DashboardGate, clear_cookie, set_co
 from ccproxy.errors import error_response
 from ccproxy.formats.base import Format
 from ccproxy.formats.errors import ErrorInfo
-from ccproxy.plugins import Plugin, PluginContext, PluginSettings, RequestEvent, hookimpl
+from ccproxy.plugins import Plugin, PluginContext, PluginSettings, RequestEvent, ended_at, hookimpl
 
 _STATIC = files("ccproxy.dashboard") / "static"
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml"}
@@ -99,7 +99,7 @@ class LiveFeed:
 
     @hookimpl
     def ccproxy_request_finished(self, event: RequestEvent) -> None:
-        data = orjson.dumps(live_row(event, time.time()))
+        data = orjson.dumps(live_row(event, ended_at(event)))
         for viewer in self.viewers.values():
             viewer.offer(data)
 

@@ -27,7 +27,15 @@ from ccproxy.formats.base import Format
 from ccproxy.formats.errors import ErrorInfo
 from ccproxy.observe.store import Store, open_store
 from ccproxy.observe.usage import UsageQueryError, query_usage
-from ccproxy.plugins import HealthCheck, Plugin, PluginContext, RequestEvent, Usage, hookimpl
+from ccproxy.plugins import (
+    HealthCheck,
+    Plugin,
+    PluginContext,
+    RequestEvent,
+    Usage,
+    ended_at,
+    hookimpl,
+)
 
 log = structlog.get_logger("ccproxy.ledger")
 _NO_USAGE = Usage()
@@ -205,7 +213,7 @@ class LedgerPlugin(Plugin):
     def ccproxy_request_finished(self, event: RequestEvent) -> None:
         writer = self.writer
         if writer is not None:
-            writer.add(row_of(event, time.time()))
+            writer.add(row_of(event, ended_at(event)))
 
     async def _usage_endpoint(self, request: Request) -> Response:
         writer = self.writer

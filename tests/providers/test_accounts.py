@@ -241,6 +241,9 @@ def test_failover_is_on_the_lifecycle_event_and_in_the_access_log(
     access_log = AccessLog()
     monkeypatch.setattr(middleware, "log", access_log)
     ask_claude(proxy.url)
+    deadline = time.monotonic() + 2  # finished requests reach their observers in a batch, soon after
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert seen == [("b", 1, ("429",))]
     lines = [line for line in access_log.lines if line.get("path") == "/api/v1/messages"]
     assert len(lines) == 1 and lines[0]["event"] == "request" and lines[0]["account"] == "b"
