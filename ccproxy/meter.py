@@ -7,11 +7,16 @@ escaped, so ``"usage":{`` in the raw bytes is a key, never text; the top-level u
 follows the content and tool inputs in both upstream formats). Anything unexpected falls back to a full
 parse, so the figures never depend on the shortcut (``tests/core/test_meter.py`` checks both ways agree
 on every recorded answer).
+
+``settle`` is the first observer of every finished request (``plugins.Hooks``): what the request path
+only kept (a passthrough answer, the request's headers) is read there, in the observers' batch: the
+usage, the session the request named and the client's product name.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -29,6 +34,8 @@ _COMPACT_MODEL = b'"model":"'
 _SPACE = b" \t\r\n"
 # message_delta's usage holds these (cumulative) in today's API: message_start's is then not needed
 _COMPLETE_ANTHROPIC = frozenset({"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"})
+# Client headers naming one conversation (Claude Code sends the last one); the path's {session_id} wins.
+SESSION_HEADERS = ("session_id", "session-id", "x-session-id", "x-claude-code-session-id")
 _PARSE_BELOW = 2048  # smaller answers: one full parse is cheaper than the scan
 _LATER_BELOW = 65536  # answers read in the observers' batch (at most FINISH_BATCH of them wait)
 
@@ -135,11 +142,48 @@ def observe_later(event: RequestEvent, fmt: Format, content: bytes) -> None:
 
 
 def settle(event: RequestEvent) -> None:
-    """The first observer of every finished request (``plugins.Hooks``): a kept answer's usage."""
+    """The first observer of every finished request (``plugins.Hooks``): a kept answer's usage, and the
+    session and client read from the request's headers."""
     answer = event.answer
     if answer is not None:
         event.answer = None
         observe_raw_body(event, answer[0], answer[1])
+    headers = event.headers
+    if headers is not None:
+        event.headers = None
+        if event.session_id is None:
+            event.session_id = session_header(headers)
+        if event.client is None:
+            event.client = client_name(headers.get("user-agent"))
+
+
+_SESSION_HEADER_SET = frozenset(SESSION_HEADERS)
+
+
+def session_header(headers: Mapping[str, str]) -> str | None:
+    """The session a request names in its headers (``SESSION_HEADERS``), or None."""
+    if headers.keys().isdisjoint(_SESSION_HEADER_SET):  # the usual case: four lookups in one C call
+        return None
+    for name in SESSION_HEADERS:
+        if value := headers.get(name):
+            return value
+    return None
+
+
+_CLIENT_NAMES: dict[str, str | None] = {}  # user agent → product name; a client sends the same one each time
+
+
+def client_name(user_agent: str | None) -> str | None:
+    """The client's product name from its user agent: ``claude-cli/2.1 (external)`` → ``claude-cli``."""
+    if not user_agent:
+        return None
+    try:
+        return _CLIENT_NAMES[user_agent]
+    except KeyError:
+        name = user_agent.split("/", 1)[0].split(" ", 1)[0][:40] or None
+        if len(_CLIENT_NAMES) < 256:  # user agents are client-chosen: the cache stays bounded
+            _CLIENT_NAMES[user_agent] = name
+        return name
 
 
 def observe_raw_body(event: RequestEvent, fmt: Format, content: bytes) -> None:

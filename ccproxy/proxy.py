@@ -62,8 +62,6 @@ _PASS_EXACT = frozenset({"request-id", "retry-after", "retry-after-ms", "x-shoul
 _MAX_ERROR_BODY = 1 << 20
 # Moved to another account before the first byte (a 401 only once a refresh did not help).
 _FAILOVER = frozenset({401, 429, 529})
-# Client headers naming one conversation (Claude Code sends the last one); the path's {session_id} wins.
-SESSION_HEADERS = ("session_id", "session-id", "x-session-id", "x-claude-code-session-id")
 
 
 @dataclass(slots=True)
@@ -223,9 +221,9 @@ class Proxy:
         if hooks.listening:
             route = scope.get("route")
             event.route = getattr(route, "path", path)  # FixedPaths skips the router: path is the template
-            event.session_id = call.session_id or session_header(headers)
-            # the client key's name when keys are configured, else the client's product name
-            event.client = scope["state"].get("client_key") or client_name(headers.get("user-agent"))
+            event.session_id = call.session_id
+            event.client = scope["state"].get("client_key")  # else the client's product name (meter.settle)
+            event.headers = headers
         hooks.request_started(event)
         query = call.query
         record = self.recorder.start(
@@ -362,8 +360,8 @@ class Proxy:
         if hooks.listening:
             sid = call.session_id  # the WebSocket's path, made a template again
             event.route = path.replace(f"/{sid}/", "/{session_id}/", 1) if sid else path
-            event.session_id = call.session_id or session_header(call.headers)
-            event.client = client_name(call.headers.get("user-agent"))
+            event.session_id = call.session_id
+            event.headers = call.headers
         hooks.request_started(event)
         meter = UsageMeter(provider.upstream_format, event) if hooks.listening else None
         record = (
@@ -512,35 +510,6 @@ def _keeper(store: ResponseStore, history: list[Any]) -> Callable[[dict[str, Any
 def _retried(event: RequestEvent, reason: str) -> None:
     event.retries += 1
     event.retry_reasons = (*event.retry_reasons, reason)
-
-
-_SESSION_HEADER_SET = frozenset(SESSION_HEADERS)
-
-
-def session_header(headers: dict[str, str]) -> str | None:
-    """The session a request names in its headers (``SESSION_HEADERS``), or None."""
-    if headers.keys().isdisjoint(_SESSION_HEADER_SET):  # the usual case: four lookups in one C call
-        return None
-    for name in SESSION_HEADERS:
-        if value := headers.get(name):
-            return value
-    return None
-
-
-_CLIENT_NAMES: dict[str, str | None] = {}  # user agent → product name; a client sends the same one each time
-
-
-def client_name(user_agent: str | None) -> str | None:
-    """The client's product name from its user agent: ``claude-cli/2.1 (external)`` → ``claude-cli``."""
-    if not user_agent:
-        return None
-    try:
-        return _CLIENT_NAMES[user_agent]
-    except KeyError:
-        name = user_agent.split("/", 1)[0].split(" ", 1)[0][:40] or None
-        if len(_CLIENT_NAMES) < 256:  # user agents are client-chosen: the cache stays bounded
-            _CLIENT_NAMES[user_agent] = name
-        return name
 
 
 def _timed(

@@ -42,7 +42,7 @@ class HelloPlugin(Plugin):
 
     @hookimpl
     def ccproxy_request_finished(self, event: RequestEvent) -> None:
-        # Runs inline on the request's task: keep it this cheap.
+        # Runs on the event loop with the other requests that ended in the last 50 ms: keep it this cheap.
         self.finished.append(event)
 
 

@@ -12,6 +12,7 @@ import functools
 import os
 import sqlite3
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -190,7 +191,7 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for chunk in _chunks(rows, self._max_rows):
-                conn.execute(self._insert_rows(len(chunk)), [value for row in chunk for value in row])
+                conn.execute(self._insert_rows(len(chunk)), list(chain.from_iterable(chunk)))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

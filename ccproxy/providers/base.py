@@ -26,10 +26,11 @@ from ccproxy.errors import ProxyError, error_response
 from ccproxy.formats.aliases import AliasRule, resolve_model
 from ccproxy.formats.base import Format
 from ccproxy.formats.errors import ErrorInfo
+from ccproxy.meter import SESSION_HEADERS
 from ccproxy.network import check_ca_bundle
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
 from ccproxy.providers.models import ModelCatalog, ModelInfo
-from ccproxy.proxy import SESSION_HEADERS, Call, Outbound, Proxy
+from ccproxy.proxy import Call, Outbound, Proxy
 from ccproxy.responses_store import ResponseStore, ResponseStoreSettings, SQLitePersistence
 from ccproxy.upstream import UpstreamResponse
 

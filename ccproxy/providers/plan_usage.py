@@ -51,7 +51,7 @@ async def account_credential(
     With one account per provider that is the provider's credential; with several, the account registry's
     choice for the request's session (its session headers), without taking a round-robin turn.
     """
-    from ccproxy.proxy import session_header
+    from ccproxy.meter import session_header
 
     session = session_header(dict(request.headers))
     return await plugin.account_credential(ctx, None, session=session, chosen=chosen)

@@ -20,12 +20,13 @@ from ccproxy.auth.credential import Credential
 from ccproxy.errors import ProxyError
 from ccproxy.formats.aliases import AliasRule
 from ccproxy.formats.base import Format
+from ccproxy.meter import SESSION_HEADERS
 from ccproxy.plugins import PluginContext
 from ccproxy.providers.base import ProviderPlugin, ProviderSettings, side_endpoint
 from ccproxy.providers.codex.rules import QUOTA_HEADERS, backend_body, parse_quota, usage_from_quota
 from ccproxy.providers.models import ModelInfo, model_routes
 from ccproxy.providers.plan_usage import usage_route
-from ccproxy.proxy import SESSION_HEADERS, Call, Outbound
+from ccproxy.proxy import Call, Outbound
 
 log = structlog.get_logger("ccproxy.codex")
 CODEX_VERSION = "0.169.0"
