@@ -20,8 +20,12 @@ from pathlib import Path
 from bench import client
 from bench import payloads as p
 from bench.procs import HOST, Proc, ccproxy_env, free_port, wait_healthy, which
+from ccproxy.plugins import FINISH_WINDOW
 
 REQUESTS = 20  # per scenario, one keep-alive connection, one at a time
+# Finished requests reach their observers in a batch up to FINISH_WINDOW later: a count waits for them
+# (well below the idle trim's quiet second, which would count a full collection).
+_SETTLE = 4 * FINISH_WINDOW
 WARMUP = 5
 
 
@@ -117,10 +121,12 @@ async def count(
         await asyncio.to_thread(_control, prefix, proc.pid, "-i", "on")
         pattern = f"{out_dir}/cg.{proc.pid}.*"
         for name, raw in raws.items():
+            await asyncio.sleep(_SETTLE)  # the previous requests' observers ran before counting starts
             await asyncio.to_thread(_control, prefix, proc.pid, "-z")
             result = await client.closed_loop(
                 HOST, port, raw, conns=1, duration=0, per_conn=REQUESTS, timeout=60
             )
+            await asyncio.sleep(_SETTLE)  # ...and these requests' observers inside the count
             await asyncio.to_thread(_control, prefix, proc.pid, "-d")
             failed = [a for a in result.answers if a.error or a.status != 200]
             if failed:
