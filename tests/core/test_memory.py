@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ccproxy.memory import IdleTrimmer, _load_malloc_trim
+from ccproxy.memory import YOUNG_THRESHOLD, IdleTrimmer, _load_malloc_trim
 
 
 async def test_trims_once_after_a_quiet_period_and_not_while_busy() -> None:
@@ -47,6 +47,7 @@ def test_settling_after_startup_turns_the_collector_back_on() -> None:
     try:
         settle_after_startup()
         assert gc.isenabled() and gc.get_threshold()[2] == 100 and gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
     finally:
         gc.enable()
         gc.set_threshold(*before)
