@@ -31,10 +31,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-# The interleaved comparisons of bench/runner.py ``_versus``: name → (label on, label off, target wording).
-# Targets: req/s at 32 connections ≥ 90% of the other side's, p50 at 1 connection ≤ +0.05 ms.
-# name: the two sides' labels, what is compared, and the targets (req/s ratio at least, added p50 in ms at
-# most). Both sides are fresh servers except for "aged", whose "on" side served the whole main table.
+# The interleaved comparisons of bench/runner.py ``_versus``. name: the two sides' labels, what is
+# compared, and the targets (req/s ratio at least, added p50 in ms at most). Both sides are fresh servers
+# except for "aged", whose "on" side served the whole main table.
 VERSUS = {
     "observe": ("metrics + ledger + pricing on", "off", "metrics + ledger + pricing vs without", 0.9, 0.05),
     "accounts": (

@@ -593,7 +593,10 @@ class Bench:
         ref = reference or f"ccproxy-{name}-ref"
         target = f"ccproxy-{name}"
         try:
-            for each, extra in ((target, env), (ref, None)) if reference is None else ((target, env),):
+            sides: list[tuple[str, Mapping[str, str | None] | None]] = [(target, env)]
+            if reference is None:
+                sides.append((ref, None))
+            for each, extra in sides:
                 port = free_port()
                 proc = ccproxy_proc(port, self.ports["direct"], self.dir, self.pin.proxy, extra_env=extra)
                 started.append(each)

@@ -26,7 +26,7 @@ from ccproxy.errors import ProxyError, error_response
 from ccproxy.formats.aliases import AliasRule, resolve_model
 from ccproxy.formats.base import Format
 from ccproxy.formats.errors import ErrorInfo
-from ccproxy.meter import SESSION_HEADERS
+from ccproxy.meter import session_header
 from ccproxy.network import check_ca_bundle
 from ccproxy.plugins import HealthCheck, Plugin, PluginContext, PluginSettings
 from ccproxy.providers.models import ModelCatalog, ModelInfo
@@ -458,12 +458,9 @@ def _spec(provider: ProviderName, settings: OAuthSettings | None) -> Any:
 
 def affinity_key(call: Call) -> str | None:
     """The conversation a request belongs to (path, session headers, ``prompt_cache_key``), or None."""
-    if call.session_id:
-        return call.session_id
-    headers = call.headers
-    for name in SESSION_HEADERS:
-        if value := headers.get(name):
-            return value
+    session = call.session_id or session_header(call.headers)
+    if session:
+        return session
     key = call.body.get("prompt_cache_key")
     return key if isinstance(key, str) and key else None
 

@@ -28,6 +28,7 @@ from ccproxy.accounts import Account, Quota
 from ccproxy.auth.credential import Credential
 from ccproxy.errors import ProxyError, error_response, failure_reason
 from ccproxy.formats.base import Format
+from ccproxy.meter import session_header
 from ccproxy.plugins import PluginContext
 
 if TYPE_CHECKING:
@@ -51,8 +52,6 @@ async def account_credential(
     With one account per provider that is the provider's credential; with several, the account registry's
     choice for the request's session (its session headers), without taking a round-robin turn.
     """
-    from ccproxy.meter import session_header
-
     session = session_header(dict(request.headers))
     return await plugin.account_credential(ctx, None, session=session, chosen=chosen)
 

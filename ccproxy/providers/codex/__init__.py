@@ -20,9 +20,8 @@ from ccproxy.auth.credential import Credential
 from ccproxy.errors import ProxyError
 from ccproxy.formats.aliases import AliasRule
 from ccproxy.formats.base import Format
-from ccproxy.meter import SESSION_HEADERS
 from ccproxy.plugins import PluginContext
-from ccproxy.providers.base import ProviderPlugin, ProviderSettings, side_endpoint
+from ccproxy.providers.base import ProviderPlugin, ProviderSettings, affinity_key, side_endpoint
 from ccproxy.providers.codex.rules import QUOTA_HEADERS, backend_body, parse_quota, usage_from_quota
 from ccproxy.providers.models import ModelInfo, model_routes
 from ccproxy.providers.plan_usage import usage_route
@@ -222,13 +221,8 @@ class CodexPlugin(ProviderPlugin):
 
 def _session_id(call: Call) -> str:
     """One conversation's stable id: the path's, the client's header, its prompt_cache_key, else new."""
-    if call.session_id:
-        return call.session_id
-    for name in SESSION_HEADERS:
-        if value := call.headers.get(name):
-            return value
-    key = call.body.get("prompt_cache_key")
-    if isinstance(key, str) and key:
+    key = affinity_key(call)
+    if key is not None:
         return key
     session: str = call.state.setdefault("session_id", str(uuid.uuid4()))
     return session
