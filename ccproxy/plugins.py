@@ -100,8 +100,9 @@ class RequestEvent:
     extra: dict[str, Any] = field(default_factory=dict)
     # Read when the event reaches its observers (``ccproxy.meter.settle``), not on the request path: a
     # passthrough JSON answer's usage, and the request's headers (``session_id`` and ``client`` when unset).
-    answer: tuple[Format, bytes] | None = None
-    headers: Mapping[str, str] | None = None
+    # Not in the repr: the headers hold the caller's credentials (authorization, x-api-key).
+    answer: tuple[Format, bytes] | None = field(default=None, repr=False)
+    headers: Mapping[str, str] | None = field(default=None, repr=False)
 
     @property
     def error_kind(self) -> str | None:

@@ -137,3 +137,12 @@ def test_the_wall_clock_end_does_not_move_with_the_wait() -> None:
     time.sleep(FINISH_WINDOW)
     assert ended_at(event) == pytest.approx(first, abs=0.005)
     assert ended_at(event) == pytest.approx(time.time() - 0.25 - FINISH_WINDOW, abs=0.05)
+
+
+def test_the_kept_headers_never_show_in_an_events_repr() -> None:
+    """A ``started`` observer that logs the event must not log the caller's credentials."""
+    event = _event(1)
+    event.headers = {"authorization": "Bearer sk-ant-oat01-secret", "x-api-key": "ccp_secret"}
+    event.answer = (Format.ANTHROPIC, b'{"text":"private answer"}')
+    text = repr(event)
+    assert "secret" not in text and "private answer" not in text and "req-1" in text
