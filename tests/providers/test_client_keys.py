@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -18,7 +19,15 @@ from typer.testing import CliRunner
 
 from ccproxy.app import create_app
 from ccproxy.cli import app as cli_app
-from ccproxy.keys import KeyFile, create_key, keys_path, period_bounds, revoke_key, spend_path
+from ccproxy.keys import (
+    KeyFile,
+    create_key,
+    keys_path,
+    load_gate,
+    period_bounds,
+    revoke_key,
+    spend_path,
+)
 from ccproxy.plugins import RequestEvent, hookimpl
 from ccproxy.testing import serve_app
 
@@ -134,6 +143,40 @@ def test_revoke_takes_effect_at_once_and_expired_keys_are_refused(fakes: Fakes, 
         assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
         expired = ask(url, old)
         assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
+
+
+def test_the_gate_reads_the_key_file_once_per_loop_pass_and_never_misses_a_change(tmp_path: Path) -> None:
+    """One stat serves every request admitted in the same pass of the event loop; a request handled in a
+    later pass (as is every request sent after a revoke finished) sees the file as it is now."""
+    key = create_key(KeyFile(), "temp")
+    gate = load_gate()
+    assert gate is not None
+    raw = {b"x-api-key": key.encode()}
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        stats.append(str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        os.stat = counting_stat  # type: ignore[assignment]
+        try:
+            for _ in range(5):
+                assert gate.admit({"path": "/api/v1/messages"}, raw, "") is None
+            assert stats == [str(keys_path())]  # five requests in one pass: one stat
+            revoke_key(KeyFile(), "temp")
+            await asyncio.sleep(0)
+            before = len(stats)
+            refused = gate.admit({"path": "/api/v1/messages"}, raw, "")
+            assert refused is not None and refused.status_code == 401
+            assert len(stats) == before + 1
+        finally:
+            os.stat = real_stat
+
+    asyncio.run(run())
+    # no event loop (a synchronous caller): every call looks at the file
+    assert gate.admit({"path": "/api/v1/messages"}, raw, "") is not None
 
 
 def test_provider_restriction(fakes: Fakes, tmp_path: Path) -> None:
