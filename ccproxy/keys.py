@@ -341,13 +341,14 @@ class KeyGate:
 
     @hookimpl(trylast=True)
     def ccproxy_request_finished(self, event: RequestEvent) -> None:
-        if not event.client or not event.cost_usd:
+        name = event.key
+        if not name or not event.cost_usd:
             return
-        live = self.by_name.get(event.client)
+        live = self.by_name.get(name)
         start, _ = self._period(live.key.period if live else "month", self.clock())
-        entry = self.spend.get(event.client)
+        entry = self.spend.get(name)
         if entry is None or entry[0] != start:  # a new period starts from nothing
-            entry = self.spend[event.client] = [start, 0.0]
+            entry = self.spend[name] = [start, 0.0]
         entry[1] += event.cost_usd
         if self._flush is None:
             self._schedule_flush()

@@ -88,6 +88,7 @@ class RequestEvent:
     route: str = ""  # the route template, never the raw path (e.g. /api/codex/{session_id}/responses)
     session_id: str | None = None
     client: str | None = None  # the client key's name when keys are configured, else the client's name
+    key: str | None = None  # the client key's name when the request was admitted by one (else None)
     account: str | None = None  # the upstream account used, by name (never a token)
     model_served: str | None = None  # the upstream model after aliases
     ttfb: float = 0.0  # seconds from start to the first body byte sent to the client

@@ -222,7 +222,8 @@ class Proxy:
             route = scope.get("route")
             event.route = getattr(route, "path", path)  # FixedPaths skips the router: path is the template
             event.session_id = call.session_id
-            event.client = scope["state"].get("client_key")  # else the client's product name (meter.settle)
+            # the name of the client key that admitted it; else the product name (meter.settle)
+            event.key = event.client = scope["state"].get("client_key")
             event.headers = headers
         hooks.request_started(event)
         query = call.query
@@ -361,6 +362,7 @@ class Proxy:
             sid = call.session_id  # the WebSocket's path, made a template again
             event.route = path.replace(f"/{sid}/", "/{session_id}/", 1) if sid else path
             event.session_id = call.session_id
+            event.key = event.client = call.state.get("client_key")
             event.headers = call.headers
         hooks.request_started(event)
         meter = UsageMeter(provider.upstream_format, event) if hooks.listening else None

@@ -62,7 +62,9 @@ def _run(config: Any, action: Any) -> Any:
 def usage(
     ctx: typer.Context,
     since: Annotated[str, typer.Option(help="24h, 7d, 30m, or a date like 2026-12-01 (UTC)")] = "24h",
-    by: Annotated[str, typer.Option(help="Group by model, provider, day or client")] = "model",
+    by: Annotated[
+        str, typer.Option(help="Group by model, provider, day, client (key or product name) or key")
+    ] = "model",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON ({'rows': [...], 'total': ...})")
     ] = False,

@@ -71,6 +71,7 @@ def row_of(event: RequestEvent, now: float) -> tuple[Any, ...]:
         event.session_id or "",
         event.client or "",
         event.account or "",
+        event.key or "",
     )
 
 

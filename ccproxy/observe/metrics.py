@@ -41,6 +41,9 @@ COUNTERS = {
     "errors": ("ccproxy_upstream_errors", "Failed proxied requests by reason", ("provider", "reason")),
     "retries": ("ccproxy_upstream_retries", "Upstream retries by reason", ("provider", "reason")),
     "refreshes": ("ccproxy_credential_refreshes", "Credential refreshes by outcome", ("provider", "outcome")),
+    # requests admitted by a client key (``ccproxy keys``) and their API-equivalent cost, by the key's name
+    "key_requests": ("ccproxy_key_requests", "Proxied requests by client key", ("key",)),
+    "key_cost": ("ccproxy_key_cost_usd", "API-equivalent cost in USD by client key", ("key",)),
 }
 HISTOGRAMS = {
     "duration": ("ccproxy_request_duration_seconds", "Time from request to the end of the answer"),
@@ -137,6 +140,10 @@ class Metrics:
             _add(self.counters["errors"], (provider, event.error_kind or "unknown"))
         for reason in event.retry_reasons:
             _add(self.counters["retries"], (provider, reason))
+        if event.key is not None:
+            by_key = (event.key,)
+            _add(self.counters["key_requests"], by_key)
+            _add(self.counters["key_cost"], by_key, event.cost_usd or 0.0)
 
     def request_counts(self) -> dict[Key, float]:
         """Requests per label set: this process's live counts plus what was merged in."""

@@ -43,11 +43,14 @@ COLUMNS = (
     "session_id",
     "client",
     "account",
+    "client_key",
 )
 # Text columns that may be empty: rows carry "" (bound as it is) and the INSERT turns it into NULL. Python's
 # sqlite3 binds None through its adaptation lookup, which formats and drops an AttributeError per value:
 # ~2,000 instructions each, a sixth of a row's write (callgrind).
-OPTIONAL_TEXT = frozenset({"model", "model_served", "error_kind", "session_id", "client", "account"})
+OPTIONAL_TEXT = frozenset(
+    {"model", "model_served", "error_kind", "session_id", "client", "account", "client_key"}
+)
 # Each migration is a list of statements valid on both SQLite and PostgreSQL; never edit a shipped one,
 # append a new version (e.g. ALTER TABLE usage ADD COLUMN ...).
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -82,6 +85,9 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX usage_ts ON usage (ts)",
         ],
     ),
+    # the client key that admitted the request (``client`` holds the key's name or the client's product
+    # name, so the two could not be told apart): ``ccproxy usage --by key``
+    (2, ["ALTER TABLE usage ADD COLUMN client_key TEXT"]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS ccproxy_schema_version (version INTEGER NOT NULL)"

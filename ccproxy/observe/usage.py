@@ -17,7 +17,7 @@ from typing import Any
 
 from ccproxy.observe.store import TOKEN_COLUMNS, Store
 
-GROUPS = ("model", "provider", "day", "client")
+GROUPS = ("model", "provider", "day", "client", "key")
 _TOKENS = TOKEN_COLUMNS
 _COLUMNS = (
     "ts",
@@ -25,6 +25,7 @@ _COLUMNS = (
     "model",
     "model_served",
     "client",
+    "client_key",
     "status",
     *_TOKENS,
     "cost_usd",
@@ -62,6 +63,8 @@ def _key(by: str, row: dict[str, Any]) -> str:
         return str(row["model_served"] or row["model"] or "unknown")
     if by == "day":
         return dt.datetime.fromtimestamp(row["ts"], dt.UTC).strftime("%Y-%m-%d")
+    if by == "key":
+        return str(row["client_key"] or "(no key)")
     return str(row[by] or "unknown")
 
 

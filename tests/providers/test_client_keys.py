@@ -15,6 +15,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+import websockets
 from typer.testing import CliRunner
 
 from ccproxy.app import create_app
@@ -99,6 +100,42 @@ def test_auth_token_still_works_beside_keys(fakes: Fakes, tmp_path: Path) -> Non
         assert ask(url, SECRET).status_code == 200
         assert ask(url, key).status_code == 200
         assert ask(url, "wrong").status_code == 401
+
+
+def test_requests_and_spend_are_reported_per_key(fakes: Fakes, tmp_path: Path) -> None:
+    """``/metrics`` counts requests and cost by key name, ``/usage?by=key`` (``ccproxy usage --by key``)
+    groups the ledger by key, and a request admitted by the auth token is in neither key's spend."""
+    alpha, beta = create_key(KeyFile(), "alpha"), create_key(KeyFile(), "beta")
+    ledger = f"sqlite:///{tmp_path / 'usage.sqlite3'}"
+    settings = {"security.auth_token": SECRET, "ledger.url": ledger}
+    with keyed_proxy(fakes, tmp_path, FlatPrice(), **settings) as url:
+        for key in (alpha, alpha, beta, SECRET):
+            assert ask(url, key).status_code == 200
+        token = {"authorization": f"Bearer {SECRET}"}
+        metrics = httpx.get(url + "/metrics", headers=token).text
+        assert 'ccproxy_key_requests_total{key="alpha"} 2.0' in metrics
+        assert 'ccproxy_key_requests_total{key="beta"} 1.0' in metrics
+        assert 'ccproxy_key_cost_usd_total{key="alpha"} 0.5' in metrics
+        assert 'ccproxy_key_cost_usd_total{key="beta"} 0.25' in metrics
+        assert metrics.count("ccproxy_key_requests_total{") == 2  # the token's request names no key
+        usage = httpx.get(url + "/usage", params={"by": "key"}, headers=token).json()
+        by_key = {row["key"]: (row["requests"], row["cost_usd"]) for row in usage["rows"]}
+        assert by_key == {"alpha": (2, 0.5), "beta": (1, 0.25), "(no key)": (1, 0.25)}
+    assert json.loads(spend_path().read_text()).keys() == {"alpha", "beta"}
+
+
+async def test_a_websocket_turn_counts_for_the_key_that_opened_it(fakes: Fakes, tmp_path: Path) -> None:
+    key = create_key(KeyFile(), "socket")
+    price = FlatPrice()
+    with keyed_proxy(fakes, tmp_path, price) as url:
+        ws_url = url.replace("http://", "ws://") + "/api/codex/v1/responses"
+        async with websockets.connect(ws_url, additional_headers={"authorization": f"Bearer {key}"}) as ws:
+            frame = {"type": "response.create", "model": "gpt-5", "input": "hi"}
+            await ws.send(json.dumps(frame))
+            while json.loads(await ws.recv())["type"] != "response.completed":
+                pass
+    assert price.clients == ["socket"]
+    assert json.loads(spend_path().read_text())["socket"][1] == PRICE
 
 
 def test_budget_runs_out_after_a_known_number_of_priced_requests(fakes: Fakes, tmp_path: Path) -> None:

@@ -96,6 +96,8 @@ class ResponsesSocket:
             model,
             self.session_id,
         )
+        # the client key that admitted the handshake (ccproxy.middleware), for the ledger and the key's spend
+        call.state["client_key"] = self.ws.scope.get("state", {}).get("client_key")
         output: list[Any] = []
         try:
             async for event in self.proxy.events(call, self.provider, self.ws.url.path):
