@@ -84,7 +84,8 @@ def _make_requests(url: str, fakes: RunningFakes) -> None:
     assert httpx.post(url + "/api/v1/messages", json=haiku).status_code == 200
     fakes.codex.reply(Completion(text="c", input_tokens=6, output_tokens=9))
     body = {"model": "gpt-5.5", "input": "hi", "stream": True}
-    assert httpx.post(url + "/api/codex/v1/responses", json=body).status_code == 200
+    codex_cli = {"user-agent": "codex_cli_rs/0.63.0 (Debian 12; x86_64)"}  # a second client by name
+    assert httpx.post(url + "/api/codex/v1/responses", json=body, headers=codex_cli).status_code == 200
 
 
 def _cells(locator: Any) -> list[str]:
@@ -127,6 +128,14 @@ def test_views_match_the_ledger_show_live_requests_and_have_no_console_errors(
             shown = [int(_num(c)) for c in cells[:6]]
             assert shown == [week[k] for k in ("requests", "errors", *TOKEN_COLUMNS[:4])]
             assert page.page.locator("#chart-model-tokens svg rect").count() == 3  # sonnet, haiku, gpt-5.5
+            clients = httpx.get(f"{url}/usage?since=7d&by=client").json()["rows"]
+            assert {c["key"]: c["requests"] for c in clients} == {"python-httpx": 3, "codex_cli_rs": 1}
+            shown_clients = page.page.locator("#usage-clients tbody tr")
+            playwright_sync.expect(shown_clients).to_have_count(2)
+            for index, client in enumerate(clients):  # the ledger's order: by cost, then requests
+                cells = _cells(shown_clients.nth(index))
+                assert cells[0] == client["key"] and int(_num(cells[1])) == client["requests"]
+                assert int(_num(cells[3])) == client["input_tokens"]
             with page.page.expect_download() as download:
                 page.page.click("#csv-model")
             csv = Path(download.value.path()).read_text()

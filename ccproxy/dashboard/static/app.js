@@ -201,13 +201,13 @@ function barChart(target, items, value, format) {
   });
   target.replaceChildren(root);
 }
-let lastUsage = { day: null, model: null };
+let lastUsage = { day: null, model: null, client: null };
 async function loadUsage() {
   const since = $("#window").value;
-  const [day, model] = await Promise.all([
-    getJSON(`${API}/usage?since=${since}&by=day`), getJSON(`${API}/usage?since=${since}&by=model`),
-  ]);
-  lastUsage = { day, model };
+  const [day, model, client] = await Promise.all(
+    ["day", "model", "client"].map((by) => getJSON(`${API}/usage?since=${since}&by=${by}`)),
+  );
+  lastUsage = { day, model, client };
   const days = [...day.rows].sort((a, b) => a.key.localeCompare(b.key));
   const compact = (n) => (n >= 1e6 ? (n / 1e6).toFixed(1) + "M" : n >= 1e3 ? (n / 1e3).toFixed(1) + "k" : String(n));
   barChart($("#chart-day-tokens"), days, tokensOf, compact);
@@ -217,6 +217,8 @@ async function loadUsage() {
   const t = day.total;
   $("#usage-total tbody").replaceChildren(row([fmtInt(t.requests), fmtInt(t.errors), fmtInt(t.input_tokens), fmtInt(t.output_tokens),
     fmtInt(t.cache_read_tokens), fmtInt(t.cache_write_tokens), fmtCost(t.cost_usd)], Array(7).fill("num")));
+  $("#usage-clients tbody").replaceChildren(...client.rows.map((r) => row([r.key, fmtInt(r.requests), fmtInt(r.errors),
+    fmtInt(r.input_tokens), fmtInt(r.output_tokens), fmtCost(r.cost_usd), fmtMs(r.p50_ms)], ["", ...Array(6).fill("num")])));
 }
 const CSV_FIELDS = ["key", "requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd", "p50_ms", "p95_ms"];
 function downloadCsv(by) {
