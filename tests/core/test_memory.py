@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 from ccproxy.memory import YOUNG_THRESHOLD, IdleTrimmer, _load_malloc_trim
 
@@ -51,3 +53,13 @@ def test_settling_after_startup_turns_the_collector_back_on() -> None:
     finally:
         gc.enable()
         gc.set_threshold(*before)
+
+
+def test_structlog_loads_without_rich_and_rich_still_loads_later() -> None:
+    """rich (~4 MB with pygments) stays out of the server; a command that prints a table still gets it."""
+    code = (
+        "import sys, ccproxy, structlog; before = 'rich' in sys.modules; "
+        "import rich.table; print(before, structlog.dev.rich is None, 'rich' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "True"]

@@ -206,44 +206,51 @@ def test_body_over_the_limit_is_413_in_the_callers_format(offline: Callable[...,
 
 def test_load_shedding_past_the_in_flight_limit_but_health_answers(offline: Callable[..., str]) -> None:
     url = offline(**{"limits.max_requests_in_flight": 1, "limits.retry_after_seconds": 3})
-    release = threading.Event()
-    first: list[int] = []
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"POST /api/v1/messages HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+        "transfer-encoding: chunked\r\n\r\n"
+    ).encode()
 
-    def slow_body() -> Iterator[bytes]:
-        yield b'{"model": 5'
-        release.wait(30)
-        yield b"}"
+    def hold() -> socket.socket:
+        """A request whose body never ends (until told): it stays in flight."""
+        held = socket.create_connection((host, int(port)))
+        held.sendall(head + b"b\r\n" + b'{"model": 5' + b"\r\n")
+        return held
 
-    def hold() -> None:
-        resp = httpx.post(
-            url + "/api/v1/messages", content=slow_body(), headers={"content-type": "application/json"}
+    def probe() -> httpx.Response:
+        return httpx.post(
+            url + "/api/v1/messages", content=BAD_MODEL, headers={"content-type": "application/json"}
         )
-        first.append(resp.status_code)
 
-    holder = threading.Thread(target=hold)
-    holder.start()
+    held = hold()
     try:
-        deadline = time.monotonic() + 20  # until the first request is in flight (slow on a loaded machine)
+        deadline = time.monotonic() + 20  # until the held request is in flight (slow on a loaded machine)
         while time.monotonic() < deadline:
-            shed = httpx.post(
-                url + "/api/v1/messages", content=BAD_MODEL, headers={"content-type": "application/json"}
-            )
+            shed = probe()
             if shed.status_code == 503:
-                break
+                held.settimeout(0.05)
+                try:
+                    answered = held.recv(1024)  # the held request met a probe in flight and was shed itself
+                except TimeoutError:
+                    break  # still in flight: the probe was the one shed
+                assert answered.startswith(b"HTTP/1.1 503")
+                held.close()
+                held = hold()
             threading.Event().wait(0.01)
         assert shed.status_code == 503 and shed.headers["retry-after"] == "3"
         assert shed.json()["error"]["type"] == "overloaded_error"
         assert httpx.get(url + "/health").status_code == 200
+        extra = hold()  # another slow body is shed at once, without waiting for its body
+        extra.settimeout(10)
+        assert extra.recv(1024).startswith(b"HTTP/1.1 503")
+        extra.close()
+        held.settimeout(30)
+        held.sendall(b"1\r\n}\r\n0\r\n\r\n")  # the body ends: the held request is answered
+        assert held.recv(1024).startswith(b"HTTP/1.1 400")  # "model" must be a string
     finally:
-        release.set()
-        holder.join(30)
-    assert first == [400]
-    assert (
-        httpx.post(
-            url + "/api/v1/messages", content=BAD_MODEL, headers={"content-type": "application/json"}
-        ).status_code
-        == 400
-    )
+        held.close()
+    assert probe().status_code == 400  # no longer at the limit
 
 
 def test_mock_upstream_is_behind_the_auth_token(offline: Callable[..., str]) -> None:
