@@ -109,8 +109,11 @@ def test_requests_and_spend_are_reported_per_key(fakes: Fakes, tmp_path: Path) -
     ledger = f"sqlite:///{tmp_path / 'usage.sqlite3'}"
     settings = {"security.auth_token": SECRET, "ledger.url": ledger}
     with keyed_proxy(fakes, tmp_path, FlatPrice(), **settings) as url:
-        for key in (alpha, alpha, beta, SECRET):
-            assert ask(url, key).status_code == 200
+        for _ in range(2):  # the real SDKs, each with its key as its API key
+            assert claude(url, alpha).messages.create(model="sonnet", max_tokens=5, messages=USER).content  # type: ignore[arg-type]
+        chat = openai.OpenAI(base_url=url + "/api/codex/v1", api_key=beta, max_retries=0)
+        assert chat.chat.completions.create(model="gpt-5", messages=USER).choices  # type: ignore[arg-type]
+        assert ask(url, SECRET).status_code == 200  # the auth token: no key
         token = {"authorization": f"Bearer {SECRET}"}
         metrics = httpx.get(url + "/metrics", headers=token).text
         assert 'ccproxy_key_requests_total{key="alpha"} 2.0' in metrics
