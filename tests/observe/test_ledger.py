@@ -22,7 +22,7 @@ from ccproxy.cli import app as cli_app
 from ccproxy.config import LedgerSettings
 from ccproxy.observe import store as store_module
 from ccproxy.observe.ledger import LedgerWriter, row_of
-from ccproxy.observe.store import COLUMNS, SCHEMA_VERSION, open_store
+from ccproxy.observe.store import COLUMNS, OPTIONAL_TEXT, SCHEMA_VERSION, open_store
 from ccproxy.plugins import RequestEvent, Usage
 from ccproxy.testing import Completion, RunningFakes
 from tests.conftest import free_port, stop_process, wait_healthy
@@ -217,10 +217,61 @@ def test_migrations_are_versioned_and_keep_history(ledger_url: str, monkeypatch:
 
     assert asyncio.run(open_write_close([row_of(_event(1), time.time())])) == SCHEMA_VERSION
     assert asyncio.run(open_write_close([])) == SCHEMA_VERSION  # reopening applies nothing twice
-    later = [*store_module.MIGRATIONS, (SCHEMA_VERSION + 1, ["ALTER TABLE usage ADD COLUMN note TEXT"])]
-    monkeypatch.setattr(store_module, "MIGRATIONS", later)
-    assert asyncio.run(open_write_close([])) == SCHEMA_VERSION + 1
-    assert [r["request_id"] for r in read_rows(ledger_url)] == ["r1"]
+    # a later release adds a column the documented way (store.MIGRATIONS): old rows read it as NULL
+    added: store_module.Migration = {"sqlite": [], "postgresql": ["ALTER TABLE usage ADD COLUMN note TEXT"]}
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, (SCHEMA_VERSION + 1, added)])
+    monkeypatch.setattr(store_module, "COLUMNS", (*COLUMNS, "note"))
+    assert asyncio.run(open_write_close([(*row_of(_event(2), time.time()), "hello")])) == SCHEMA_VERSION + 1
+
+    async def read_notes() -> list[tuple[Any, ...]]:
+        store = open_store(ledger_url)
+        await store.open()
+        try:
+            return await store.since(0, ("request_id", "note"))
+        finally:
+            await store.close()
+
+    assert asyncio.run(read_notes()) == [("r1", None), ("r2", "hello")]
+    if ledger_url.startswith("sqlite"):  # the view shows the new column too
+        conn = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
+        assert conn.execute("SELECT request_id, note FROM usage ORDER BY ts").fetchall() == [
+            ("r1", None),
+            ("r2", "hello"),
+        ]
+        conn.close()
+
+
+def test_sqlite_history_moves_to_batches_and_sql_still_reads_one_row_per_request(tmp_path: Path) -> None:
+    """A version-2 database (one table row per request) is migrated: its rows keep every value, ``usage``
+    is a view that ad-hoc SQL reads as before, and an INSERT into it (an older ccproxy still running)
+    lands as a batch of one."""
+    path = tmp_path / "usage.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(store_module._VERSION_TABLE)
+    for version, migration in store_module.MIGRATIONS[:2]:
+        for statement in store_module._statements(migration, "sqlite"):
+            conn.execute(statement)
+        conn.execute("INSERT INTO ccproxy_schema_version (version) VALUES (?)", (version,))
+    now = time.time()
+    v2_insert = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    old = dict(zip(COLUMNS, row_of(_event(1), float(int(now) - 7200)), strict=True))
+    old.update(model=None, error_kind=None, session_id="s-1", client="claude-cli", cost_usd=None)
+    conn.execute(v2_insert, tuple(old.values()))
+    conn.execute(v2_insert, row_of(_event(2), now - 60))
+    conn.close()
+
+    url = f"sqlite:///{path}"
+    assert read_rows(url)[0] == {k: None if k in OPTIONAL_TEXT and not v else v for k, v in old.items()}
+    assert [r["request_id"] for r in read_rows(url)] == ["r1", "r2"]
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert conn.execute("SELECT MAX(version) FROM ccproxy_schema_version").fetchone() == (SCHEMA_VERSION,)
+    by_sql = conn.execute(
+        "SELECT request_id, model, session_id, input_tokens FROM usage ORDER BY ts"
+    ).fetchall()
+    assert by_sql == [("r1", None, "s-1", 1), ("r2", "m", None, 1)]
+    conn.execute(v2_insert, row_of(_event(3), now))  # what a version-2 ccproxy sends
+    conn.close()
+    assert [r["request_id"] for r in read_rows(url)] == ["r1", "r2", "r3"]
 
 
 def test_retention_and_usage_prune(ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
