@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
@@ -185,18 +185,24 @@ def _sqlite_view() -> list[str]:
     ]
 
 
-def _row_reader(columns: Sequence[str]) -> Any:
+def _row_reader(columns: Sequence[str]) -> Callable[[list[Any]], tuple[Any, ...]]:
     """Picks ``columns`` out of a stored row (a JSON array in ``COLUMNS`` order, shorter if written before a
     column existed); an empty optional text is None, as PostgreSQL's NULL."""
     index = [COLUMNS.index(c) for c in columns]
-    optional = [c in OPTIONAL_TEXT for c in columns]
+    optional = frozenset(at for at, c in enumerate(columns) if c in OPTIONAL_TEXT)
+    pick = itemgetter(*index)
+    single = len(index) == 1
+
+    def slow(row: list[Any]) -> tuple[Any, ...]:
+        values = [row[i] if i < len(row) else None for i in index]
+        return tuple(None if v == "" and at in optional else v for at, v in enumerate(values))
 
     def read(row: list[Any]) -> tuple[Any, ...]:
-        size = len(row)
-        return tuple(
-            (row[i] or None if opt else row[i]) if i < size else None
-            for i, opt in zip(index, optional, strict=True)
-        )
+        try:
+            values = (pick(row),) if single else pick(row)
+        except IndexError:  # written before one of these columns existed
+            return slow(row)
+        return slow(row) if optional and "" in values else values
 
     return read
 
@@ -264,18 +270,16 @@ class SQLiteStore:
     def _since(self, ts: float, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         _select(columns)  # the same check of the names as PostgreSQL's
         conn = self._connect()  # readers get their own connection: the writer's is used from its thread
+        read = _row_reader(columns)
+        found: list[tuple[float, tuple[Any, ...]]] = []
         try:
-            found = [
-                row
-                for (text,) in conn.execute("SELECT rows FROM usage_batches WHERE max_ts >= ?", (ts,))
-                for row in orjson.loads(text)
-                if row[0] >= ts
-            ]
+            for (text,) in conn.execute("SELECT rows FROM usage_batches WHERE max_ts >= ?", (ts,)):
+                # picked batch by batch: only the asked-for values of the window's rows stay in memory
+                found.extend((row[0], read(row)) for row in orjson.loads(text) if row[0] >= ts)
         finally:
             conn.close()
         found.sort(key=itemgetter(0))
-        read = _row_reader(columns)
-        return [read(row) for row in found]
+        return [values for _, values in found]
 
     async def since(self, ts: float, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         return await asyncio.to_thread(self._since, ts, columns)
