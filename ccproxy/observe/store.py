@@ -301,6 +301,9 @@ class SQLiteStore:
                     rows = orjson.loads(text)
                     kept = [row for row in rows if row[0] >= before_ts]
                     removed += len(rows) - len(kept)
+                    if not kept:  # its max_ts was wrong (written by hand): nothing of it is left
+                        conn.execute("DELETE FROM usage_batches WHERE rowid = ?", (rowid,))
+                        continue
                     conn.execute(
                         "UPDATE usage_batches SET min_ts = ?, n = ?, rows = ? WHERE rowid = ?",
                         (min(row[0] for row in kept), len(kept), orjson.dumps(kept).decode(), rowid),

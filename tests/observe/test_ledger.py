@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -336,3 +337,23 @@ def test_an_unreachable_database_does_not_stop_the_proxy(make_proxy: MakeProxy, 
         unavailable = httpx.get(base + "/usage")
         assert unavailable.status_code == 503 and "unavailable" in unavailable.json()["error"]["message"]
         assert "hunter2" not in unavailable.text
+
+
+def test_sqlite_prune_rewrites_a_batch_spanning_the_cutoff_and_survives_a_wrong_span(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.sqlite3'}"
+    now = time.time()
+
+    async def run() -> tuple[int, list[tuple[Any, ...]]]:
+        store = open_store(url)
+        await store.open()
+        await store.write([row_of(_event(1), now - 100), row_of(_event(2), now)])  # spans the cutoff
+        conn = sqlite3.connect(tmp_path / "usage.sqlite3", isolation_level=None)
+        old = orjson.dumps([row_of(_event(3), now - 200)]).decode()
+        conn.execute("INSERT INTO usage_batches VALUES (?, ?, 1, ?)", (now - 200, now, old))  # max_ts wrong
+        conn.close()
+        removed = await store.prune(now - 50)
+        rows = await store.since(0, ("request_id",))
+        await store.close()
+        return removed, rows
+
+    assert asyncio.run(run()) == (2, [("r2",)])
