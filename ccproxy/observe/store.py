@@ -125,6 +125,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS ccproxy_schema_version (version INTEGER NOT NULL)"
 _PG_LOCK = 0x63637078  # advisory lock id: one migrating process at a time
+_PIECE = 5000  # rows fetched and handed over at a time (PostgreSQL ``fold``)
 
 
 class Store(Protocol):
@@ -135,6 +136,12 @@ class Store(Protocol):
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
 
     async def since(self, ts: float, columns: Sequence[str]) -> list[tuple[Any, ...]]: ...
+
+    async def fold(
+        self, ts: float, columns: Sequence[str], add: Callable[[list[tuple[Any, ...]]], None]
+    ) -> None:
+        """The rows of ``since`` handed to ``add`` in pieces, in no order: a long window is never held in
+        memory at once (``add`` may run in a worker thread)."""
 
     async def prune(self, before_ts: float) -> int: ...
 
@@ -284,6 +291,21 @@ class SQLiteStore:
     async def since(self, ts: float, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         return await asyncio.to_thread(self._since, ts, columns)
 
+    def _fold(self, ts: float, columns: Sequence[str], add: Callable[[list[tuple[Any, ...]]], None]) -> None:
+        _select(columns)
+        read = _row_reader(columns)
+        conn = self._connect()
+        try:
+            for (text,) in conn.execute("SELECT rows FROM usage_batches WHERE max_ts >= ?", (ts,)):
+                add([read(row) for row in orjson.loads(text) if row[0] >= ts])
+        finally:
+            conn.close()
+
+    async def fold(
+        self, ts: float, columns: Sequence[str], add: Callable[[list[tuple[Any, ...]]], None]
+    ) -> None:
+        await asyncio.to_thread(self._fold, ts, columns, add)
+
     def _prune(self, before_ts: float) -> int:
         """Whole batches older than ``before_ts`` are deleted; a batch that spans it is rewritten."""
         conn = self._connect()
@@ -368,6 +390,18 @@ class PostgresStore:
         async with self._pool.acquire() as conn:
             records = await conn.fetch(_select(columns) + "$1 ORDER BY ts", ts)
         return [tuple(r) for r in records]
+
+    async def fold(
+        self, ts: float, columns: Sequence[str], add: Callable[[list[tuple[Any, ...]]], None]
+    ) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():  # a server-side cursor needs one
+            piece: list[tuple[Any, ...]] = []
+            async for record in conn.cursor(_select(columns) + "$1", ts, prefetch=_PIECE):
+                piece.append(tuple(record))
+                if len(piece) == _PIECE:
+                    add(piece)
+                    piece = []
+            add(piece)
 
     async def prune(self, before_ts: float) -> int:
         async with self._pool.acquire() as conn:

@@ -12,7 +12,8 @@ import datetime as dt
 import math
 import re
 import time
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ccproxy.observe.store import TOKEN_COLUMNS, Store
@@ -58,14 +59,30 @@ def parse_since(value: str, now: float | None = None) -> float:
     return when.timestamp()
 
 
-def _key(by: str, row: dict[str, Any]) -> str:
+_AT = {name: at for at, name in enumerate(_COLUMNS)}
+_SUMS = ("requests", "errors", *_TOKENS, "cost_usd")
+
+
+def _key_of(by: str) -> Callable[[tuple[Any, ...]], str]:
+    """The group a row (``_COLUMNS`` order) belongs to."""
     if by == "model":
-        return str(row["model_served"] or row["model"] or "unknown")
+        served, model = _AT["model_served"], _AT["model"]
+        return lambda row: str(row[served] or row[model] or "unknown")
     if by == "day":
-        return dt.datetime.fromtimestamp(row["ts"], dt.UTC).strftime("%Y-%m-%d")
-    if by == "key":
-        return str(row["client_key"] or "(no key)")
-    return str(row[by] or "unknown")
+        ts = _AT["ts"]
+        days: dict[int, str] = {}
+
+        def day(row: tuple[Any, ...]) -> str:
+            number = int(row[ts] // 86400)
+            name = days.get(number)
+            if name is None:
+                name = days[number] = dt.datetime.fromtimestamp(number * 86400, dt.UTC).strftime("%Y-%m-%d")
+            return name
+
+        return day
+    at = _AT["client_key" if by == "key" else by]
+    missing = "(no key)" if by == "key" else "unknown"
+    return lambda row: str(row[at] or missing)
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -75,47 +92,62 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
     return round(sorted_values[index], 2)
 
 
+class Aggregate:
+    """Rows added in pieces (``Store.fold``), grouped as they come: only each group's sums and its
+    latencies (8 bytes each, for the percentiles) are kept, never the rows."""
+
+    def __init__(self, by: str) -> None:
+        self.key = _key_of(by)
+        self.sums: dict[str, list[Any]] = {}  # requests, errors, tokens by kind, cost
+        self.durations: dict[str, array[float]] = {}
+        self.ttfbs: dict[str, array[float]] = {}
+
+    def add(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        key_of, sums = self.key, self.sums
+        status, cost, duration, ttfb = _AT["status"], _AT["cost_usd"], _AT["duration_ms"], _AT["ttfb_ms"]
+        t0, t1, t2, t3, t4 = (_AT[name] for name in _TOKENS)
+        for row in rows:
+            key = key_of(row)
+            group = sums.get(key)
+            if group is None:
+                group = sums[key] = [0, 0, 0, 0, 0, 0, 0, 0.0]
+                self.durations[key] = array("d")
+                self.ttfbs[key] = array("d")
+            group[0] += 1
+            if row[status] >= 400:
+                group[1] += 1
+            group[2] += row[t0]
+            group[3] += row[t1]
+            group[4] += row[t2]
+            group[5] += row[t3]
+            group[6] += row[t4]
+            group[7] += row[cost] or 0.0
+            self.durations[key].append(row[duration])
+            self.ttfbs[key].append(row[ttfb])
+
+    def result(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        out = []
+        for key, sums in self.sums.items():
+            group: dict[str, Any] = {"key": key, **dict(zip(_SUMS, sums, strict=True))}
+            group["cost_usd"] = round(sums[-1], 10)
+            _percentiles(group, sorted(self.durations[key]), sorted(self.ttfbs[key]))
+            out.append(group)
+        total: dict[str, Any] = {name: sum(group[name] for group in out) for name in _SUMS}
+        total["cost_usd"] = round(sum(sums[-1] for sums in self.sums.values()), 10)
+        every = sorted(d for v in self.durations.values() for d in v)
+        _percentiles(total, every, sorted(t for v in self.ttfbs.values() for t in v))
+        out.sort(key=lambda g: (-g["cost_usd"], -g["requests"], g["key"]))
+        return out, total
+
+
 def aggregate(rows: Sequence[tuple[Any, ...]], by: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    groups: dict[str, dict[str, Any]] = {}
-    durations: dict[str, list[float]] = {}
-    ttfbs: dict[str, list[float]] = {}
-    total: dict[str, Any] = {"requests": 0, "errors": 0, **dict.fromkeys(_TOKENS, 0), "cost_usd": 0.0}
-    for values in rows:
-        row = dict(zip(_COLUMNS, values, strict=True))
-        key = _key(by, row)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = {
-                "key": key,
-                "requests": 0,
-                "errors": 0,
-                **dict.fromkeys(_TOKENS, 0),
-                "cost_usd": 0.0,
-            }
-            durations[key] = []
-            ttfbs[key] = []
-        for target in (group, total):
-            target["requests"] += 1
-            target["errors"] += row["status"] >= 400
-            for name in _TOKENS:
-                target[name] += row[name]
-            target["cost_usd"] += row["cost_usd"] or 0.0
-        durations[key].append(row["duration_ms"])
-        ttfbs[key].append(row["ttfb_ms"])
-    out = []
-    for key, group in groups.items():
-        group["cost_usd"] = round(group["cost_usd"], 10)
-        _percentiles(group, durations[key], ttfbs[key])
-        out.append(group)
-    total["cost_usd"] = round(total["cost_usd"], 10)
-    _percentiles(total, [d for v in durations.values() for d in v], [t for v in ttfbs.values() for t in v])
-    out.sort(key=lambda g: (-g["cost_usd"], -g["requests"], g["key"]))
-    return out, total
+    totals = Aggregate(by)
+    totals.add(rows)
+    return totals.result()
 
 
 def _percentiles(target: dict[str, Any], durations: list[float], ttfbs: list[float]) -> None:
-    durations.sort()
-    ttfbs.sort()
+    """``durations`` and ``ttfbs`` sorted."""
     target["p50_ms"] = _percentile(durations, 0.5)
     target["p95_ms"] = _percentile(durations, 0.95)
     target["p50_ttfb_ms"] = _percentile(ttfbs, 0.5)
@@ -126,8 +158,9 @@ async def query_usage(store: Store, since: str, by: str) -> dict[str, Any]:
     if by not in GROUPS:
         raise UsageQueryError(f"invalid --by {by!r}: one of {', '.join(GROUPS)}")
     start = parse_since(since)
-    rows = await store.since(start, _COLUMNS)
-    grouped, total = aggregate(rows, by)
+    totals = Aggregate(by)
+    await store.fold(start, _COLUMNS, totals.add)
+    grouped, total = totals.result()
     return {
         "since": dt.datetime.fromtimestamp(start, dt.UTC).isoformat(timespec="seconds"),
         "by": by,

@@ -357,3 +357,27 @@ def test_sqlite_prune_rewrites_a_batch_spanning_the_cutoff_and_survives_a_wrong_
         return removed, rows
 
     assert asyncio.run(run()) == (2, [("r2",)])
+
+
+def test_fold_hands_over_the_window_in_pieces(ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ccproxy usage`` and ``/usage`` aggregate piece by piece (``Store.fold``): the same rows as
+    ``since``, never the whole window in memory at once."""
+    monkeypatch.setattr(store_module, "_PIECE", 3)  # PostgreSQL's cursor hands over 3 rows at a time
+    now = time.time()
+    pieces: list[list[tuple[Any, ...]]] = []
+
+    async def run() -> list[tuple[Any, ...]]:
+        store = open_store(ledger_url)
+        await store.open()
+        try:
+            for first in (0, 4):  # two written batches (SQLite: two stored rows)
+                await store.write([row_of(_event(i), now - 10 + i) for i in range(first, first + 4)])
+            await store.fold(now - 8.5, ("request_id", "input_tokens"), pieces.append)
+            return await store.since(now - 8.5, ("request_id", "input_tokens"))
+        finally:
+            await store.close()
+
+    ordered = asyncio.run(run())
+    assert [r[0] for r in ordered] == [f"r{i}" for i in range(2, 8)]
+    assert sorted(r for piece in pieces for r in piece) == sorted(ordered)
+    assert len(pieces) >= 2 and max(len(piece) for piece in pieces) <= 4

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from ccproxy.cli import app as cli_app
 from ccproxy.observe.pricing import ModelPrice, Prices, shipped_table, user_table_path
-from ccproxy.observe.usage import UsageQueryError, parse_since
+from ccproxy.observe.usage import Aggregate, UsageQueryError, aggregate, parse_since
 from ccproxy.plugins import Usage
 from ccproxy.testing import Completion, RunningFakes
 
@@ -212,3 +212,28 @@ def test_pricing_show_prints_the_shipped_table() -> None:
     assert result.exit_code == 0
     assert "claude-opus-4-5" in result.output and "gpt-5.5" in result.output
     assert str(shipped_table().updated) in result.output
+
+
+def test_usage_aggregates_the_same_in_pieces_as_at_once() -> None:
+    """``ccproxy usage`` adds the window's rows piece by piece (``Store.fold``): sums, errors, days and
+    percentiles come out the same as from all rows at once, and by hand."""
+    day = 1_764_892_800.0  # 2025-12-05 00:00 UTC
+    # ts, provider, model, model_served, client, client_key, status, 5 token kinds, cost, ms, ttfb ms
+    rows = [
+        (day + 10, "claude_api", "m", "m-1", "a", "k1", 200, 10, 5, 1, 0, 0, 0.5, 100.0, 10.0),
+        (day + 20, "claude_api", "m", None, "a", None, 502, 0, 0, 0, 0, 0, None, 300.0, 30.0),
+        (day + 86400 + 5, "codex", "g", "g", "b", None, 200, 4, 2, 0, 0, 7, 0.25, 200.0, 20.0),
+    ]
+    by_day, total = aggregate(rows, "day")
+    days = {r["key"]: (r["requests"], r["errors"]) for r in by_day}
+    assert days == {"2025-12-05": (2, 1), "2025-12-06": (1, 0)}
+    assert total["requests"] == 3 and total["errors"] == 1 and total["cost_usd"] == 0.75
+    assert (total["input_tokens"], total["output_tokens"], total["reasoning_tokens"]) == (14, 7, 7)
+    assert (total["p50_ms"], total["p95_ms"], total["p50_ttfb_ms"]) == (200.0, 300.0, 20.0)
+    pieces = Aggregate("model")
+    for row in rows:
+        pieces.add([row])
+    pieces.add([])
+    assert pieces.result() == aggregate(rows, "model")
+    keys = {r["key"]: r["requests"] for r in aggregate(rows, "key")[0]}
+    assert keys == {"k1": 1, "(no key)": 2}
