@@ -275,24 +275,16 @@ class SQLiteStore:
         await asyncio.to_thread(self._write, rows)
 
     def _since(self, ts: float, columns: Sequence[str]) -> list[tuple[Any, ...]]:
-        _select(columns)  # the same check of the names as PostgreSQL's
-        conn = self._connect()  # readers get their own connection: the writer's is used from its thread
-        read = _row_reader(columns)
-        found: list[tuple[float, tuple[Any, ...]]] = []
-        try:
-            for (text,) in conn.execute("SELECT rows FROM usage_batches WHERE max_ts >= ?", (ts,)):
-                # picked batch by batch: only the asked-for values of the window's rows stay in memory
-                found.extend((row[0], read(row)) for row in orjson.loads(text) if row[0] >= ts)
-        finally:
-            conn.close()
+        found: list[tuple[Any, ...]] = []
+        self._fold(ts, ("ts", *columns), found.extend)
         found.sort(key=itemgetter(0))
-        return [values for _, values in found]
+        return [row[1:] for row in found]
 
     async def since(self, ts: float, columns: Sequence[str]) -> list[tuple[Any, ...]]:
         return await asyncio.to_thread(self._since, ts, columns)
 
     def _fold(self, ts: float, columns: Sequence[str], add: Callable[[list[tuple[Any, ...]]], None]) -> None:
-        _select(columns)
+        _select(columns)  # unknown names: the same error as PostgreSQL's
         read = _row_reader(columns)
         conn = self._connect()
         try:
